@@ -1,0 +1,239 @@
+"""One dataset abstraction, four sources.
+
+A :class:`Catalogue` is a table of items with columns ``id`` (str), ``image_path`` (absolute str),
+one column per categorical attribute, and ``text`` (the product name the tags come from), plus
+image loading. It is filled by:
+
+1. :func:`load_kaggle` - the Kaggle "Fashion Product Images (Small)" layout
+   (``styles.csv`` + ``images/<id>.jpg``; the ``myntradataset/`` nesting of Kaggle's zip is accepted);
+2. :func:`attrboost.data.download.download_fashion` - fetches the Hugging Face copy and writes
+   the Kaggle layout, then 1. reads it;
+3. :func:`load_csv` - a user's own catalogue: any CSV with an id or path column, any attribute
+   columns and an optional text column;
+4. :func:`attrboost.data.synthetic.ensure_synthetic` - the embedded, generated default, written in
+   the Kaggle layout.
+
+Bad input policy (each case is tested):
+
+* missing directory / CSV / image folder, missing columns -> ``DataError`` naming what is missing
+  and what is expected;
+* rows with an empty attribute value -> dropped, counted in ``report["dropped_empty_attributes"]``
+  and warned about (the real csv has a few);
+* rows whose image file is missing -> dropped, counted in ``report["dropped_missing_images"]`` with
+  the first ids, and warned about; unreadable images are detected (and skipped, counted) only when
+  the protocol samples them (see :mod:`attrboost.data.sampling`), because opening ~40k files up
+  front would cost more than the whole study;
+* an unknown dataset name -> ``DataError`` listing the known names.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from . import ATTRIBUTES
+
+ENV_DATA_DIR = "ATTRBOOST_DATA_DIR"
+KAGGLE_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
+                  "season", "year", "usage", "productDisplayName")
+DATASETS = ("synthetic", "fashion")
+DATA_HELP = (
+    "Get the real data with `make data` (downloads ashraq/fashion-product-images-small from the "
+    "Hugging Face hub), or by hand from https://www.kaggle.com/datasets/paramaggarwal/"
+    "fashion-product-images-small: unpack it so that <dir>/styles.csv and <dir>/images/ exist, then "
+    f"pass data_dir=<dir> (notebooks: -p data_dir <dir>; CLI: --data-dir <dir>) or set ${ENV_DATA_DIR}."
+)
+
+
+class DataError(ValueError):
+    """Bad or missing input data; the message says what is wrong and what is expected."""
+
+
+@dataclass
+class Catalogue:
+    """A labelled image catalogue: ``items`` has ``id, image_path, <attributes...>, text``."""
+
+    name: str
+    items: pd.DataFrame
+    attributes: tuple[str, ...]
+    source: str
+    fingerprint: str
+    report: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load_image(self, i: int) -> Image.Image:
+        """Open item ``i`` (row position) as an RGB PIL image."""
+        return load_image(self.items["image_path"].iloc[i])
+
+    def __repr__(self) -> str:
+        return (f"Catalogue({self.name!r}, {len(self)} items, attributes={list(self.attributes)}, "
+                f"source={self.source!r})")
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _clean(df: pd.DataFrame, attributes: Sequence[str], source: str) -> tuple[pd.DataFrame, dict]:
+    """Drop rows with empty attributes or missing images; return the kept rows and a report."""
+    report: dict = {"rows_read": int(len(df))}
+    attrs = list(attributes)
+    for a in attrs:
+        df[a] = df[a].astype("string").str.strip()
+    empty = df[attrs].isna().any(axis=1) | (df[attrs] == "").any(axis=1)
+    report["dropped_empty_attributes"] = int(empty.sum())
+    if empty.any():
+        warnings.warn(f"{source}: dropped {int(empty.sum())} rows with an empty attribute value "
+                      f"(first ids: {df.loc[empty, 'id'].head(5).tolist()})", stacklevel=3)
+    df = df.loc[~empty]
+    exists = np.fromiter((os.path.isfile(p) for p in df["image_path"]), bool, len(df))
+    missing = df.loc[~exists, "id"]
+    report["dropped_missing_images"] = int(len(missing))
+    report["missing_image_ids"] = missing.head(10).tolist()
+    if len(missing):
+        warnings.warn(f"{source}: dropped {len(missing)} rows whose image file is missing "
+                      f"(first ids: {missing.head(5).tolist()})", stacklevel=3)
+    df = df.loc[exists].reset_index(drop=True)
+    if df.empty:
+        raise DataError(f"{source}: no usable rows (every row lacks an attribute value or an image)")
+    for a in attrs:
+        df[a] = df[a].astype(object)
+    df["id"] = df["id"].astype(str).astype(object)
+    df["text"] = df["text"].fillna("").astype(str).astype(object)
+    report["rows_kept"] = int(len(df))
+    return df, report
+
+
+def _read_kaggle_csv(path: Path) -> pd.DataFrame:
+    """Read Kaggle's styles.csv; product names that contain unquoted commas (a known quirk of the
+    Kaggle file) are re-joined instead of dropping the row."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise DataError(f"{path}: the file is empty; expected a header {','.join(KAGGLE_COLUMNS)}")
+    header = [h.strip() for h in rows[0]]
+    n = len(header)
+    body = [r[: n - 1] + [",".join(r[n - 1:])] if len(r) > n else r + [""] * (n - len(r))
+            for r in rows[1:] if r]
+    return pd.DataFrame(body, columns=header, dtype=object)
+
+
+def find_kaggle_root(data_dir: str | os.PathLike) -> Path:
+    """The folder holding styles.csv: ``data_dir`` itself or its ``myntradataset/`` subfolder."""
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise DataError(f"data directory {str(data_dir)!r} does not exist. {DATA_HELP}")
+    for cand in (data_dir, data_dir / "myntradataset"):
+        if (cand / "styles.csv").is_file():
+            return cand
+    raise DataError(f"{str(data_dir)!r} has no styles.csv (nor myntradataset/styles.csv). {DATA_HELP}")
+
+
+def load_kaggle(data_dir: str | os.PathLike, *, name: str = "fashion",
+                attributes: Sequence[str] = ATTRIBUTES) -> Catalogue:
+    """Read the Kaggle layout: ``styles.csv`` + ``images/<id>.jpg``."""
+    root = find_kaggle_root(data_dir)
+    csv_path = root / "styles.csv"
+    image_dir = root / "images"
+    if not image_dir.is_dir():
+        raise DataError(f"{str(root)!r} has styles.csv but no images/ folder. {DATA_HELP}")
+    df = _read_kaggle_csv(csv_path)
+    need = ["id", *attributes, "productDisplayName"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DataError(f"{csv_path}: missing column(s) {missing}; expected at least {need}")
+    df = df[need].rename(columns={"productDisplayName": "text"})
+    df["id"] = df["id"].str.strip()
+    df["image_path"] = [str(image_dir / f"{i}.jpg") for i in df["id"]]
+    df, report = _clean(df, attributes, str(csv_path))
+    fp = hashlib.sha256(f"{_file_digest(csv_path)}|{image_dir.resolve()}|{list(attributes)}".encode()).hexdigest()[:16]
+    cols = ["id", "image_path", *attributes, "text"]
+    return Catalogue(name, df[cols], tuple(attributes), str(root), fp, report)
+
+
+def load_csv(csv_path: str | os.PathLike, image_dir: str | os.PathLike | None = None, *,
+             attributes: Sequence[str], id_column: str | None = "id", path_column: str | None = None,
+             text_column: str | None = None, image_ext: str = ".jpg", name: str = "custom") -> Catalogue:
+    """A user's own catalogue.
+
+    Images are found either by ``path_column`` (a path, relative to ``image_dir`` or the CSV's
+    folder, or absolute) or as ``<image_dir>/<id><image_ext>``. ``attributes`` are the categorical
+    label columns (any number); ``text_column`` (optional) gives the words used as tags.
+    """
+    csv_path = Path(csv_path).expanduser()
+    if not csv_path.is_file():
+        raise DataError(f"CSV file {str(csv_path)!r} does not exist")
+    if not attributes:
+        raise DataError("load_csv(attributes=...): give at least one attribute column")
+    if path_column is None and id_column is None:
+        raise DataError("load_csv: give id_column (images at <image_dir>/<id><image_ext>) or path_column")
+    base = Path(image_dir).expanduser() if image_dir is not None else csv_path.parent
+    if not base.is_dir():
+        raise DataError(f"image folder {str(base)!r} does not exist")
+    df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    need = [c for c in [id_column, path_column, *attributes, text_column] if c]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DataError(f"{csv_path}: missing column(s) {missing}; the CSV has {list(df.columns)}")
+    out = pd.DataFrame({a: df[a] for a in attributes})
+    if path_column:
+        out["image_path"] = [str(Path(p) if Path(p).is_absolute() else base / p) for p in df[path_column]]
+        out["id"] = df[id_column] if id_column else df[path_column]
+    else:
+        out["id"] = df[id_column]
+        out["image_path"] = [str(base / f"{i}{image_ext}") for i in df[id_column]]
+    if out["id"].duplicated().any():
+        dup = out.loc[out["id"].duplicated(), "id"].head(5).tolist()
+        raise DataError(f"{csv_path}: column {id_column or path_column!r} has duplicate values, e.g. {dup}")
+    out["text"] = df[text_column] if text_column else ""
+    out, report = _clean(out, attributes, str(csv_path))
+    fp = hashlib.sha256(f"{_file_digest(csv_path)}|{base.resolve()}|{list(attributes)}|{text_column}".encode()).hexdigest()[:16]
+    cols = ["id", "image_path", *attributes, "text"]
+    return Catalogue(name, out[cols], tuple(attributes), str(csv_path), fp, report)
+
+
+def default_fashion_dir() -> Path | None:
+    """Where the real data is looked for: ``$ATTRBOOST_DATA_DIR``, ``<repo>/data/...``, ``<repo>/../shared/data/...``."""
+    from ..cache import repo_root
+
+    env = os.environ.get(ENV_DATA_DIR)
+    if env:
+        return Path(env).expanduser()
+    root = repo_root() or Path.cwd()
+    for cand in (root / "data" / "fashion-product-images-small",
+                 root.parent / "shared" / "data" / "fashion-product-images-small"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def load_dataset(name: str = "synthetic", data_dir: str | os.PathLike | None = None, **kw) -> Catalogue:
+    """Load a catalogue by name: ``synthetic`` (embedded default, generated and cached on first
+    use) or ``fashion`` (the real data in the Kaggle layout at ``data_dir``)."""
+    if name == "synthetic":
+        from .synthetic import ensure_synthetic
+
+        path = Path(data_dir) if data_dir else ensure_synthetic(**kw)
+        return load_kaggle(path, name="synthetic")
+    if name == "fashion":
+        path = data_dir or default_fashion_dir()
+        if path is None:
+            raise DataError(f"the real data was not found. {DATA_HELP}")
+        return load_kaggle(path, name="fashion")
+    raise DataError(f"unknown dataset {name!r}; known: {list(DATASETS)} (or use attrboost.data.load_csv "
+                    "for your own catalogue)")

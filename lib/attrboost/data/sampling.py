@@ -1,0 +1,170 @@
+"""The original sampling protocol, seeded, plus a validation split for honest model selection.
+
+Protocol (STUDY.md): group products by the full tuple of attributes; drop groups with fewer than
+``min_group_size`` (40) images; pick ``n_groups`` (100) groups at random; sample ``per_group`` (40)
+images from each (4,000); split off ``n_test`` (1,000) test images. The split is
+
+* ``"random"`` (default): a random permutation of the 4,000 images, so test groups are also seen
+  in training (the likelier reading of the original);
+* ``"by_group"``: by position after concatenating the groups in their random order, so the test
+  set is the last ``n_test`` images, i.e. groups never seen in training (when ``n_test`` is not a
+  multiple of ``per_group`` one group straddles the boundary, as a positional split would do).
+
+A validation split (``val_fraction`` of the training part, default 10%) is carved from the training
+part *the same way* (random, or the last positions for ``by_group``); it is the only data used for
+model selection. The test split is used once, for the final numbers.
+
+Images are checked for readability as they are sampled: an unreadable file is skipped (counted in
+``report["skipped_unreadable"]`` with the first ids) and the group's next image is taken; a group
+left with too few readable images is replaced by the next qualifying group.
+
+Tags: product names are normalised (:mod:`.tags`) and the vocabulary is the words seen more than
+``tag_min_count`` times *in the sample*; it is part of the label definition (used by the paper
+metric and as Task 2 targets), like the attribute set, and is fixed before any training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..cache import fingerprint as _fingerprint
+from .catalogue import Catalogue, DataError
+from .tags import build_vocab, filter_tags, normalise_name
+
+SPLITS = ("random", "by_group")
+PARTS = ("train", "val", "test")
+
+
+@dataclass
+class Sample:
+    """A protocol sample: ``items`` adds ``group`` (int), ``split`` (train/val/test) and ``tags``."""
+
+    items: pd.DataFrame
+    attributes: tuple[str, ...]
+    vocab: list[str]
+    params: dict
+    fingerprint: str
+    dataset: str
+    dataset_fingerprint: str
+    report: dict = field(default_factory=dict)
+
+    def part(self, name: str) -> pd.DataFrame:
+        """Rows of one part: ``train`` (fit), ``val`` (selection), ``test`` (final), ``trainval``."""
+        if name == "trainval":
+            return self.items[self.items["split"] != "test"]
+        if name not in PARTS:
+            raise ValueError(f"unknown part {name!r}; expected one of {[*PARTS, 'trainval']}")
+        return self.items[self.items["split"] == name]
+
+    def labels(self, name: str) -> np.ndarray:
+        return self.part(name)[list(self.attributes)].to_numpy(dtype=object)
+
+    def tags(self, name: str) -> list[list[str]]:
+        return list(self.part(name)["tags"])
+
+    def mask(self, name: str) -> np.ndarray:
+        return self.items.index.isin(self.part(name).index)
+
+    def __repr__(self) -> str:
+        counts = self.items["split"].value_counts().to_dict()
+        return (f"Sample({self.dataset!r}, {len(self.items)} items in {self.items['group'].nunique()} groups, "
+                f"split={self.params['split']!r}, parts={counts}, vocab={len(self.vocab)} words)")
+
+
+def _readable(path: str) -> bool:
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001 - any decoding failure means "unreadable"
+        return False
+
+
+def group_sizes(cat: Catalogue) -> pd.Series:
+    """Number of items per full attribute tuple, largest first."""
+    return cat.items.groupby(list(cat.attributes), sort=True).size().sort_values(ascending=False, kind="stable")
+
+
+def sample_protocol(cat: Catalogue, *, n_groups: int = 100, per_group: int = 40, min_group_size: int | None = None,
+                    n_test: int | None = None, split: str = "random", val_fraction: float = 0.1, seed: int = 0,
+                    tag_min_count: int = 5, check_images: bool = True) -> Sample:
+    """Draw the protocol sample from a catalogue (see the module docstring)."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: expected one of {list(SPLITS)}")
+    for pname, val in (("n_groups", n_groups), ("per_group", per_group)):
+        if not isinstance(val, (int, np.integer)) or val < 1:
+            raise ValueError(f"{pname}={val!r}: expected a positive integer")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction!r}: expected a number in [0, 1)")
+    min_group_size = per_group if min_group_size is None else min_group_size
+    if min_group_size < per_group:
+        raise ValueError(f"min_group_size={min_group_size} is smaller than per_group={per_group}")
+    total = n_groups * per_group
+    n_test = round(total / 4) if n_test is None else n_test
+    if not 0 < n_test < total:
+        raise ValueError(f"n_test={n_test}: expected between 1 and {total - 1} (n_groups * per_group - 1)")
+
+    attrs = list(cat.attributes)
+    items = cat.items
+    keys = items[attrs].astype(str).agg("\x1f".join, axis=1)
+    sizes = keys.value_counts()
+    qualifying = sorted(sizes.index[sizes >= min_group_size])
+    if len(qualifying) < n_groups:
+        raise DataError(f"{cat.name}: only {len(qualifying)} attribute groups have at least {min_group_size} "
+                        f"images (of {len(sizes)} groups); n_groups={n_groups} requested. Lower n_groups or "
+                        "min_group_size/per_group.")
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(qualifying))
+    members = {k: np.sort(v) for k, v in keys.groupby(keys).indices.items()}
+    chosen_rows: list[np.ndarray] = []
+    unreadable: list[str] = []
+    for gi in order:
+        if len(chosen_rows) == n_groups:
+            break
+        key = qualifying[gi]
+        rows = members[key]
+        rows = rows[rng.permutation(len(rows))]
+        take = []
+        for r in rows:
+            if not check_images or _readable(items["image_path"].iat[r]):
+                take.append(r)
+                if len(take) == per_group:
+                    break
+            else:
+                unreadable.append(items["id"].iat[r])
+        if len(take) == per_group:
+            chosen_rows.append(np.asarray(take))
+    if len(chosen_rows) < n_groups:
+        raise DataError(f"{cat.name}: only {len(chosen_rows)} groups have {per_group} readable images "
+                        f"({len(unreadable)} unreadable files, first ids {unreadable[:5]}); "
+                        f"n_groups={n_groups} requested")
+
+    rows = np.concatenate(chosen_rows)
+    df = items.iloc[rows].reset_index(drop=True).copy()
+    df["group"] = np.repeat(np.arange(n_groups), per_group)
+    n_trainval = total - n_test
+    n_val = int(round(val_fraction * n_trainval))
+    if split == "random":
+        perm = rng.permutation(total)
+    else:
+        perm = np.arange(total)
+    part = np.empty(total, dtype=object)
+    part[perm[:n_trainval - n_val]] = "train"
+    part[perm[n_trainval - n_val:n_trainval]] = "val"
+    part[perm[n_trainval:]] = "test"
+    df["split"] = part
+
+    words = [normalise_name(t) for t in df["text"]]
+    vocab = build_vocab(words, tag_min_count)
+    df["tags"] = filter_tags(words, vocab)
+
+    params = dict(n_groups=n_groups, per_group=per_group, min_group_size=min_group_size, n_test=n_test,
+                  split=split, val_fraction=val_fraction, seed=seed, tag_min_count=tag_min_count)
+    report = dict(qualifying_groups=len(qualifying), skipped_unreadable=len(unreadable),
+                  unreadable_ids=unreadable[:10], catalogue=dict(cat.report))
+    fp = _fingerprint(cat.fingerprint, params, df["id"].tolist())
+    return Sample(df, tuple(attrs), vocab, params, fp, cat.name, cat.fingerprint, report)

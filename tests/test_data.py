@@ -1,0 +1,271 @@
+"""Data layer: loaders, bad input, sampling protocol, tags, download conversion, real data."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from attrboost.data import (ATTRIBUTES, DataError, build_vocab, default_fashion_dir, filter_tags, load_csv,
+                            load_dataset, load_kaggle, normalise_name, sample_protocol)
+from attrboost.data.catalogue import KAGGLE_COLUMNS
+from attrboost.data.download import download_fashion, write_kaggle_layout
+
+COLOURS = ["Black", "Blue", "Red", "White", "Green", "Pink", "Grey", "Navy Blue"]
+
+
+def _jpeg(path: Path, colour=(200, 30, 30)) -> None:
+    Image.new("RGB", (6, 8), colour).save(path, format="JPEG")
+
+
+def make_kaggle(root: Path, n_groups=8, per_group=6, small_groups=2, nested=False) -> Path:
+    """A tiny Kaggle-layout dataset: n_groups groups of per_group items + small groups of 2."""
+    base = root / "myntradataset" if nested else root
+    (base / "images").mkdir(parents=True)
+    rows, rid = [], 1000
+    sizes = [per_group] * n_groups + [2] * small_groups
+    for g, size in enumerate(sizes):
+        for j in range(size):
+            rid += 1
+            colour = COLOURS[g % len(COLOURS)]
+            gender = "Men" if g % 2 else "Women"
+            rows.append([rid, gender, "Apparel", "Topwear", f"Type{g // len(COLOURS)}", colour, "Summer", 2012,
+                         "Casual", f"Brand{j % 2} {gender}'s {colour} T-Shirts & Tops {j}"])
+            _jpeg(base / "images" / f"{rid}.jpg", (g * 20 % 255, j * 30 % 255, 100))
+    with open(base / "styles.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(KAGGLE_COLUMNS)
+        w.writerows(rows)
+    return root
+
+
+# ---------------------------------------------------------------- tags
+def test_normalise_name_rules():
+    assert normalise_name("Puma Men's T-Shirts & Tops") == ["puma", "men", "tshirt", "-", "tops"]
+    assert normalise_name("Women's Blue TShirts") == ["women", "blue", "tshirt"]
+    assert normalise_name("Levi's  Jeans") == ["levis", "jeans"]
+    assert normalise_name("") == [] and normalise_name(None) == []
+
+
+def test_vocab_keeps_words_seen_more_than_min_count():
+    docs = [["a"] * 6, ["b"] * 5, ["c", "a"]]
+    assert build_vocab(docs, min_count=5) == ["a"]  # a: 7 > 5; b: 5 is not > 5
+    assert build_vocab(docs, min_count=4) == ["a", "b"]
+    assert filter_tags([["a", "x", "b"]], ["b", "a"]) == [["a", "b"]]
+
+
+# ---------------------------------------------------------------- loaders
+@pytest.mark.parametrize("nested", [False, True])
+def test_load_kaggle_layout(tmp_path, nested):
+    cat = load_kaggle(make_kaggle(tmp_path, nested=nested))
+    assert len(cat) == 8 * 6 + 2 * 2
+    assert list(cat.items.columns) == ["id", "image_path", *ATTRIBUTES, "text"]
+    assert all(Path(p).is_file() for p in cat.items["image_path"])
+    assert cat.load_image(0).mode == "RGB"
+    assert cat.report["dropped_empty_attributes"] == 0
+
+
+def test_kaggle_unquoted_commas_in_name_are_rejoined(tmp_path):
+    make_kaggle(tmp_path, n_groups=1, per_group=2, small_groups=0)
+    lines = (tmp_path / "styles.csv").read_text().splitlines()
+    first = lines[1].rsplit(",", 1)[0] + ",Nike Men, Blue, Shoes"
+    (tmp_path / "styles.csv").write_text("\n".join([lines[0], first, *lines[2:]]) + "\n")
+    cat = load_kaggle(tmp_path)
+    assert cat.items["text"].iloc[0] == "Nike Men, Blue, Shoes"
+
+
+def test_missing_dir_csv_images_and_columns(tmp_path):
+    with pytest.raises(DataError, match="does not exist.*make data"):
+        load_kaggle(tmp_path / "nope")
+    with pytest.raises(DataError, match="no styles.csv"):
+        load_kaggle(tmp_path)
+    make_kaggle(tmp_path / "d")
+    df = pd.read_csv(tmp_path / "d" / "styles.csv")
+    df.drop(columns=["season", "usage"]).to_csv(tmp_path / "d" / "styles.csv", index=False)
+    with pytest.raises(DataError, match=r"missing column\(s\) \['season', 'usage'\]"):
+        load_kaggle(tmp_path / "d")
+
+
+def test_empty_attributes_and_missing_images_are_dropped_and_reported(tmp_path):
+    make_kaggle(tmp_path)
+    df = pd.read_csv(tmp_path / "styles.csv", dtype=str)
+    df.loc[[0, 1], "usage"] = ""
+    df.to_csv(tmp_path / "styles.csv", index=False)
+    gone = df["id"].iloc[[5, 6, 7]].tolist()
+    for i in gone:
+        (tmp_path / "images" / f"{i}.jpg").unlink()
+    with pytest.warns(UserWarning) as rec:
+        cat = load_kaggle(tmp_path)
+    assert cat.report["dropped_empty_attributes"] == 2
+    assert cat.report["dropped_missing_images"] == 3
+    assert cat.report["missing_image_ids"] == gone
+    assert len(cat) == len(df) - 5
+    assert any("missing" in str(w.message) and gone[0] in str(w.message) for w in rec)
+
+
+def test_load_csv_generic(tmp_path):
+    img = tmp_path / "pics"
+    img.mkdir()
+    rows = []
+    for i in range(6):
+        _jpeg(img / f"p{i}.jpg")
+        rows.append({"sku": f"s{i}", "file": f"p{i}.jpg", "colour": "red" if i % 2 else "blue",
+                     "shape": "round", "title": f"Red thing {i}"})
+    pd.DataFrame(rows).to_csv(tmp_path / "cat.csv", index=False)
+    cat = load_csv(tmp_path / "cat.csv", img, attributes=["colour", "shape"], id_column="sku",
+                   path_column="file", text_column="title")
+    assert cat.attributes == ("colour", "shape") and len(cat) == 6
+    assert cat.items["id"].tolist() == [f"s{i}" for i in range(6)]
+    assert cat.items["text"].iloc[1] == "Red thing 1"
+    by_id = load_csv(tmp_path / "cat.csv", img, attributes=["colour"], id_column="file", image_ext="")
+    assert len(by_id) == 6
+    with pytest.raises(DataError, match=r"missing column\(s\) \['size'\]"):
+        load_csv(tmp_path / "cat.csv", img, attributes=["size"], id_column="sku")
+    with pytest.raises(DataError, match="does not exist"):
+        load_csv(tmp_path / "nope.csv", img, attributes=["colour"])
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(DataError, match=r"unknown dataset 'mnist'; known: \['synthetic', 'fashion'\]"):
+        load_dataset("mnist")
+
+
+# ---------------------------------------------------------------- sampling
+@pytest.fixture
+def tiny(tmp_path):
+    return load_kaggle(make_kaggle(tmp_path, n_groups=8, per_group=6, small_groups=3))
+
+
+def test_sample_sizes_groups_and_parts(tiny):
+    s = sample_protocol(tiny, n_groups=5, per_group=4, min_group_size=6, n_test=8, val_fraction=0.25, seed=1)
+    assert len(s.items) == 20 and s.items["group"].nunique() == 5
+    assert (s.items.groupby("group").size() == 4).all()
+    # each protocol group is one full attribute tuple, and distinct groups are distinct tuples
+    tuples = s.items.groupby("group")[list(ATTRIBUTES)].nunique()
+    assert (tuples == 1).all().all()
+    assert len(s.items.drop_duplicates(list(ATTRIBUTES))) == 5
+    counts = s.items["split"].value_counts()
+    assert counts["test"] == 8 and counts["val"] == 3 and counts["train"] == 9
+    assert not s.items["id"].duplicated().any()
+    assert set(s.part("train")["id"]).isdisjoint(s.part("test")["id"])
+    assert set(s.part("val")["id"]).isdisjoint(s.part("test")["id"])
+    assert set(s.part("val")["id"]).isdisjoint(s.part("train")["id"])
+
+
+def test_sample_drops_small_groups(tiny):
+    s = sample_protocol(tiny, n_groups=8, per_group=6, seed=0)
+    assert s.items.groupby("group").size().min() == 6  # the 2-item groups never qualify
+
+
+def test_sample_seed_reproduces_and_varies(tiny):
+    a = sample_protocol(tiny, n_groups=4, per_group=5, seed=3)
+    b = sample_protocol(tiny, n_groups=4, per_group=5, seed=3)
+    c = sample_protocol(tiny, n_groups=4, per_group=5, seed=4)
+    pd.testing.assert_frame_equal(a.items, b.items)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+    assert a.items["id"].tolist() != c.items["id"].tolist()
+
+
+def test_by_group_split_has_unseen_test_groups(tiny):
+    s = sample_protocol(tiny, n_groups=8, per_group=6, n_test=12, split="by_group", val_fraction=1 / 6, seed=0)
+    test_groups = set(s.part("test")["group"])
+    assert test_groups.isdisjoint(s.part("train")["group"])
+    assert len(test_groups) == 2
+    assert set(s.part("val")["group"]).isdisjoint(s.part("train")["group"])
+
+
+def test_fewer_groups_than_requested(tiny):
+    with pytest.raises(DataError, match="only 8 attribute groups have at least 6 images.*n_groups=9"):
+        sample_protocol(tiny, n_groups=9, per_group=6)
+
+
+def test_bad_sampling_parameters(tiny):
+    with pytest.raises(ValueError, match="split='seen'"):
+        sample_protocol(tiny, n_groups=2, per_group=2, split="seen")
+    with pytest.raises(ValueError, match="per_group=0"):
+        sample_protocol(tiny, n_groups=2, per_group=0)
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path):
+    cat = load_kaggle(make_kaggle(tmp_path, n_groups=3, per_group=6, small_groups=0))
+    bad = cat.items["id"].iloc[0]
+    Path(cat.items["image_path"].iloc[0]).write_bytes(b"not a jpeg")
+    s = sample_protocol(cat, n_groups=3, per_group=5, min_group_size=6, n_test=3, seed=0)
+    assert bad not in set(s.items["id"])
+    assert (s.items.groupby("group").size() == 5).all()
+    assert s.report["skipped_unreadable"] <= 1
+    # asking for all 6 of each group: the broken group no longer has enough readable images
+    with pytest.raises(DataError, match="only 2 groups have 6 readable images.*1 unreadable"):
+        sample_protocol(cat, n_groups=3, per_group=6, n_test=3, seed=0)
+
+
+def test_sample_tags_use_sample_vocab(tiny):
+    s = sample_protocol(tiny, n_groups=8, per_group=6, seed=0, tag_min_count=5)
+    flat = [t for tags in s.items["tags"] for t in tags]
+    assert set(flat) <= set(s.vocab) and "tshirt" in s.vocab
+
+
+# ---------------------------------------------------------------- download conversion
+def test_write_kaggle_layout_from_in_memory_records(tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGB", (6, 8), (0, 0, 255)).save(buf, format="PNG")
+    recs = []
+    for i in range(4):
+        rec = {c: v for c, v in zip(KAGGLE_COLUMNS, [10 + i, "Men", "Apparel", "Topwear", "Shirts", "Blue",
+                                                      "Fall", 2011.0, "Casual", f"Blue Shirt {i}"])}
+        rec["image"] = ({"bytes": buf.getvalue(), "path": None} if i % 2 else Image.new("RGB", (6, 8), "red"))
+        recs.append(rec)
+    out = write_kaggle_layout(recs, tmp_path / "fashion", progress=False)
+    cat = load_kaggle(out)
+    assert cat.items["id"].tolist() == ["10", "11", "12", "13"]
+    assert pd.read_csv(out / "styles.csv")["year"].tolist() == [2011] * 4
+    px = np.asarray(cat.load_image(1))
+    assert px[..., 2].mean() > 200 and px[..., 0].mean() < 50  # the blue PNG came through as a JPEG
+    assert not (tmp_path / "fashion.partial").exists()
+
+
+def test_write_kaggle_layout_interrupted_leaves_nothing(tmp_path):
+    def recs():
+        yield {**{c: "x" for c in KAGGLE_COLUMNS}, "id": 1, "image": Image.new("RGB", (4, 4))}
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_kaggle_layout(recs(), tmp_path / "fashion", progress=False)
+    assert not (tmp_path / "fashion").exists() and not (tmp_path / "fashion.partial").exists()
+
+
+def test_download_offline_fails_fast_with_instructions(tmp_path, monkeypatch):
+    import time
+
+    import huggingface_hub
+
+    def no_network(self, *a, **k):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", no_network)
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match=r"could not reach the Hugging Face hub.*kaggle.*ATTRBOOST_DATA_DIR"):
+        download_fashion(tmp_path / "x")
+    assert time.perf_counter() - t0 < 30
+
+
+# ---------------------------------------------------------------- real data
+REAL = default_fashion_dir()
+
+
+@pytest.mark.skipif(REAL is None or not (Path(REAL) / "styles.csv").exists(),
+                    reason="real data absent: get it with `make data` or set ATTRBOOST_DATA_DIR (see README)")
+def test_real_data_protocol_sample():
+    cat = load_dataset("fashion", REAL)
+    header = (Path(cat.source) / "styles.csv").read_text().splitlines()[0].split(",")
+    assert header == list(KAGGLE_COLUMNS)
+    assert len(cat) > 30000
+    s = sample_protocol(cat, seed=0)
+    assert len(s.items) == 4000 and s.items["group"].nunique() == 100
+    assert (s.items.groupby("group").size() == 40).all()
+    assert s.items["split"].value_counts().to_dict() == {"train": 2700, "test": 1000, "val": 300}
+    assert 200 < len(s.vocab) < 600  # the original kept 292 words
