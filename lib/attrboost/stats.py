@@ -1,0 +1,85 @@
+"""Seed statistics: means with Student-t confidence intervals.
+
+Each configuration is run with several seeds; a result is reported as the mean over seeds with a
+two-sided Student-t interval ``mean +/- t_{(1+c)/2, n-1} * s / sqrt(n)`` (``s``: sample standard
+deviation, ``ddof=1``). With a single value the interval is undefined and returned as NaN.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as _st
+
+
+def _as_values(values, name: str) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError(f"{name} is empty; need at least one value")
+    if not np.isfinite(v).all():
+        raise ValueError(f"{name} contains NaN or infinite values: {v.tolist()}")
+    return v
+
+
+def _check_confidence(confidence: float) -> float:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence!r}")
+    return float(confidence)
+
+
+def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean and its Student-t confidence interval.
+
+    ``values``: one number per seed. One value gives ``(value, nan, nan)``; identical values give a
+    zero-width interval.
+    """
+    confidence = _check_confidence(confidence)
+    v = _as_values(values, "values")
+    mean = float(v.mean())
+    if v.size == 1:
+        return mean, float("nan"), float("nan")
+    half = float(_st.t.ppf((1 + confidence) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return mean, mean - half, mean + half
+
+
+def summarise(df: pd.DataFrame, by: str | Sequence[str], value: str = "value", confidence: float = 0.95) -> pd.DataFrame:
+    """Tidy results (one row per run) -> one row per group of ``by``.
+
+    Returns the ``by`` columns followed by ``mean``, ``ci_low``, ``ci_high`` and ``n`` (number of
+    runs), groups in order of first appearance.
+    """
+    confidence = _check_confidence(confidence)
+    by = [by] if isinstance(by, str) else list(by)
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}")
+    missing = [c for c in [*by, value] if c not in df.columns]
+    if missing:
+        raise KeyError(f"df has no column(s) {missing}; columns are {list(df.columns)}")
+    rows = []
+    for key, part in df.groupby(by, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        mean, low, high = mean_ci(part[value].to_numpy(), confidence)
+        rows.append((*key, mean, low, high, len(part)))
+    return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n"])
+
+
+def ratio_ci(num, den, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Paired per-seed ratios ``num_i / den_i`` -> :func:`mean_ci` of the ratios.
+
+    ``num`` and ``den`` are matched by position (e.g. boosted and raw scores of the same seeds);
+    if both are pandas Series they are matched by index instead.
+    """
+    if isinstance(num, pd.Series) and isinstance(den, pd.Series):
+        if set(num.index) != set(den.index) or not num.index.is_unique or not den.index.is_unique:
+            raise ValueError(
+                f"num and den must have the same unique index (the seeds); got {list(num.index)} and {list(den.index)}"
+            )
+        den = den.reindex(num.index)
+    n = _as_values(num, "num")
+    d = _as_values(den, "den")
+    if n.size != d.size:
+        raise ValueError(f"num has {n.size} values but den has {d.size}; they must be paired per seed")
+    if (d == 0).any():
+        raise ValueError(f"den contains zeros at positions {np.flatnonzero(d == 0).tolist()}")
+    return mean_ci(n / d, confidence)
