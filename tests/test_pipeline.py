@@ -1,0 +1,127 @@
+"""The cached study steps the notebooks call: parameter checks, the feature store, head caching."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from attrboost import pipeline as P
+from attrboost.data import load_kaggle, sample_protocol
+from attrboost.metrics import paper_ground_truth
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    from test_data import make_kaggle
+
+    return load_kaggle(make_kaggle(tmp_path / "data", n_groups=6, per_group=8, small_groups=0))
+
+
+def test_as_list_accepts_what_papermill_passes():
+    assert P.as_list("seeds", [0, 1], int) == [0, 1]
+    assert P.as_list("seeds", "0,1,2", int) == [0, 1, 2]
+    assert P.as_list("seeds", "[3, 4]", int) == [3, 4]
+    assert P.as_list("seeds", 5, int) == [5]
+    assert P.as_list("tasks", "task1, task3") == ["task1", "task3"]
+    with pytest.raises(ValueError, match=r"parameter seeds='a,b': expected a list of int"):
+        P.as_list("seeds", "a,b", int)
+    with pytest.raises(ValueError, match="expected a non-empty list"):
+        P.as_list("tasks", [])
+
+
+def test_check_choice_names_parameter_and_allowed_values():
+    P.check_choice("task", "task1", P.TASKS)
+    with pytest.raises(ValueError, match=r"parameter tasks=\['task1', 'task9'\]: unknown \['task9'\]; expected one of"):
+        P.check_choice("tasks", ["task1", "task9"], P.TASKS)
+
+
+def test_feature_store_extracts_each_image_once(tiny, monkeypatch):
+    import attrboost.extract as E
+
+    calls = []
+    real = E.extract_features
+
+    def spy(backbone, paths, ids, **kw):
+        calls.append(list(ids))
+        return real(backbone, paths, ids, **{**kw, "num_workers": 0, "progress": False})
+
+    monkeypatch.setattr(E, "extract_features", spy)
+    a = sample_protocol(tiny, n_groups=4, per_group=4, n_test=4, seed=0)
+    b = sample_protocol(tiny, n_groups=4, per_group=4, n_test=4, seed=1)
+    Xa = P.get_features(a, "efficientnet_lite0", progress=False)
+    Xb = P.get_features(b, "efficientnet_lite0", progress=False)
+    assert Xa.shape == (16, 1280) and Xa.dtype == np.float32
+    assert calls[0] == a.items["id"].tolist()
+    overlap = set(a.items["id"]) & set(b.items["id"])
+    assert len(calls) == 2 and set(calls[1]) == set(b.items["id"]) - overlap  # only the new images
+    # rows are aligned with the sample: the same image has the same features in both samples
+    ia = {i: k for k, i in enumerate(a.items["id"])}
+    for k, i in enumerate(b.items["id"]):
+        if i in ia:
+            np.testing.assert_array_equal(Xb[k], Xa[ia[i]])
+    assert np.array_equal(P.get_features(a, "efficientnet_lite0", progress=False), Xa) and len(calls) == 2
+
+
+def test_get_boosted_is_cached_and_uses_only_train_and_val(tiny, monkeypatch):
+    import attrboost.heads as H
+
+    s = sample_protocol(tiny, n_groups=6, per_group=8, n_test=12, val_fraction=0.25, seed=0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(len(s.items), 16)).astype(np.float32) + s.items["group"].to_numpy()[:, None]
+    seen = {}
+    real_fit = H.BoostHead.fit
+
+    def spy_fit(self, X_, y, tags=None, X_val=None, y_val=None, tags_val=None):
+        seen["n"] = (len(X_), len(X_val))
+        return real_fit(self, X_, y, tags=tags, X_val=X_val, y_val=y_val, tags_val=tags_val)
+
+    monkeypatch.setattr(H.BoostHead, "fit", spy_fit)
+    run = P.get_boosted(s, X, "toy", "task1", 0, max_epochs=3)
+    assert seen["n"] == (len(s.part("train")), len(s.part("val")))
+    assert run.emb["test"].shape == (12, 16) and len(run.history) <= 3
+    seen.clear()
+    again = P.get_boosted(s, X, "toy", "task1", 0, max_epochs=3)
+    assert not seen  # served from the cache
+    for p in ("train", "val", "test"):
+        np.testing.assert_array_equal(again.emb[p], run.emb[p])
+    pd.testing.assert_frame_equal(again.history, run.history, check_dtype=False)
+    other = P.get_boosted(s, X, "toy", "task1", 0, max_epochs=2)  # a changed hyper-parameter retrains
+    assert seen and len(other.history) <= 2
+    with pytest.raises(ValueError, match="unknown head parameter"):
+        P.get_boosted(s, X, "toy", "task1", 0, learning_rate=0.1)
+
+
+def test_retrieval_example_ap_matches_paper_metric_definition(tiny, monkeypatch):
+    cfg = P.DataConfig(dataset="tiny", n_groups=6, per_group=8, n_test=16)
+    monkeypatch.setattr(P, "get_catalogue", lambda *a, **k: tiny)
+    P.get_sample.cache_clear()
+    rng = np.random.default_rng(1)
+    s = P.get_sample(cfg, 0)
+    X = rng.normal(size=(len(s.items), 8)).astype(np.float32)
+    monkeypatch.setattr(P, "get_features", lambda *a, **k: X)
+    ex = P.retrieval_example(cfg, "toy", seed=0, task="task1", max_epochs=2)
+    # the mean of the per-query AP over all queries is the paper metric; check this query against it
+    test = s.part("test")
+    gt = paper_ground_truth(s.labels("test"), s.tags("test"))
+    assert set(ex["truth"]) == set(gt[ex["query"]][gt[ex["query"]] >= 0])
+    emb = X[s.mask("test")].astype(np.float64)
+    q = ex["query"]
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sims = e @ e[q]
+    others = [i for i in range(len(e)) if i != q]
+    top = sorted(others, key=lambda i: (-np.float32(sims[i]), i))[:10]
+    assert list(ex["raw"]) == top
+    truth = set(ex["truth"])
+    hits, ap = 0, 0.0
+    for rank, i in enumerate(top, start=1):
+        if i in truth:
+            hits += 1
+            ap += hits / rank
+    assert ex["ap"]["raw"] == pytest.approx(100 * ap / min(10, len(truth)))
+    assert len(ex["boosted"]) == 10 and ex["query_id"] == test["id"].iloc[q]
+    P.get_sample.cache_clear()

@@ -1,0 +1,383 @@
+"""Tests for the papermill study runner (attrboost.study).
+
+All but one test use a throw-away repository under tmp_path and a fake executor, so no real
+notebook runs; the last test executes tiny notebooks with papermill to prove the wiring.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from papermill.exceptions import PapermillExecutionError
+
+from attrboost import study as S
+
+BACKBONES = list(S.DEFAULT_BACKBONES[:3])           # e.g. pca, efficientnet_lite0, efficientnet_lite1
+BB_ARG = ",".join(BACKBONES)
+METRICS = ("paper_map@10", "map@r", "precision@1")
+
+
+# ------------------------------------------------------------------------------ fixtures
+def make_notebook(source: str, outputs: list | None = None) -> dict:
+    return {"cells": [{"cell_type": "code", "execution_count": None, "id": "c0", "metadata": {},
+                       "outputs": outputs or [], "source": source}],
+            "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def make_repo(root: Path) -> Path:
+    (root / "notebooks").mkdir(parents=True)
+    for name in S.NOTEBOOKS:
+        (root / "notebooks" / f"{name}.ipynb").write_text(json.dumps(make_notebook(f"# {name}\n")))
+    return root
+
+
+def fake_results(params: dict, seeds) -> pd.DataFrame:
+    """A tidy table like 04's, rows deliberately out of order, values from a backbone-specific rng."""
+    rng = np.random.default_rng(sum(map(ord, params["backbone"])))
+    rows = [dict(dataset=params["dataset"], split=params["split"], backbone=params["backbone"], embedding=e,
+                 seed=s, metric=m, value=float(rng.random()))
+            for e in ("task1", "raw") for s in seeds for m in METRICS]
+    return pd.DataFrame(rows).iloc[rng.permutation(len(rows))]
+
+
+class FakeExecute:
+    """Records calls; 04 writes results.csv into results_dir; fails where told."""
+
+    def __init__(self, root: Path, fail: dict[str, str] | None = None):
+        self.root, self.fail, self.calls = root, dict(fail or {}), []
+
+    def __call__(self, input_path, output_path, parameters=None, cwd=None, kernel_name=None, progress_bar=None):
+        assert Path.cwd() == self.root.resolve() and Path(cwd) == self.root.resolve()
+        assert not os.path.isabs(input_path) and kernel_name == "python3" and progress_bar is False
+        name = Path(input_path).stem
+        backbone = Path(output_path).parent.name if name in S.BACKBONE_NOTEBOOKS and parameters else None
+        assert parameters.get("backbone", backbone) == backbone
+        self.calls.append((name, backbone, output_path, dict(parameters)))
+        Path(output_path).write_text("{}")
+        if name == "04_evaluate" and parameters:  # written before a failure in a later cell
+            fake_results(parameters, parameters["seeds"]).to_csv(Path(parameters["results_dir"]) / "results.csv",
+                                                                  index=False)
+        if self.fail.get(backbone) == name:
+            raise PapermillExecutionError(3, 3, "boom()", "RuntimeError", "boom " + "x" * 600, [])
+        if name == "05_figures" and parameters:
+            Path(parameters["figures_dir"]).mkdir(parents=True, exist_ok=True)
+
+    def executed(self):
+        return [(n, b) for n, b, _, _ in self.calls]
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return make_repo(tmp_path / "repo")
+
+
+def run(repo, argv, fail=None):
+    ex = FakeExecute(repo, fail)
+    return S.main(["--seeds", "0,1"] + argv, execute=ex, root=repo), ex
+
+
+# ------------------------------------------------------------------------------ arguments
+@pytest.mark.parametrize("argv, option, known", [
+    (["--backbones", "pca,nosuchnet"], "--backbones", S.known_backbones()),
+    (["--backbones", ""], "--backbones", S.known_backbones()),
+    (["--tasks", "task1,task9"], "--tasks", S.TASKS),
+    (["--split", "diagonal"], "--split", S.SPLITS),
+    (["--dataset", "imagenet"], "--dataset", S.DATASETS),
+    (["--weights", "nosuchnet=w.pt"], "--weights", S.known_backbones()),
+])
+def test_invalid_choices_exit_with_option_and_known_values(repo, capsys, argv, option, known):
+    with pytest.raises(SystemExit) as e:
+        S.parse_args(argv, root=repo)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err
+    assert all(k in err for k in known)
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--seeds", "0,x"], "--seeds"), (["--seeds", "1,1"], "--seeds"), (["--n-groups", "0"], "--n-groups"),
+    (["--weights", "pca"], "--weights"), (["--weights", "pca=/no/such/file.pt"], "--weights"),
+])
+def test_invalid_values_exit_with_option(repo, capsys, argv, option):
+    with pytest.raises(SystemExit):
+        S.parse_args(argv, root=repo)
+    assert option in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ plan
+def test_plan_order_paths_and_parameters(repo, tmp_path):
+    weights = repo / "w" / "lite1.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"w")
+    args = S.parse_args(["--backbones", BB_ARG, "--tasks", "task1,task3", "--seeds", "3,4", "--n-groups", "7",
+                         "--per-group", "5", "--weights", f"{BACKBONES[2]}={weights}",
+                         "--data-dir", str(repo / "data" / "x")], root=repo)
+    runs = S.plan_runs(args)
+    assert [r.backbone for r in runs] == BACKBONES
+    data = dict(dataset="synthetic", data_dir="data/x", n_groups=7, per_group=5, split="random")
+    for r in runs:
+        assert r.runset == "synthetic" and r.run_dir == f"papermill_runs/synthetic/{r.backbone}"
+        assert [s.notebook for s in r.steps] == list(S.BACKBONE_NOTEBOOKS)
+        for s in r.steps:
+            assert s.input_path == f"notebooks/{s.notebook}.ipynb"
+            assert s.output_path == f"{r.run_dir}/{s.notebook}.ipynb"
+            for k, v in data.items():
+                assert s.parameters[k] == v
+        p01, p02, p03, p04 = (s.parameters for s in r.steps)
+        w = "w/lite1.pt" if r.backbone == BACKBONES[2] else None
+        assert p01 == dict(data, seed=3)
+        assert p02 == dict(data, seeds=[3, 4], backbone=r.backbone, weights=w, device="auto", batch_size=32)
+        assert p03 == dict(data, backbone=r.backbone, weights=w, tasks=["task1", "task3"], seed=3)
+        assert p04 == dict(data, backbone=r.backbone, weights=w, tasks=["task1", "task3"], seeds=[3, 4],
+                           results_dir=r.run_dir)
+    fig = S.plan_figures(args)
+    assert fig.output_path == "papermill_runs/synthetic/05_figures.ipynb"
+    assert fig.parameters == dict(dataset="synthetic", runs_dir="papermill_runs/synthetic",
+                                  figures_dir="figures/synthetic", data_dir="data/x")
+    # nothing handed to a notebook is an absolute path
+    for step in [s for r in runs for s in r.steps] + [fig]:
+        assert not any(isinstance(v, str) and os.path.isabs(v) for v in step.parameters.values())
+
+
+def test_plan_by_group_runset_and_out_dirs(repo, tmp_path):
+    args = S.parse_args(["--dataset", "fashion", "--split", "by_group", "--backbones", "pca",
+                         "--out", str(repo / "elsewhere"), "--figures-dir", str(tmp_path / "figs")], root=repo)
+    (run,) = S.plan_runs(args)
+    assert run.runset == "fashion-by_group" and run.run_dir == "elsewhere/fashion-by_group/pca"
+    fig = S.plan_figures(args)
+    assert fig.parameters["dataset"] == "fashion-by_group"
+    assert fig.parameters["runs_dir"] == "elsewhere/fashion-by_group"
+    # outside the repository a path cannot be relative to it: it stays absolute
+    assert fig.parameters["figures_dir"] == str((tmp_path / "figs" / "fashion-by_group").resolve())
+
+
+# ------------------------------------------------------------------------------ running
+def test_main_runs_notebooks_in_order_and_aggregates(repo, capsys):
+    code, ex = run(repo, ["--backbones", BB_ARG])
+    assert code == 0
+    expected = [(nb, b) for b in BACKBONES for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)]
+    assert ex.executed() == expected
+    out = capsys.readouterr().out
+    assert f"[2/3 backbones] {BACKBONES[1]}: 02_embeddings ..." in out and "total wall time" in out
+    for b in BACKBONES:
+        info = json.loads((repo / "papermill_runs/synthetic" / b / "run.json").read_text())
+        assert info["status"] == "ok" and set(info["wall_s"]) == set(S.BACKBONE_NOTEBOOKS)
+        assert info["parameters"]["04_evaluate"]["results_dir"] == f"papermill_runs/synthetic/{b}"
+    assert not (repo / "papermill_runs/synthetic/failures.json").exists()
+    table = pd.read_csv(repo / "papermill_runs/synthetic/results.csv")
+    assert sorted(table.backbone.unique()) == sorted(BACKBONES)
+
+
+def test_second_invocation_skips_unchanged_runs(repo, capsys):
+    argv = ["--backbones", BB_ARG]
+    run(repo, argv)
+    capsys.readouterr()
+    code, ex = run(repo, argv)
+    assert code == 0 and ex.calls == []
+    assert capsys.readouterr().out.count("up to date (skipped)") == len(BACKBONES) + 1
+
+
+def test_changed_parameter_reruns(repo):
+    run(repo, ["--backbones", BB_ARG])
+    code, ex = run(repo, ["--backbones", BB_ARG, "--n-groups", "50"])
+    assert code == 0
+    assert ex.executed() == [(nb, b) for b in BACKBONES for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)]
+    assert all(p["n_groups"] == 50 for nb, b, _, p in ex.calls if nb != "05_figures")
+
+
+def test_changed_notebook_code_reruns_but_new_outputs_do_not(repo):
+    run(repo, ["--backbones", BB_ARG])
+    nb03 = repo / "notebooks" / "03_train.ipynb"
+    # executing a notebook in place changes only its outputs: still up to date
+    nb03.write_text(json.dumps(make_notebook("# 03_train\n", outputs=[{"output_type": "stream", "name": "stdout",
+                                                                          "text": "trained\n"}])))
+    assert run(repo, ["--backbones", BB_ARG])[1].calls == []
+    nb03.write_text(json.dumps(make_notebook("# 03_train\nlr = 1e-4\n")))
+    code, ex = run(repo, ["--backbones", BB_ARG])
+    assert code == 0 and len(ex.calls) == len(BACKBONES) * 4 + 1
+    # a change to 05 only re-runs 05
+    (repo / "notebooks" / "05_figures.ipynb").write_text(json.dumps(make_notebook("# 05\nimport seaborn\n")))
+    assert run(repo, ["--backbones", BB_ARG])[1].executed() == [("05_figures", None)]
+
+
+def test_force_reruns(repo):
+    run(repo, ["--backbones", BB_ARG])
+    code, ex = run(repo, ["--backbones", BB_ARG, "--force"])
+    assert code == 0 and len(ex.calls) == len(BACKBONES) * 4 + 1
+
+
+def test_missing_results_is_not_up_to_date(repo):
+    run(repo, ["--backbones", BB_ARG])
+    (repo / "papermill_runs/synthetic" / BACKBONES[0] / "results.csv").unlink()
+    _, ex = run(repo, ["--backbones", BB_ARG])
+    # the rerun reproduces the same results under the same fingerprint, so 05 has nothing new to draw
+    assert ex.executed() == [(nb, BACKBONES[0]) for nb in S.BACKBONE_NOTEBOOKS]
+
+
+@pytest.mark.parametrize("failing", ["02_embeddings", "04_evaluate"])
+def test_failure_is_isolated_to_its_backbone(repo, capsys, failing):
+    runset = repo / "papermill_runs/synthetic"
+    bad = BACKBONES[1]
+    run(repo, ["--backbones", BB_ARG])                       # a first, successful run leaves results behind
+    stale = pd.read_csv(runset / bad / "results.csv")
+    assert len(stale)
+    capsys.readouterr()
+    code, ex = run(repo, ["--backbones", BB_ARG, "--force"], fail={bad: failing})
+    assert code == 1
+    ran_bad = list(S.BACKBONE_NOTEBOOKS[:S.BACKBONE_NOTEBOOKS.index(failing) + 1])
+    assert ex.executed() == ([(nb, BACKBONES[0]) for nb in S.BACKBONE_NOTEBOOKS] + [(nb, bad) for nb in ran_bad]
+                             + [(nb, BACKBONES[2]) for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)])
+    failures = json.loads((runset / "failures.json").read_text())
+    assert [(f["backbone"], f["notebook"], f["ename"]) for f in failures] == [(bad, failing, "RuntimeError")]
+    assert failures[0]["evalue"].startswith("boom") and len(failures[0]["evalue"]) == S.EVALUE_CHARS
+    info = json.loads((runset / bad / "run.json").read_text())
+    assert info["status"] == "failed" and info["failure"]["notebook"] == failing
+    assert not (runset / bad / "results.csv").exists()
+    table = pd.read_csv(runset / "results.csv")
+    assert bad not in set(table.backbone) and set(table.backbone) == set(BACKBONES) - {bad}
+    out = capsys.readouterr().out
+    assert "failed" in out and "total wall time" in out
+    # next time only the failed backbone (and 05, whose input changed) runs again
+    code, ex = run(repo, ["--backbones", BB_ARG])
+    assert code == 0
+    assert ex.executed() == [(nb, bad) for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)]
+    assert not (runset / "failures.json").exists()
+
+
+def test_interrupted_rerun_leaves_no_stale_results(repo):
+    run(repo, ["--backbones", "pca"])
+    run_dir = repo / "papermill_runs/synthetic/pca"
+    assert (run_dir / "results.csv").exists()
+
+    def interrupt(input_path, output_path, **kw):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # not swallowed as a notebook failure
+        S.main(["--backbones", "pca", "--force"], execute=interrupt, root=repo)
+    assert not (run_dir / "results.csv").exists() and not (run_dir / "run.json").exists()
+    assert run(repo, ["--backbones", "pca"])[1].executed()[:4] == [(nb, "pca") for nb in S.BACKBONE_NOTEBOOKS]
+
+
+def test_all_failed_skips_figures_and_exits_1(repo):
+    code, ex = run(repo, ["--backbones", "pca"], fail={"pca": "01_data"})
+    assert code == 1 and ex.executed() == [("01_data", "pca")]
+    assert json.loads((repo / "papermill_runs/synthetic/failures.json").read_text())[0]["notebook"] == "01_data"
+
+
+def test_figures_failure_exits_1(repo):
+    ex = FakeExecute(repo, fail={None: "05_figures"})
+    code = S.main(["--backbones", "pca"], execute=ex, root=repo)
+    assert code == 1
+    failures = json.loads((repo / "papermill_runs/synthetic/failures.json").read_text())
+    assert [(f["backbone"], f["notebook"]) for f in failures] == [(None, "05_figures")]
+    # the backbone itself stays up to date; 05 is retried
+    ex = FakeExecute(repo)
+    assert S.main(["--backbones", "pca"], execute=ex, root=repo) == 0 and ex.executed() == [("05_figures", None)]
+
+
+def test_figures_only_uses_existing_successful_runs(repo):
+    run(repo, ["--backbones", BB_ARG], fail={BACKBONES[2]: "03_train"})
+    code, ex = run(repo, ["--backbones", BB_ARG, "--figures-only", "--force"])
+    assert code == 0 and ex.executed() == [("05_figures", None)]
+    table = pd.read_csv(repo / "papermill_runs/synthetic/results.csv")
+    assert set(table.backbone) == set(BACKBONES[:2])
+
+
+# ------------------------------------------------------------------------------ aggregate
+def test_aggregate_matches_manual_concat(tmp_path):
+    runset = tmp_path / "runs" / "synthetic"
+    frames = {}
+    for i, (b, status) in enumerate([("zeta", "ok"), ("alpha", "ok"), ("mid", "failed"), ("nojson", None)]):
+        d = runset / b
+        d.mkdir(parents=True)
+        df = fake_results(dict(dataset="synthetic", split="random", backbone=b), seeds=[2, 0, 1])
+        df.to_csv(d / "results.csv", index=False)
+        frames[b] = pd.read_csv(d / "results.csv")
+        if status:
+            (d / "run.json").write_text(json.dumps({"status": status}))
+    (runset / "okbutnoresults").mkdir()
+    (runset / "okbutnoresults" / "run.json").write_text(json.dumps({"status": "ok"}))
+
+    keys = ["backbone", "embedding", "seed", "metric"]
+    expected = pd.concat([frames["alpha"], frames["zeta"]]).sort_values(keys).reset_index(drop=True)
+    got = S.aggregate(runset)
+    pd.testing.assert_frame_equal(got, expected)
+    assert list(got.columns[:2]) == ["dataset", "split"]
+    pd.testing.assert_frame_equal(S.aggregate(runset, ["zeta"]),
+                                  frames["zeta"].sort_values(keys).reset_index(drop=True))
+    S.write_aggregate(runset, got)
+    pd.testing.assert_frame_equal(pd.read_csv(runset / "results.csv"), expected)
+    assert S.aggregate(tmp_path / "empty").empty
+
+
+def test_aggregate_rejects_tables_missing_columns(tmp_path):
+    d = tmp_path / "pca"
+    d.mkdir()
+    pd.DataFrame({"dataset": ["s"], "embedding": ["raw"], "seed": [0], "value": [1.0]}).to_csv(d / "results.csv")
+    (d / "run.json").write_text(json.dumps({"status": "ok"}))
+    with pytest.raises(ValueError, match="metric"):
+        S.aggregate(tmp_path)
+
+
+# ------------------------------------------------------------------------------ refresh
+def test_refresh_notebooks_in_place_in_order_and_restores_on_failure(repo):
+    ex = FakeExecute(repo)
+    assert S.main(["--refresh-notebooks"], execute=ex, root=repo) == 0
+    assert [(n, out, p) for n, _, out, p in ex.calls] == [
+        (n, f"notebooks/{n}.ipynb", {}) for n in S.NOTEBOOKS]
+    for n in S.NOTEBOOKS:  # the fake overwrote them
+        (repo / "notebooks" / f"{n}.ipynb").write_text(json.dumps(make_notebook(f"# {n}\n")))
+    before = (repo / "notebooks" / "03_train.ipynb").read_bytes()
+    ex = FakeExecute(repo, fail={None: "03_train"})
+    assert S.main(["--refresh-notebooks"], execute=ex, root=repo) == 1
+    assert [n for n, _ in ex.executed()] == ["01_data", "02_embeddings", "03_train"]
+    assert (repo / "notebooks" / "03_train.ipynb").read_bytes() == before
+
+
+# ------------------------------------------------------------------------------ papermill
+NB_PARAMS = ("dataset = 'synthetic'\ndata_dir = None\nn_groups = 100\nper_group = 40\nsplit = 'random'\n"
+             "seed = 0\nseeds = [0]\nbackbone = 'pca'\nweights = None\ndevice = 'auto'\nbatch_size = 32\n"
+             "tasks = ['task1']\nresults_dir = None\nruns_dir = 'papermill_runs'\nfigures_dir = 'figures'\n")
+NB_BODY = {
+    "02_embeddings": "if backbone == 'efficientnet_lite0':\n    raise ValueError('no weights for ' + backbone)\n",
+    "04_evaluate": ("import csv, os\nwith open(os.path.join(results_dir, 'results.csv'), 'w', newline='') as f:\n"
+                    "    w = csv.writer(f)\n    w.writerow(['dataset', 'split', 'backbone', 'embedding', 'seed', "
+                    "'metric', 'value'])\n    for s in seeds:\n"
+                    "        w.writerow([dataset, split, backbone, 'raw', s, 'map@r', n_groups + s])\n"),
+    "05_figures": ("import os\nos.makedirs(figures_dir, exist_ok=True)\n"
+                   "open(os.path.join(figures_dir, 'cwd.txt'), 'w').write(os.getcwd())\n"),
+}
+
+
+def test_papermill_integration(tmp_path):
+    """Really executes 2-cell notebooks (a `parameters`-tagged cell, then code) with papermill."""
+    nbformat = pytest.importorskip("nbformat")
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    for name in S.NOTEBOOKS:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.cells = [nbformat.v4.new_code_cell(NB_PARAMS, metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell(NB_BODY.get(name, "x = 1\n"))]
+        nbformat.write(nb, repo / "notebooks" / f"{name}.ipynb")
+
+    code = S.main(["--backbones", "pca,efficientnet_lite0", "--seeds", "3,5", "--n-groups", "7"], root=repo)
+    assert code == 1                                      # efficientnet_lite0 fails in 02 on purpose
+    runset = repo / "papermill_runs" / "synthetic"
+    failures = json.loads((runset / "failures.json").read_text())
+    assert [(f["backbone"], f["notebook"], f["ename"]) for f in failures] == [
+        ("efficientnet_lite0", "02_embeddings", "ValueError")]
+    assert "no weights for efficientnet_lite0" in failures[0]["evalue"]
+
+    table = pd.read_csv(runset / "results.csv")
+    assert table[["backbone", "seed", "value"]].values.tolist() == [["pca", 3, 10], ["pca", 5, 12]]
+    out = nbformat.read(runset / "pca" / "04_evaluate.ipynb", as_version=4)
+    injected = [c for c in out.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'results_dir = "papermill_runs/synthetic/pca"' in injected[0].source
+    assert str(tmp_path) not in json.dumps(out)           # no machine-specific path in the executed notebook
+    # the kernel ran in the repository root, and 05 wrote where it was told
+    assert Path((repo / "figures" / "synthetic" / "cwd.txt").read_text()).resolve() == repo.resolve()
