@@ -1,0 +1,612 @@
+"""The boosting head: a shallow multi-task network whose hidden layer is the boosted embedding.
+
+:class:`BoostHead` is a scikit-learn-style transformer with torch inside::
+
+    head = BoostHead(task="task1").fit(X_train, y_train, X_val=X_val, y_val=y_val)
+    Z = head.transform(X_test)            # hidden-layer ReLU activations, float32
+
+Architecture (see STUDY.md, "Heads")
+------------------------------------
+* ``hidden``: ``Linear(d, hidden_dim)`` + ReLU, ``hidden_dim = d`` by default. Its activations are
+  the boosted embedding returned by :meth:`BoostHead.transform`.
+* Task 1 (``"task1"``): one softmax classifier (``Linear(hidden_dim, n_classes)``) per attribute,
+  stored as one stacked Linear whose output is split per attribute (mathematically identical to
+  separate layers, one matmul instead of seven). Loss: the per-attribute cross-entropies
+  **averaged** over attributes (equal weights).
+* Task 2 (``"task2"``): a GRU decoder (hidden ``gru_hidden`` = 512) generating the tag sequence
+  with teacher forcing. Its initial state is ``tanh(Linear(embedding))``; inputs are
+  ``[BOS, t1..tn]``, targets ``[t1..tn, EOS]``, padded with PAD; sequences are cut to
+  ``max_tag_len`` tokens. Token embedding width :data:`TOKEN_DIM`. The vocabulary
+  (:attr:`BoostHead.vocab_`) is built from the *training* tags only, sorted; validation tokens
+  outside it are dropped. Loss: token cross-entropy averaged over non-PAD target tokens.
+* Task 3 (``"task3"``): both; loss = Task 1 loss + Task 2 loss (equal weights).
+
+Training: Kaiming-uniform weights (``nn.init.kaiming_uniform_`` defaults) and bias 0.01 for every
+Linear layer (the GRU and the token embedding keep PyTorch's default init); Adam(lr=1e-3,
+weight_decay=1e-5); batch 32 from an in-memory seeded permutation (no DataLoader); at most 200
+epochs; training stops when the epoch's training loss (mean of the batch losses weighted by batch
+size) falls below ``stop_loss`` = 0.002.
+
+Model selection (``selection``) uses the validation split only -- never pass the test set:
+
+* ``"val_loss"`` (default): after each epoch the loss above is computed on ``(X_val, y_val,
+  tags_val)``; the weights of the epoch with the lowest validation loss are kept, and training
+  stops early after ``patience`` epochs without improvement (``patience=None``: never).
+* ``"last"``: no validation needed; train to the stop rule / ``max_epochs``, keep the last epoch.
+  Validation data, if given, is only recorded in ``history_``.
+* a callable ``scorer(embedding_val, y_val, tags_val) -> float`` (higher is better), called after
+  each epoch with ``transform(X_val)`` and ``y_val`` / ``tags_val`` exactly as passed to ``fit``
+  (e.g. a retrieval metric on the validation split); best epoch kept, same ``patience`` rule.
+
+Determinism: the whole fit runs under ``torch.random.fork_rng`` seeded with ``seed`` (the global
+RNG is left untouched) with ``torch.use_deterministic_algorithms(True)``; the same seed, data and
+thread count give bit-identical :meth:`transform` output. Results can differ across thread counts
+(``torch.get_num_threads()``) and devices.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from torch.nn import functional as F
+
+TASKS = ("task1", "task2", "task3")
+SELECTIONS = ("val_loss", "last")
+PAD, BOS, EOS = 0, 1, 2
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
+TOKEN_DIM = 256
+_EVAL_BATCH = 1024
+
+__all__ = ["BoostHead", "TASKS", "SELECTIONS", "TOKEN_DIM"]
+
+
+# ----------------------------------------------------------------------------- the network
+class _HeadNet(nn.Module):
+    """Hidden layer + optional attribute classifiers + optional GRU tag decoder."""
+
+    def __init__(self, d: int, hidden_dim: int, n_classes: Sequence[int], vocab_size: int,
+                 gru_hidden: int):
+        super().__init__()
+        self.hidden = nn.Linear(d, hidden_dim)
+        self.n_classes = list(n_classes)
+        self.attr_out = nn.Linear(hidden_dim, sum(self.n_classes)) if self.n_classes else None
+        self.vocab_size = vocab_size
+        if vocab_size:
+            self.tok_emb = nn.Embedding(vocab_size, TOKEN_DIM, padding_idx=PAD)
+            self.init_state = nn.Linear(hidden_dim, gru_hidden)
+            self.gru = nn.GRU(TOKEN_DIM, gru_hidden, batch_first=True)
+            self.tok_out = nn.Linear(gru_hidden, vocab_size)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_uniform_(m.weight)
+                nn.init.constant_(m.bias, 0.01)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.hidden(x))
+
+    def attr_logits(self, h: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(self.attr_out(h), self.n_classes, dim=1))
+
+    def tag_logits(self, h: torch.Tensor, tokens_in: torch.Tensor) -> torch.Tensor:
+        h0 = torch.tanh(self.init_state(h)).unsqueeze(0)
+        out, _ = self.gru(self.tok_emb(tokens_in), h0)
+        return self.tok_out(out)
+
+
+# ----------------------------------------------------------------------------- input checks
+def _check_X(X, name: str, n_features: int | None = None) -> np.ndarray:
+    try:
+        arr = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array of shape (n_samples, n_features): {exc}") from exc
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has no samples")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values (after conversion to float32)")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, but the head was fitted on {n_features}")
+    return np.ascontiguousarray(arr)
+
+
+def _as_label_frame(y, name: str, columns: list | None = None) -> pd.DataFrame:
+    """Labels as a DataFrame of strings; with ``columns`` (y_val), match the training attributes."""
+    if isinstance(y, pd.DataFrame):
+        frame = y
+    elif isinstance(y, pd.Series):
+        frame = y.to_frame(name=y.name if y.name is not None else "attr_0")
+    else:
+        arr = np.asarray(y, dtype=object)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (n_samples, n_attributes), got shape {arr.shape}")
+        cols = columns if columns is not None and len(columns) == arr.shape[1] else \
+            [f"attr_{i}" for i in range(arr.shape[1])]
+        frame = pd.DataFrame(arr, columns=cols)
+    if frame.shape[1] == 0:
+        raise ValueError(f"{name} has no attribute columns")
+    if columns is not None:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{name} lacks the training attributes {missing} (has {list(frame.columns)})")
+        frame = frame[list(columns)]
+    for col in frame.columns:
+        if frame[col].isna().any():
+            raise ValueError(f"{name} has missing values in attribute {col!r}")
+    return frame.astype(str).reset_index(drop=True)
+
+
+def _check_tags(tags, name: str) -> list[list[str]]:
+    if isinstance(tags, (str, bytes)) or not hasattr(tags, "__len__"):
+        raise ValueError(f"{name} must be a list of token lists, got {type(tags).__name__}")
+    out = []
+    for i, toks in enumerate(tags):
+        if isinstance(toks, (str, bytes)) or not hasattr(toks, "__iter__"):
+            raise ValueError(f"{name}[{i}] must be a list of tokens (strings), got {type(toks).__name__}")
+        toks = list(toks)
+        if not all(isinstance(t, str) for t in toks):
+            raise ValueError(f"{name}[{i}] must contain only strings")
+        out.append(toks)
+    return out
+
+
+def _check_len(n: int, other, name: str, ref: str) -> None:
+    if other is not None and len(other) != n:
+        raise ValueError(f"{name} has {len(other)} samples but {ref} has {n}")
+
+
+@contextlib.contextmanager
+def _threads(num_threads: int | None):
+    """Temporarily set torch's intra-op thread count (None: unchanged)."""
+    old = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def _deterministic(seed: int):
+    """Seeded, deterministic torch section that restores the global RNG and flags afterwards."""
+    was_on = torch.are_deterministic_algorithms_enabled()
+    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was_on, warn_only=was_warn)
+
+
+# ----------------------------------------------------------------------------- the estimator
+class BoostHead(BaseEstimator, TransformerMixin):
+    """Shallow multi-task head whose hidden-layer activations are the boosted embedding.
+
+    Parameters
+    ----------
+    task : {"task1", "task2", "task3"}
+        "task1": attribute classifiers; "task2": GRU tag decoder; "task3": both (losses summed).
+    hidden_dim : int or None
+        Width of the hidden layer (the embedding); None = input width.
+    lr, weight_decay : float
+        Adam settings.
+    batch_size : int
+        Training batch size.
+    max_epochs : int
+        Upper bound on training epochs.
+    stop_loss : float
+        Stop once the epoch's mean training loss falls below this value.
+    selection : "val_loss", "last" or callable
+        How the returned epoch is chosen, on the validation split only (see module docstring).
+        A callable is ``scorer(embedding_val, y_val, tags_val) -> float``, higher is better.
+    patience : int or None
+        Early stop after this many epochs without improvement of the selection criterion.
+    gru_hidden : int
+        GRU hidden size (Tasks 2/3).
+    max_tag_len : int
+        Tag sequences are cut to this many tokens (before EOS).
+    seed : int
+        Seed for initialisation and batch order.
+    device : str
+        torch device ("cpu", "cuda", ...).
+    progress : bool
+        Show a tqdm bar over epochs.
+    num_threads : int or None
+        torch CPU threads used inside ``fit``/``transform`` (restored afterwards); None leaves
+        torch's setting alone. Default 1: batch-32 steps gain little from a second core and
+        slow down badly when the cores are shared; results are bit-identical only for equal
+        thread counts.
+
+    Attributes
+    ----------
+    history_ : DataFrame, one row per epoch: epoch (1-based), train_loss (+ train_attr_loss /
+        train_tag_loss), val_loss (+ val_attr_loss / val_tag_loss, NaN without validation labels),
+        val_acc_<attr> (Tasks 1/3), val_score (callable selection), seconds, selected (True on the
+        kept epoch).
+    best_epoch_ : int, the kept epoch (1-based). n_epochs_ : int, epochs run.
+    stop_reason_ : "stop_loss", "patience" or "max_epochs": why training ended.
+    classes_ : dict attribute -> sorted array of class names (Tasks 1/3; empty for Task 2).
+    attributes_ : list of attribute names. vocab_ : list of tag words (Tasks 2/3; specials excluded,
+        word ``vocab_[i]`` has token id ``i + 3``). n_features_in_ : int. hidden_dim_ : int.
+    model_ : the fitted torch module (on ``device``).
+    """
+
+    def __init__(self, task="task1", hidden_dim=None, lr=1e-3, weight_decay=1e-5, batch_size=32,
+                 max_epochs=200, stop_loss=0.002, selection="val_loss", patience=10, gru_hidden=512,
+                 max_tag_len=12, seed=0, device="cpu", progress=False, num_threads=1):
+        self.task = task
+        self.hidden_dim = hidden_dim
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.stop_loss = stop_loss
+        self.selection = selection
+        self.patience = patience
+        self.gru_hidden = gru_hidden
+        self.max_tag_len = max_tag_len
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+        self.num_threads = num_threads
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _uses_attrs(self) -> bool:
+        return self.task in ("task1", "task3")
+
+    @property
+    def _uses_tags(self) -> bool:
+        return self.task in ("task2", "task3")
+
+    def _check_params(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if not (callable(self.selection) or self.selection in SELECTIONS):
+            raise ValueError(f"selection must be one of {SELECTIONS} or a callable scorer, got {self.selection!r}")
+        for name in ("batch_size", "max_epochs", "gru_hidden", "max_tag_len"):
+            val = getattr(self, name)
+            if not isinstance(val, (int, np.integer)) or val < 1:
+                raise ValueError(f"{name} must be a positive integer, got {val!r}")
+        if self.hidden_dim is not None and (not isinstance(self.hidden_dim, (int, np.integer)) or self.hidden_dim < 1):
+            raise ValueError(f"hidden_dim must be None or a positive integer, got {self.hidden_dim!r}")
+        if self.num_threads is not None and (not isinstance(self.num_threads, (int, np.integer)) or self.num_threads < 1):
+            raise ValueError(f"num_threads must be None or a positive integer, got {self.num_threads!r}")
+        if self.patience is not None and (not isinstance(self.patience, (int, np.integer)) or self.patience < 1):
+            raise ValueError(f"patience must be None or a positive integer, got {self.patience!r}")
+        for name in ("lr", "weight_decay", "stop_loss"):
+            val = getattr(self, name)
+            if not np.isfinite(val) or val < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {val!r}")
+
+    def _encode_attrs(self, frame: pd.DataFrame, name: str) -> np.ndarray:
+        codes = np.empty(frame.shape, dtype=np.int64)
+        for j, attr in enumerate(self.attributes_):
+            cls = self.classes_[attr]
+            vals = frame[attr].to_numpy()
+            idx = np.clip(np.searchsorted(cls, vals), 0, len(cls) - 1)
+            bad = cls[idx] != vals
+            if bad.any():
+                raise ValueError(f"{name} has label {vals[bad][0]!r} for attribute {attr!r}, "
+                                 f"which does not occur in the training labels y")
+            codes[:, j] = idx
+        return codes
+
+    def _encode_tags(self, tags: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Teacher-forcing arrays (tokens_in, tokens_out) of shape (n, L) and lengths (n,)."""
+        ids = [[self._word_index[t] + 3 for t in toks if t in self._word_index][: self.max_tag_len]
+               for toks in tags]
+        lengths = np.array([len(s) + 1 for s in ids], dtype=np.int64)  # + BOS / EOS
+        L = int(lengths.max())
+        tin = np.full((len(ids), L), PAD, dtype=np.int64)
+        tout = np.full((len(ids), L), PAD, dtype=np.int64)
+        for i, s in enumerate(ids):
+            tin[i, : len(s) + 1] = [BOS] + s
+            tout[i, : len(s) + 1] = s + [EOS]
+        return tin, tout, lengths
+
+    def _losses(self, net: _HeadNet, xb, yb, tin, tout, reduction: str = "mean"):
+        """(total, attr_loss, tag_loss, attr_logits); the attribute term is computed iff ``yb`` is
+        given, the tag term iff ``tin`` is given. With reduction='sum': per-term sums, total None."""
+        h = net.embed(xb)
+        attr_loss = tag_loss = logits = None
+        if yb is not None:
+            logits = net.attr_logits(h)
+            terms = [F.cross_entropy(lg, yb[:, j], reduction=reduction) for j, lg in enumerate(logits)]
+            attr_loss = torch.stack(terms).mean() if reduction == "mean" else torch.stack(terms)
+        if tin is not None:
+            tl = net.tag_logits(h, tin)
+            tag_loss = F.cross_entropy(tl.reshape(-1, tl.shape[-1]), tout.reshape(-1),
+                                       ignore_index=PAD, reduction=reduction)
+        if reduction != "mean":
+            return None, attr_loss, tag_loss, logits
+        total = sum(t for t in (attr_loss, tag_loss) if t is not None)
+        return total, attr_loss, tag_loss, logits
+
+    @torch.no_grad()
+    def _evaluate(self, net, X, Y, tin, tout, lengths) -> dict:
+        """Validation loss (training definition, exact over the whole set) and accuracies.
+
+        Parts whose labels are missing (Y or tin None) are skipped; val_loss is NaN unless every
+        part the task trains on is available.
+        """
+        net.eval()
+        n = X.shape[0]
+        attr_sum = torch.zeros(len(self.attributes_), dtype=torch.float64)
+        correct = torch.zeros(len(self.attributes_), dtype=torch.float64)
+        tag_sum, n_tok = 0.0, 0
+        for s in range(0, n, _EVAL_BATCH):
+            sl = slice(s, s + _EVAL_BATCH)
+            tb_in = tb_out = None
+            if tin is not None:
+                L = int(lengths[sl].max())
+                tb_in, tb_out = tin[sl, :L], tout[sl, :L]
+                n_tok += int(lengths[sl].sum())
+            _, a, t, logits = self._losses(net, X[sl], None if Y is None else Y[sl], tb_in, tb_out,
+                                           reduction="sum")
+            if a is not None:
+                attr_sum += a.double().cpu()
+                correct += torch.stack([(lg.argmax(1) == Y[sl, j]).sum()
+                                        for j, lg in enumerate(logits)]).double().cpu()
+            if t is not None:
+                tag_sum += float(t)
+        net.train()
+        out, total = {}, 0.0
+        if self._uses_attrs:
+            out["val_attr_loss"] = float((attr_sum / n).mean()) if Y is not None else np.nan
+            total += out["val_attr_loss"]
+            for j, attr in enumerate(self.attributes_):
+                out[f"val_acc_{attr}"] = float(correct[j] / n) if Y is not None else np.nan
+        if self._uses_tags:
+            out["val_tag_loss"] = tag_sum / n_tok if tin is not None else np.nan
+            total += out["val_tag_loss"]
+        if self.task == "task3":
+            out["val_loss"] = total
+        else:
+            out = {"val_loss": total, **{k: v for k, v in out.items() if not k.endswith("_loss")}}
+        return out
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None, tags=None, X_val=None, y_val=None, tags_val=None) -> "BoostHead":
+        """Train the head; select the epoch on the validation split (see ``selection``).
+
+        X: (n, d) features; y: (n, n_attrs) labels (DataFrame: columns are the attribute names),
+        required for task1/task3 (ignored by task2); tags: list of n token lists (words already
+        normalised and filtered), required for task2/task3 (ignored by task1).
+        X_val / y_val / tags_val: the validation split (never the test set).
+        """
+        self._check_params()
+        self.__dict__.pop("model_", None)  # a failed refit must not leave a stale fitted model
+        X = _check_X(X, "X")
+        n, d = X.shape
+        _check_len(n, y, "y", "X")
+        _check_len(n, tags, "tags", "X")
+        has_val = X_val is not None
+        if has_val:
+            X_val = _check_X(X_val, "X_val", d)
+            _check_len(len(X_val), y_val, "y_val", "X_val")
+            _check_len(len(X_val), tags_val, "tags_val", "X_val")
+        elif y_val is not None or tags_val is not None:
+            raise ValueError("y_val / tags_val were given without X_val")
+
+        # attributes
+        self.attributes_, self.classes_ = [], {}
+        if self._uses_attrs:
+            if y is None:
+                raise ValueError(f"y (attribute labels) is required for task={self.task!r}")
+            frame = _as_label_frame(y, "y")
+            self.attributes_ = list(frame.columns)
+            for attr in self.attributes_:
+                cls = np.unique(frame[attr].to_numpy().astype(str))
+                if len(cls) < 2:
+                    raise ValueError(f"y: attribute {attr!r} has a single class ({cls[0]!r}) in the training "
+                                     f"labels; a classifier needs at least 2 (drop the attribute)")
+                self.classes_[attr] = cls
+            Y = self._encode_attrs(frame, "y")
+        # tags
+        self.vocab_, self._word_index = [], {}
+        if self._uses_tags:
+            if tags is None:
+                raise ValueError(f"tags (token lists) are required for task={self.task!r}")
+            tags = _check_tags(tags, "tags")
+            self.vocab_ = sorted({t for toks in tags for t in toks})
+            if not self.vocab_:
+                raise ValueError("tags: the training tags are all empty, so the tag vocabulary is empty")
+            self._word_index = {w: i for i, w in enumerate(self.vocab_)}
+            tin, tout, lengths = self._encode_tags(tags)
+
+        # validation requirements
+        need_val = self.selection != "last"
+        if need_val and not has_val:
+            raise ValueError(f"selection={self.selection!r} needs a validation split: pass X_val "
+                             f"(and y_val / tags_val), or use selection='last'")
+        val_labels_ok = has_val and (not self._uses_attrs or y_val is not None) and \
+            (not self._uses_tags or tags_val is not None)
+        if self.selection == "val_loss" and not val_labels_ok:
+            need = [p for p, ok in (("y_val", not self._uses_attrs or y_val is not None),
+                                    ("tags_val", not self._uses_tags or tags_val is not None)) if not ok]
+            raise ValueError(f"selection='val_loss' with task={self.task!r} requires {' and '.join(need)}")
+        Yv = tvin = tvout = vlen = None
+        if has_val:
+            if self._uses_attrs and y_val is not None:
+                Yv = self._encode_attrs(_as_label_frame(y_val, "y_val", self.attributes_), "y_val")
+            if self._uses_tags and tags_val is not None:
+                tvin, tvout, vlen = self._encode_tags(_check_tags(tags_val, "tags_val"))
+
+        self.n_features_in_ = d
+        self.hidden_dim_ = int(self.hidden_dim or d)
+        dev = torch.device(self.device)
+        to = lambda a: None if a is None else torch.as_tensor(a, device=dev)  # noqa: E731
+
+        with _threads(self.num_threads), _deterministic(int(self.seed)):
+            net = _HeadNet(d, self.hidden_dim_, [len(self.classes_[a]) for a in self.attributes_],
+                           len(self.vocab_) + 3 if self._uses_tags else 0, self.gru_hidden).to(dev)
+            opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay,
+                                   fused=dev.type in ("cpu", "cuda"))
+            gen = torch.Generator().manual_seed(int(self.seed))
+            Xt = to(X)
+            Yt = to(Y) if self._uses_attrs else None
+            if self._uses_tags:
+                Tin, Tout, Lt = to(tin), to(tout), torch.as_tensor(lengths)
+            Xv, Yvt, Tvin, Tvout = to(X_val), to(Yv), to(tvin), to(tvout)
+            rows, best_state, best_score, best_epoch, bad_epochs = [], None, -np.inf, 0, 0
+            epochs = range(1, self.max_epochs + 1)
+            bar = None
+            if self.progress:
+                from tqdm.auto import tqdm
+                bar = tqdm(epochs, desc=f"BoostHead {self.task}", leave=False)
+                epochs = bar
+            net.train()
+            for epoch in epochs:
+                t0 = time.perf_counter()
+                perm = torch.randperm(n, generator=gen)
+                sums = {"train_loss": 0.0, "train_attr_loss": 0.0, "train_tag_loss": 0.0}
+                for s in range(0, n, self.batch_size):
+                    idx = perm[s: s + self.batch_size]
+                    idx_d = idx.to(dev)
+                    tb_in = tb_out = None
+                    if self._uses_tags:
+                        L = int(Lt[idx].max())
+                        tb_in, tb_out = Tin[idx_d, :L], Tout[idx_d, :L]
+                    loss, a, t, _ = self._losses(net, Xt[idx_d], None if Yt is None else Yt[idx_d], tb_in, tb_out)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    b = len(idx)
+                    sums["train_loss"] += loss.item() * b
+                    if a is not None:
+                        sums["train_attr_loss"] += a.item() * b
+                    if t is not None:
+                        sums["train_tag_loss"] += t.item() * b
+                row = {"epoch": epoch, "train_loss": sums["train_loss"] / n}
+                if not np.isfinite(row["train_loss"]):
+                    raise RuntimeError(f"training diverged (non-finite loss) at epoch {epoch}; lower lr")
+                if self.task == "task3":
+                    row["train_attr_loss"] = sums["train_attr_loss"] / n
+                    row["train_tag_loss"] = sums["train_tag_loss"] / n
+                if has_val:
+                    row.update(self._evaluate(net, Xv, Yvt, Tvin, Tvout, vlen))
+                # selection
+                if self.selection == "last":
+                    score = float(epoch)
+                elif self.selection == "val_loss":
+                    score = -row["val_loss"]
+                else:
+                    emb = self._embed_numpy(net, Xv)
+                    score = float(self.selection(emb, y_val, tags_val))
+                    row["val_score"] = score
+                    if not np.isfinite(score):
+                        raise ValueError(f"selection scorer returned a non-finite score {score!r} at epoch {epoch}")
+                if best_state is None or score > best_score:
+                    best_score, best_epoch, bad_epochs = score, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                else:
+                    bad_epochs += 1
+                row["seconds"] = time.perf_counter() - t0
+                rows.append(row)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row.get('val_loss', np.nan):.4f}")
+                stop_reason = "max_epochs"
+                if row["train_loss"] < self.stop_loss:
+                    stop_reason = "stop_loss"
+                    break
+                if self.selection != "last" and self.patience is not None and bad_epochs >= self.patience:
+                    stop_reason = "patience"
+                    break
+            if bar is not None:
+                bar.close()
+            net.load_state_dict(best_state)
+            net.eval()
+
+        hist = pd.DataFrame(rows)
+        first = [c for c in ("epoch", "train_loss", "train_attr_loss", "train_tag_loss", "val_loss",
+                             "val_attr_loss", "val_tag_loss") if c in hist.columns]
+        hist = hist[first + [c for c in hist.columns if c not in first]]
+        hist["selected"] = hist["epoch"] == best_epoch
+        self.history_ = hist
+        self.best_epoch_ = int(best_epoch)
+        self.n_epochs_ = len(rows)
+        self.stop_reason_ = stop_reason
+        self.model_ = net
+        return self
+
+    @torch.no_grad()
+    def _embed_numpy(self, net, Xt: torch.Tensor) -> np.ndarray:
+        was_training = net.training
+        net.eval()
+        out = torch.cat([net.embed(Xt[s: s + _EVAL_BATCH]) for s in range(0, len(Xt), _EVAL_BATCH)])
+        net.train(was_training)
+        return out.cpu().numpy().astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------ inference
+    def _check_fitted(self, X) -> torch.Tensor:
+        check_is_fitted(self, "model_")
+        X = _check_X(X, "X", self.n_features_in_)
+        return torch.as_tensor(X, device=torch.device(self.device))
+
+    def transform(self, X) -> np.ndarray:
+        """Boosted embedding: hidden-layer ReLU activations, float32 array (n, hidden_dim_)."""
+        Xt = self._check_fitted(X)
+        with _threads(self.num_threads):
+            return self._embed_numpy(self.model_, Xt)
+
+    @torch.no_grad()
+    def predict_attribute_proba(self, X) -> dict[str, np.ndarray]:
+        """Class probabilities per attribute: dict attr -> float64 (n, len(classes_[attr])) (Tasks 1/3)."""
+        Xt = self._check_fitted(X)
+        if not self._uses_attrs:
+            raise ValueError(f"task={self.task!r} has no attribute classifiers (use task1 or task3)")
+        net = self.model_
+        with _threads(self.num_threads):
+            parts = [net.attr_logits(net.embed(Xt[s: s + _EVAL_BATCH])) for s in range(0, len(Xt), _EVAL_BATCH)]
+        logits = [torch.cat(p) for p in zip(*parts)]
+        return {a: torch.softmax(lg.double(), dim=1).cpu().numpy() for a, lg in zip(self.attributes_, logits)}
+
+    def predict_attributes(self, X) -> pd.DataFrame:
+        """Most probable class per attribute (Tasks 1/3), one column per attribute."""
+        proba = self.predict_attribute_proba(X)
+        return pd.DataFrame({a: self.classes_[a][p.argmax(1)] for a, p in proba.items()})
+
+    @torch.no_grad()
+    def predict_tags(self, X) -> list[list[str]]:
+        """Greedy decoding of the tag sequence (Tasks 2/3), at most ``max_tag_len`` words each."""
+        Xt = self._check_fitted(X)
+        if not self._uses_tags:
+            raise ValueError(f"task={self.task!r} has no tag decoder (use task2 or task3)")
+        net = self.model_
+        out: list[list[str]] = []
+        for s in range(0, len(Xt), _EVAL_BATCH):
+            h = torch.tanh(net.init_state(net.embed(Xt[s: s + _EVAL_BATCH]))).unsqueeze(0)
+            tok = torch.full((h.shape[1], 1), BOS, dtype=torch.long, device=Xt.device)
+            done = torch.zeros(h.shape[1], dtype=torch.bool, device=Xt.device)
+            seqs = []
+            for _ in range(self.max_tag_len + 1):
+                o, h = net.gru(net.tok_emb(tok), h)
+                logits = net.tok_out(o[:, -1])
+                logits[:, [PAD, BOS]] = -torch.inf
+                tok = logits.argmax(1, keepdim=True)
+                seqs.append(torch.where(done, EOS, tok[:, 0]))
+                done |= tok[:, 0] == EOS
+                if bool(done.all()):
+                    break
+            ids = torch.stack(seqs, 1).cpu().numpy()
+            for row in ids:
+                words = []
+                for i in row:
+                    if i == EOS or len(words) >= self.max_tag_len:
+                        break
+                    words.append(self.vocab_[i - 3])
+                out.append(words)
+        return out
