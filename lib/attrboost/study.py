@@ -398,6 +398,22 @@ def _check_notebooks(names: Iterable[str]) -> list[str]:
     return [_notebook_path(n) for n in names if not Path(_notebook_path(n)).is_file()]
 
 
+def strip_run_metadata(path: Path) -> None:
+    """Drop papermill's timestamps and durations from a committed notebook, so reruns diff cleanly."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # noqa: BLE001 - not a notebook nbformat can read: leave it as it is
+        return
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    text = nbformat.writes(nb)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def refresh_notebooks(execute: Execute, root: Path) -> int:
     """Execute notebooks/01..05 in place with their default parameters; stop at the first failure,
     restoring that notebook's previous content."""
@@ -421,6 +437,7 @@ def refresh_notebooks(execute: Execute, root: Path) -> int:
             print(f"[refresh {i}/{len(NOTEBOOKS)}] {path} FAILED: {info['ename']}: {info['evalue']}\n"
                   f"(notebook restored; total wall time {fmt_seconds(time.perf_counter() - t0)})", flush=True)
             return 1
+        strip_run_metadata(path)
         print(f"[refresh {i}/{len(NOTEBOOKS)}] {path} done in {fmt_seconds(time.perf_counter() - t)}", flush=True)
     print(f"total wall time {fmt_seconds(time.perf_counter() - t0)}")
     return 0
