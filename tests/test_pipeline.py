@@ -78,6 +78,7 @@ def test_get_boosted_is_cached_and_uses_only_train_and_val(tiny, monkeypatch):
 
     def spy_fit(self, X_, y, tags=None, X_val=None, y_val=None, tags_val=None):
         seen["n"] = (len(X_), len(X_val))
+        seen["task"] = self.task
         return real_fit(self, X_, y, tags=tags, X_val=X_val, y_val=y_val, tags_val=tags_val)
 
     monkeypatch.setattr(H.BoostHead, "fit", spy_fit)
@@ -92,6 +93,10 @@ def test_get_boosted_is_cached_and_uses_only_train_and_val(tiny, monkeypatch):
     pd.testing.assert_frame_equal(again.history, run.history, check_dtype=False)
     other = P.get_boosted(s, X, "toy", "task1", 0, max_epochs=2)  # a changed hyper-parameter retrains
     assert seen and len(other.history) <= 2
+    seen.clear()
+    t2 = P.get_boosted(s, X, "toy", "task2", 0, max_epochs=2, gru_hidden=8)
+    assert seen["task"] == "task2"  # each task trains its own head (regression: all tasks trained task1)
+    assert not np.array_equal(t2.emb["test"], other.emb["test"])
     with pytest.raises(ValueError, match="unknown head parameter"):
         P.get_boosted(s, X, "toy", "task1", 0, learning_rate=0.1)
 

@@ -146,8 +146,8 @@ def head_params(**overrides) -> dict:
     if unknown:
         raise ValueError(f"unknown head parameter(s) {sorted(unknown)}; known: {sorted(params)}")
     params.update(overrides)
-    params.pop("progress", None)
-    params.pop("seed", None)
+    for per_run in ("task", "seed", "progress"):  # given per call, not hyper-parameters
+        params.pop(per_run, None)
     return params
 
 
@@ -169,7 +169,7 @@ def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
         emb = {p: d[f"emb_{p}"] for p in ("train", "val", "test")}
         return HeadRun(task, seed, emb, hist, int(d["best_epoch"]), float(d["fit_seconds"]), params)
     part = {p: sample.mask(p) for p in ("train", "val", "test")}
-    head = BoostHead(**params, seed=seed, progress=progress)
+    head = BoostHead(task=task, **params, seed=seed, progress=progress)
     t0 = time.perf_counter()
     train, val = sample.part("train"), sample.part("val")
     # an attribute constant in the training part cannot be learned: leave it out of the head's targets
