@@ -334,7 +334,7 @@ def embed(backbone: str, items: pd.DataFrame, train_ids, *, dataset_fp: str, **k
             return feats
     pixels = _cached_pixels(paths, ids, size, dataset_fp, cache, progress)
     pca = backbones.PixelPCA(n_components=n_components, image_size=size, seed=seed).fit(pixels[train_mask])
-    feats = pca.transform(pixels)
+    feats = np.ascontiguousarray(pca.transform(pixels), dtype=np.float32)
     if cache:
         save_arrays(path, ids=ids, features=feats)
     return feats
