@@ -196,8 +196,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", default="0,1,2",
                         help="DataLoader workers; a comma-separated list times the pipeline for each")
-    parser.add_argument("--real-workers", type=int, default=2,
-                        help="DataLoader workers of the cold real-data run (default: the library default)")
+    parser.add_argument("--real-workers", default="auto", type=lambda v: v if v == "auto" else int(v),
+                        help="DataLoader workers of the cold real-data run (default: the library's 'auto')")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best is reported")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one backbone, print JSON

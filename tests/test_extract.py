@@ -189,6 +189,9 @@ def test_argument_validation(cache, images):
     paths, ids = images
     with pytest.raises(ValueError, match="ids has 3 entries"):
         extract_features(BACKBONE, paths[:2], ids[:3], **CPU)
+    with pytest.raises(ValueError, match="num_workers must be an int >= 0 or 'auto'"):
+        extract_features(BACKBONE, paths, ids, num_workers=-1, **CPU)
+    assert extract.auto_workers(torch.device("cpu")) >= 0
     with pytest.raises(ValueError, match="batch_size"):
         extract_features(BACKBONE, paths, ids, batch_size=0, **CPU)
     with pytest.raises(ValueError, match="embed"):

@@ -90,7 +90,7 @@ def _store_path(dataset_fp: str, backbone: str, weights) -> Path:
 
 
 def get_features(sample: Sample, backbone: str, *, weights=None, device: str = "auto", batch_size: int = 32,
-                 num_workers: int = 2, progress: bool = True) -> np.ndarray:
+                 num_workers: int | str = "auto", progress: bool = True) -> np.ndarray:
     """Frozen features for every row of ``sample.items`` (float32, rows aligned).
 
     Pretrained CNN/ViT backbones read the per-backbone feature store and extract only the images
