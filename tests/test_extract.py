@@ -14,7 +14,7 @@ from sklearn.decomposition import PCA
 
 from attrboost import backbones, extract
 from attrboost.backbones import create_backbone, load_pixels
-from attrboost.extract import embed, extract_features, feature_cache_path
+from attrboost.extract import embed, extract_features
 
 BACKBONE = "efficientnet_lite0"  # real offline weights, the cheapest model
 N_IMAGES = 20
