@@ -1,0 +1,186 @@
+"""Label-aware baselines (sklearn transformers) and the beyond-the-original helpers."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.decomposition import PCA
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+from attrboost import beyond as B
+from attrboost.baselines import GroupLDA, GroupNCA, MetricHead, PCAWhitening, group_labels
+from attrboost.data import Sample
+from attrboost.metrics import map_at_r
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache"))
+
+
+def toy(n_groups=8, per_group=30, signal_dims=4, noise_dims=28, seed=0, noise=4.0):
+    """Groups separated in a few low-variance dimensions, hidden under high-variance noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.0, (n_groups, signal_dims))
+    g = np.repeat(np.arange(n_groups), per_group)
+    sig = centres[g] + rng.normal(0, 0.25, (len(g), signal_dims))
+    X = np.hstack([sig, rng.normal(0, noise, (len(g), noise_dims))]).astype(np.float32)
+    attrs = pd.DataFrame({"colour": [f"c{i % 4}" for i in g], "kind": [f"k{i // 4}" for i in g]})
+    return X, attrs, g
+
+
+def test_group_labels_codes_the_full_attribute_tuple():
+    y = pd.DataFrame({"a": ["x", "x", "y", "y", None, None], "b": [1, 2, 1, 1, 2, 2]})
+    codes = group_labels(y)
+    keys = [tuple(r) for r in y.astype(object).where(y.notna(), "NA").itertuples(index=False)]
+    for i in range(len(y)):
+        for j in range(len(y)):
+            assert (codes[i] == codes[j]) == (keys[i] == keys[j])
+    assert np.array_equal(group_labels(np.array(["b", "a", "b"])), [1, 0, 1])
+    with pytest.raises(ValueError, match="y has 6 rows, X has 5"):
+        group_labels(y, 5)
+    with pytest.raises(ValueError, match="attribute labels"):
+        group_labels(None)
+
+
+def test_pca_whitening_matches_sklearn_and_whitens_the_training_data():
+    X, _, _ = toy()
+    w = PCAWhitening(n_components=6).fit(X)
+    Z = w.transform(X)
+    assert Z.shape == (len(X), 6) and Z.dtype == np.float32
+    ref = PCA(n_components=6, whiten=True, svd_solver="full").fit(X.astype(np.float64)).transform(X.astype(np.float64))
+    np.testing.assert_allclose(Z, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.cov(Z, rowvar=False, ddof=1), np.eye(6), atol=1e-3)
+    assert PCAWhitening().fit(X[:10]).transform(X).shape == (len(X), 10)  # None: min(n, d)
+    with pytest.raises(ValueError, match="n_components must be None or a positive integer"):
+        PCAWhitening(n_components=0).fit(X)
+    with pytest.raises(ValueError, match="X has 5 features, the estimator was fitted with 32"):
+        w.transform(X[:, :5])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        PCAWhitening().fit(np.full((4, 3), np.nan))
+
+
+def test_lda_uses_the_group_and_beats_raw_features_on_hidden_groups():
+    X, attrs, g = toy()
+    lda = GroupLDA().fit(X, attrs)
+    Z = lda.transform(X)
+    assert Z.shape == (len(X), 7)  # n_groups - 1
+    # independent: sklearn's LDA on the known group ids (same eigen solver, same shrinkage)
+    ref = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto", n_components=7).fit(X.astype(np.float64), g)
+    np.testing.assert_allclose(np.abs(Z), np.abs(ref.transform(X.astype(np.float64))), rtol=1e-3, atol=1e-3)
+    assert map_at_r(lda.transform(X), g) > map_at_r(X, g) + 20
+    with pytest.raises(ValueError, match="at least 2 different groups"):
+        GroupLDA().fit(X[:5], attrs.iloc[:5])  # one group only
+    with pytest.raises(ValueError, match="n_components must be between 1 and"):
+        GroupLDA(n_components=50).fit(X, attrs)
+
+
+def test_nca_learns_to_ignore_noise_dimensions_and_is_deterministic():
+    X, attrs, g = toy()
+    a = GroupNCA(n_components=4, pca_components=None, max_iter=50, seed=0).fit(X, attrs)
+    b = GroupNCA(n_components=4, pca_components=None, max_iter=50, seed=0).fit(X, attrs)
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    assert map_at_r(a.transform(X), g) > map_at_r(X, g) + 20
+    assert GroupNCA(n_components=4, pca_components=8, max_iter=5).fit(X, attrs).transform(X).shape == (len(X), 4)
+    with pytest.raises(ValueError, match="max_iter must be a positive integer"):
+        GroupNCA(max_iter=0).fit(X, attrs)
+
+
+@pytest.mark.parametrize("loss", ["supcon", "multisimilarity"])
+def test_metric_head_improves_validation_retrieval_and_selects_on_validation(loss):
+    X, attrs, g = toy(per_group=60, noise=2.0)
+    # validation items drawn around the same group centres as training
+    rng = np.random.default_rng(3)
+    centres = np.stack([X[g == k, :4].mean(0) for k in range(8)])
+    gv = np.repeat(np.arange(8), 10)
+    Xv = np.hstack([centres[gv] + rng.normal(0, 0.25, (80, 4)), rng.normal(0, 2.0, (80, 28))]).astype(np.float32)
+    av = pd.DataFrame({"colour": [f"c{i % 4}" for i in gv], "kind": [f"k{i // 4}" for i in gv]})
+    h = MetricHead(loss=loss, hidden_dim=32, lr=1e-2, batch_size=64, max_epochs=40, patience=10, seed=0)
+    h.fit(X, attrs, Xv, av)
+    hist = h.history_
+    assert hist.loc[hist["selected"], "epoch"].item() == h.best_epoch_
+    assert hist["val_map@r"].idxmax() == hist.index[hist["selected"]][0]
+    assert map_at_r(h.transform(Xv), gv) > map_at_r(Xv, gv) + 10
+    h2 = MetricHead(loss=loss, hidden_dim=32, lr=1e-2, batch_size=64, max_epochs=40, patience=10, seed=0)
+    np.testing.assert_array_equal(h2.fit(X, attrs, Xv, av).transform(Xv), h.transform(Xv))
+    last = MetricHead(loss=loss, hidden_dim=8, max_epochs=3, batch_size=64).fit(X, attrs)
+    assert last.best_epoch_ == 3 and "val_map@r" not in last.history_
+
+
+def test_metric_head_rejects_bad_parameters():
+    X, attrs, _ = toy()
+    with pytest.raises(ValueError, match="loss must be one of"):
+        MetricHead(loss="triplet").fit(X, attrs)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 2"):
+        MetricHead(batch_size=1).fit(X, attrs)
+    with pytest.raises(ValueError, match="X_val has 3 features"):
+        MetricHead().fit(X, attrs, X[:, :3], attrs)
+
+
+# ----------------------------------------------------------------------------- beyond helpers
+def toy_sample(seed=0):
+    X, attrs, g = toy(per_group=20, seed=seed)
+    rng = np.random.default_rng(seed)
+    split = np.array(["train"] * 100 + ["val"] * 20 + ["test"] * 40)
+    rng.shuffle(split)
+    items = attrs.assign(id=[f"i{i}" for i in range(len(g))], group=g, split=split,
+                         tags=[[f"w{k}"] for k in g])
+    s = Sample(items=items, attributes=("colour", "kind"), vocab=[f"w{k}" for k in range(8)],
+               params={"split": "random"}, fingerprint=f"toy{seed}", dataset="toy", dataset_fingerprint="toy")
+    return s, X
+
+
+def test_subsample_train_is_nested_and_leaves_val_and_test_alone():
+    s, X = toy_sample()
+    a, Xa = B.subsample_train(s, X, 30, seed=0)
+    b, Xb = B.subsample_train(s, X, 60, seed=0)
+    assert (a.items["split"] == "train").sum() == 30 and len(Xa) == len(a.items)
+    assert set(a.part("train")["id"]) < set(b.part("train")["id"])
+    for p in ("val", "test"):
+        assert a.part(p)["id"].tolist() == s.part(p)["id"].tolist()
+    rows = s.items.index.get_indexer(a.items.index)
+    np.testing.assert_array_equal(Xa, X[rows])
+    assert a.fingerprint != b.fingerprint != s.fingerprint
+    same, Xs = B.subsample_train(s, X, 100, seed=0)
+    assert same is s and Xs is X
+    assert B.subsample_train(s, X, 30, seed=1)[0].part("train")["id"].tolist() != a.part("train")["id"].tolist()
+    with pytest.raises(ValueError, match="between 2 and the training part's size 100"):
+        B.subsample_train(s, X, 101, seed=0)
+    assert B.budgets_for(s, (10, 50, 100, 500)) == [10, 50, 100]
+
+
+def test_without_attribute_changes_targets_only():
+    s, _ = toy_sample()
+    w = B.without_attribute(s, "kind")
+    assert w.attributes == ("colour",) and w.fingerprint != s.fingerprint and w.items is s.items
+    with pytest.raises(ValueError, match="unknown attribute 'size'"):
+        B.without_attribute(s, "size")
+
+
+@pytest.mark.parametrize("name", ["pca_whiten", "lda", "supcon"])
+def test_get_baseline_caches_and_never_fits_on_the_test_part(name, monkeypatch):
+    monkeypatch.setattr(B, "PCA_GRID", (2, 4, 8, 32))
+    s, X = toy_sample()
+    params = {"max_epochs": 5, "batch_size": 32} if name == "supcon" else {}
+    run = B.get_baseline(s, X, "toy", name, seed=0, **params)
+    again = B.get_baseline(s, X, "toy", name, seed=0, **params)
+    for p in ("train", "val", "test"):
+        np.testing.assert_array_equal(run.emb[p], again.emb[p])
+    assert again.params == run.params and again.fit_seconds == run.fit_seconds
+    X2 = X.copy()
+    X2[s.mask("test")] += 100.0  # a different test part must not change what was fitted
+    other = B.get_baseline(s, X2, "toy", name, seed=0, **params)
+    np.testing.assert_array_equal(other.emb["train"], run.emb["train"])
+    np.testing.assert_array_equal(other.emb["val"], run.emb["val"])
+    if name == "pca_whiten":
+        scores = run.params["val_map@r"]
+        assert run.params["n_components"] == int(max(scores, key=scores.get)) and len(scores) == 4
+        assert run.emb["test"].shape[1] == run.params["n_components"]
+
+
+def test_get_baseline_errors():
+    s, X = toy_sample()
+    with pytest.raises(ValueError, match="unknown baseline 'svm'"):
+        B.get_baseline(s, X, "toy", "svm", 0)
+    with pytest.raises(ValueError, match="X has 10 rows, the sample has 160"):
+        B.get_baseline(s, X[:10], "toy", "lda", 0)
