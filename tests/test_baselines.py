@@ -176,6 +176,9 @@ def test_get_baseline_caches_and_never_fits_on_the_test_part(name, monkeypatch):
         scores = run.params["val_map@r"]
         assert run.params["n_components"] == int(max(scores, key=scores.get)) and len(scores) == 4
         assert run.emb["test"].shape[1] == run.params["n_components"]
+        # one wide fit, sliced, must equal a fit at the selected width
+        ref = PCAWhitening(run.params["n_components"]).fit(X[s.mask("train")])
+        np.testing.assert_allclose(run.emb["test"], ref.transform(X[s.mask("test")]), rtol=1e-4, atol=1e-4)
 
 
 def test_get_baseline_errors():

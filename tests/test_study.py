@@ -18,6 +18,7 @@ from attrboost import study as S
 
 BACKBONES = list(S.DEFAULT_BACKBONES[:3])           # e.g. pca, efficientnet_lite0, efficientnet_lite1
 BB_ARG = ",".join(BACKBONES)
+BEYOND = [(S.BEYOND_NOTEBOOK, "efficientnet_lite0")]  # 06 runs when efficientnet_lite0 has a successful run
 METRICS = ("paper_map@10", "map@r", "precision@1")
 
 
@@ -55,6 +56,9 @@ class FakeExecute:
         assert not os.path.isabs(input_path) and kernel_name == "python3" and progress_bar is False
         name = Path(input_path).stem
         backbone = Path(output_path).parent.name if name in S.BACKBONE_NOTEBOOKS and parameters else None
+        if name == S.BEYOND_NOTEBOOK and parameters:
+            backbone = parameters["backbone"]
+            assert Path(output_path).parent == Path(parameters["results_dir"])
         assert parameters.get("backbone", backbone) == backbone
         self.calls.append((name, backbone, output_path, dict(parameters)))
         Path(output_path).write_text("{}")
@@ -63,8 +67,10 @@ class FakeExecute:
                                                                   index=False)
         if self.fail.get(backbone) == name:
             raise PapermillExecutionError(3, 3, "boom()", "RuntimeError", "boom " + "x" * 600, [])
-        if name == "05_figures" and parameters:
+        if name in ("05_figures", S.BEYOND_NOTEBOOK) and parameters:
             Path(parameters["figures_dir"]).mkdir(parents=True, exist_ok=True)
+        if name == S.BEYOND_NOTEBOOK and parameters:
+            (Path(parameters["results_dir"]) / S.BEYOND_RESULTS).write_text("experiment\n")
 
     def executed(self):
         return [(n, b) for n, b, _, _ in self.calls]
@@ -159,8 +165,13 @@ def test_plan_by_group_runset_and_out_dirs(repo, tmp_path):
 def test_main_runs_notebooks_in_order_and_aggregates(repo, capsys):
     code, ex = run(repo, ["--backbones", BB_ARG])
     assert code == 0
-    expected = [(nb, b) for b in BACKBONES for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)]
+    expected = [(nb, b) for b in BACKBONES for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)] + BEYOND
     assert ex.executed() == expected
+    beyond = ex.calls[-1][3]
+    assert beyond["results_dir"] == "papermill_runs/synthetic" and beyond["figures_dir"] == "figures/synthetic"
+    assert beyond["seeds"] == [0, 1] and beyond["split"] == "random"
+    summary = json.loads((repo / "papermill_runs/synthetic/run.json").read_text())
+    assert summary["beyond_status"] == "ok" and summary["figures_status"] == "ok"
     out = capsys.readouterr().out
     assert f"[2/3 backbones] {BACKBONES[1]}: 02_embeddings ..." in out and "total wall time" in out
     for b in BACKBONES:
@@ -178,14 +189,14 @@ def test_second_invocation_skips_unchanged_runs(repo, capsys):
     capsys.readouterr()
     code, ex = run(repo, argv)
     assert code == 0 and ex.calls == []
-    assert capsys.readouterr().out.count("up to date (skipped)") == len(BACKBONES) + 1
+    assert capsys.readouterr().out.count("up to date (skipped)") == len(BACKBONES) + 2
 
 
 def test_changed_parameter_reruns(repo):
     run(repo, ["--backbones", BB_ARG])
     code, ex = run(repo, ["--backbones", BB_ARG, "--n-groups", "50"])
     assert code == 0
-    assert ex.executed() == [(nb, b) for b in BACKBONES for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)]
+    assert ex.executed() == [(nb, b) for b in BACKBONES for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)] + BEYOND
     assert all(p["n_groups"] == 50 for nb, b, _, p in ex.calls if nb != "05_figures")
 
 
@@ -198,16 +209,18 @@ def test_changed_notebook_code_reruns_but_new_outputs_do_not(repo):
     assert run(repo, ["--backbones", BB_ARG])[1].calls == []
     nb03.write_text(json.dumps(make_notebook("# 03_train\nlr = 1e-4\n")))
     code, ex = run(repo, ["--backbones", BB_ARG])
-    assert code == 0 and len(ex.calls) == len(BACKBONES) * 4 + 1
-    # a change to 05 only re-runs 05
+    assert code == 0 and len(ex.calls) == len(BACKBONES) * 4 + 2
+    # a change to 05 only re-runs 05, a change to 06 only 06
     (repo / "notebooks" / "05_figures.ipynb").write_text(json.dumps(make_notebook("# 05\nimport seaborn\n")))
     assert run(repo, ["--backbones", BB_ARG])[1].executed() == [("05_figures", None)]
+    (repo / "notebooks" / "06_beyond.ipynb").write_text(json.dumps(make_notebook("# 06\nimport sklearn\n")))
+    assert run(repo, ["--backbones", BB_ARG])[1].executed() == BEYOND
 
 
 def test_force_reruns(repo):
     run(repo, ["--backbones", BB_ARG])
     code, ex = run(repo, ["--backbones", BB_ARG, "--force"])
-    assert code == 0 and len(ex.calls) == len(BACKBONES) * 4 + 1
+    assert code == 0 and len(ex.calls) == len(BACKBONES) * 4 + 2
 
 
 def test_missing_results_is_not_up_to_date(repo):
@@ -241,6 +254,7 @@ def test_failure_is_isolated_to_its_backbone(repo, capsys, failing):
     assert bad not in set(table.backbone) and set(table.backbone) == set(BACKBONES) - {bad}
     out = capsys.readouterr().out
     assert "failed" in out and "total wall time" in out
+    assert "06_beyond not run: no successful efficientnet_lite0 run" in out  # bad is efficientnet_lite0
     # next time only the failed backbone (and 05, whose input changed) runs again
     code, ex = run(repo, ["--backbones", BB_ARG])
     assert code == 0
@@ -285,6 +299,28 @@ def test_figures_only_uses_existing_successful_runs(repo):
     assert code == 0 and ex.executed() == [("05_figures", None)]
     table = pd.read_csv(repo / "papermill_runs/synthetic/results.csv")
     assert set(table.backbone) == set(BACKBONES[:2])
+
+
+def test_beyond_step_options_and_failures(repo, capsys):
+    # no efficientnet_lite0 run in the run set: 06 is not run, and that is not a failure
+    code, ex = run(repo, ["--backbones", "pca"])
+    assert code == 0 and (S.BEYOND_NOTEBOOK, "efficientnet_lite0") not in ex.executed()
+    # another backbone can be chosen; --no-beyond skips the step
+    code, ex = run(repo, ["--backbones", "pca", "--beyond-backbone", "pca"])
+    assert code == 0 and ex.executed() == [(S.BEYOND_NOTEBOOK, "pca")]
+    code, ex = run(repo, ["--backbones", "pca", "--beyond-backbone", "pca", "--force", "--no-beyond"])
+    assert code == 0 and S.BEYOND_NOTEBOOK not in [n for n, _ in ex.executed()]
+    # a failing 06 is recorded and exits 1; the backbones stay up to date and 06 is retried next time
+    code, ex = run(repo, ["--backbones", "pca", "--beyond-backbone", "pca", "--force"], fail={"pca": S.BEYOND_NOTEBOOK})
+    assert code == 1
+    failures = json.loads((repo / "papermill_runs/synthetic/failures.json").read_text())
+    assert [(f["backbone"], f["notebook"]) for f in failures] == [("pca", S.BEYOND_NOTEBOOK)]
+    assert not (repo / "papermill_runs/synthetic" / S.BEYOND_RESULTS).exists()
+    code, ex = run(repo, ["--backbones", "pca", "--beyond-backbone", "pca"])
+    assert code == 0 and ex.executed() == [(S.BEYOND_NOTEBOOK, "pca")]
+    with pytest.raises(SystemExit):
+        run(repo, ["--beyond-backbone", "nosuchnet"])
+    assert "--beyond-backbone: unknown backbone 'nosuchnet'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ aggregate

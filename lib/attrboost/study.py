@@ -1,4 +1,4 @@
-"""Run the whole study: the five notebooks, per backbone, with papermill.
+"""Run the whole study: the six notebooks, per backbone, with papermill.
 
     python -m attrboost.study                                  # synthetic data, 4 backbones
     python -m attrboost.study --dataset fashion --split by_group
@@ -12,14 +12,16 @@ Layout (``<runset>`` is ``<dataset>`` for the random split, ``<dataset>-by_group
     <out>/<runset>/<backbone>/run.json                              parameters, fingerprint, status, wall times
     <out>/<runset>/results.csv                                      the successful backbones' tables, concatenated
     <out>/<runset>/05_figures.ipynb, run.json, failures.json        figures step, run-set summary, failures
-    <figures>/<runset>/                                             written by 05
+    <out>/<runset>/06_beyond.ipynb, beyond.csv                      baselines, label budget, ablation (one backbone)
+    <figures>/<runset>/                                             written by 05 (and beyond_*.png by 06)
 
 A backbone is skipped ("up to date") when its ``run.json`` says ``ok``, its fingerprint matches and
 its ``results.csv`` exists. The fingerprint covers the notebook parameters, the *code* of the
 notebooks (cell types and sources, so re-executing a notebook in place, which only changes its
 outputs, does not invalidate runs), the attrboost version, the lib sources and any local weights
 file. A failing notebook fails its backbone only: the others still run, 05 still runs if at least
-one backbone succeeded, and the exit status is 1.
+one backbone succeeded, and the exit status is 1. 06 runs for ``--beyond-backbone`` (default
+efficientnet_lite0) once that backbone has a successful run in the run set; ``--no-beyond`` skips it.
 
 Every path handed to papermill or to a notebook is relative to the repository root (papermill and
 the kernels run there), so executed notebooks that get committed contain no machine-specific paths.
@@ -51,7 +53,9 @@ FALLBACK_BACKBONES = ("pca", "resnet18", "resnet34", "resnet50", "resnet101", "v
 DEFAULT_BACKBONES = ("pca", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 BACKBONE_NOTEBOOKS = ("01_data", "02_embeddings", "03_train", "04_evaluate")
 FIGURES_NOTEBOOK = "05_figures"
-NOTEBOOKS = BACKBONE_NOTEBOOKS + (FIGURES_NOTEBOOK,)
+BEYOND_NOTEBOOK = "06_beyond"
+NOTEBOOKS = BACKBONE_NOTEBOOKS + (FIGURES_NOTEBOOK, BEYOND_NOTEBOOK)
+BEYOND_RESULTS = "beyond.csv"
 RESULT_COLUMNS = ("dataset", "backbone", "embedding", "seed", "metric", "value")
 SORT_COLUMNS = ("backbone", "embedding", "seed", "metric")
 RESULTS = "results.csv"
@@ -253,10 +257,22 @@ def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def plan_beyond(args: argparse.Namespace) -> Step:
+    """The 06 step of the run set (baselines, label budget, ablation) for ``args.beyond_backbone``:
+    it writes ``<out>/<runset>/beyond.csv`` and ``beyond_*.png`` under ``<figures>/<runset>``."""
+    runset = runset_name(args.dataset, args.split)
+    bb = args.beyond_backbone
+    params = dict(dataset=args.dataset, data_dir=args.data_dir, n_groups=args.n_groups, per_group=args.per_group,
+                  split=args.split, backbone=bb, weights=args.weights.get(bb), seeds=list(args.seeds),
+                  results_dir=f"{args.out}/{runset}", figures_dir=f"{args.figures_dir}/{runset}")
+    return Step(BEYOND_NOTEBOOK, _notebook_path(BEYOND_NOTEBOOK), f"{args.out}/{runset}/{BEYOND_NOTEBOOK}.ipynb",
+                params)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m attrboost.study",
-        description="Run the study notebooks (01..04 per backbone, then 05) with papermill; "
+        description="Run the study notebooks (01..04 per backbone, then 05, then 06) with papermill; "
                     "unchanged runs are skipped.")
     p.add_argument("--dataset", default="synthetic", choices=DATASETS, help="data set (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="data directory (default: the notebooks' default)")
@@ -275,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures-dir", default=None, help="figures (default: <repo>/figures)")
     p.add_argument("--force", action="store_true", help="rerun even if unchanged")
     p.add_argument("--figures-only", action="store_true", help="run only 05 on the existing runs")
+    p.add_argument("--beyond-backbone", default="efficientnet_lite0",
+                   help="backbone of 06 (baselines, label budget, ablation); it needs a successful run of "
+                        "that backbone in the run set (default: %(default)s)")
+    p.add_argument("--no-beyond", action="store_true", help="do not run 06")
     p.add_argument("--refresh-notebooks", action="store_true",
                    help="execute the committed notebooks/0*.ipynb in place with their default parameters")
     return p
@@ -322,6 +342,8 @@ def parse_args(argv: Sequence[str] | None = None, root: str | os.PathLike | None
         weights[name] = rel_to_root(path, args.root)
     args.weights = weights
 
+    if args.beyond_backbone not in known:
+        parser.error(f"--beyond-backbone: unknown backbone {args.beyond_backbone!r}; expected one of {list(known)}")
     args.data_dir = rel_to_root(args.data_dir, args.root) if args.data_dir else None
     args.out = rel_to_root(args.out if args.out else args.root / "papermill_runs", args.root)
     args.figures_dir = rel_to_root(args.figures_dir if args.figures_dir else args.root / "figures", args.root)
@@ -457,8 +479,10 @@ def run_study(args: argparse.Namespace, execute: Execute | None = None) -> int:
     root = args.root
     runs = [] if args.figures_only else plan_runs(args)
     fig = plan_figures(args)
+    beyond = None if (args.figures_only or args.no_beyond) else plan_beyond(args)
     runset_dir = Path(fig.parameters["runs_dir"])
-    missing = _check_notebooks(BACKBONE_NOTEBOOKS if runs else ()) + _check_notebooks([FIGURES_NOTEBOOK])
+    missing = (_check_notebooks(BACKBONE_NOTEBOOKS if runs else ()) + _check_notebooks([FIGURES_NOTEBOOK])
+               + _check_notebooks([BEYOND_NOTEBOOK] if beyond else []))
     if missing:
         print(f"error: missing notebooks {missing} under {root}", file=sys.stderr)
         return 2
@@ -466,7 +490,7 @@ def run_study(args: argparse.Namespace, execute: Execute | None = None) -> int:
     version, lib = __version__, lib_hash()
     nb_hashes = {_notebook_path(n): notebook_hash(_notebook_path(n)) for n in NOTEBOOKS}
     weight_hashes = {path: file_sha256(path) for path in args.weights.values()}
-    progress = _Progress(total=len(runs) * len(BACKBONE_NOTEBOOKS) + 1)
+    progress = _Progress(total=len(runs) * len(BACKBONE_NOTEBOOKS) + 1 + (beyond is not None))
     rows, failures, succeeded = [], [], []
     runset = runset_name(args.dataset, args.split)
     print(f"study {runset}: backbones {args.backbones}, tasks {args.tasks}, seeds {args.seeds} -> {runset_dir}",
@@ -567,15 +591,23 @@ def run_study(args: argparse.Namespace, execute: Execute | None = None) -> int:
                 failures.append(failure)
                 progress.say(f"{tag}: {FIGURES_NOTEBOOK} FAILED ({failure['ename']}: {failure['evalue'][:200]})")
         progress.update()
-        progress.close()
         rows.append((FIGURES_NOTEBOOK, fig_status, fmt_seconds(fig_wall) if fig_wall is not None else "-",
                      f"{failures[-1]['ename']}: {failures[-1]['evalue'][:80]}" if fig_status == "failed" else ""))
         if not fig_ok:
-            write_json(runset_dir / RUN_JSON, {
-                "runset": runset, "backbones": succeeded, "figures_status": fig_status,
-                "figures_fingerprint": fig_fp, "figures_parameters": fig.parameters,
-                "figures_wall_s": round(fig_wall, 3), "finished": _now()})
+            info.update({"runset": runset, "backbones": succeeded, "figures_status": fig_status,
+                         "figures_fingerprint": fig_fp, "figures_parameters": fig.parameters,
+                         "figures_wall_s": round(fig_wall, 3), "finished": _now()})
+            write_json(runset_dir / RUN_JSON, info)
+        if beyond is not None:
+            status, wall, failure = _run_beyond(execute, beyond, args, runset_dir, version, lib, nb_hashes,
+                                                progress, root)
+            if failure:
+                failures.append(failure)
+            rows.append((BEYOND_NOTEBOOK, status, fmt_seconds(wall) if wall is not None else "-",
+                         f"{failure['ename']}: {failure['evalue'][:80]}" if failure else
+                         ("" if status in ("ok", "up to date") else status)))
 
+    progress.close()
     runset_dir.mkdir(parents=True, exist_ok=True)
     if failures:
         write_json(runset_dir / FAILURES_JSON, failures)
@@ -587,6 +619,49 @@ def run_study(args: argparse.Namespace, execute: Execute | None = None) -> int:
         print(f"{len(failures)} failure(s), details in {runset_dir / FAILURES_JSON}")
     print(f"total wall time {fmt_seconds(progress.elapsed)}", flush=True)
     return 1 if failures or not succeeded else 0
+
+
+def _run_beyond(execute, step: Step, args, runset_dir: Path, version: str, lib: str, nb_hashes: dict,
+                progress, root: Path):
+    """Run 06 unless up to date; it needs a successful run of its backbone in the run set.
+    Returns (status, wall seconds or None, failure or None)."""
+    bb = args.beyond_backbone
+    tag = f"[beyond] {runset_dir.name}"
+    progress.update()
+    if bb not in successful_backbones(runset_dir, [bb]):
+        progress.say(f"{tag}: {BEYOND_NOTEBOOK} not run: no successful {bb} run in {runset_dir} "
+                     f"(add it to --backbones, or pick another with --beyond-backbone)")
+        return f"not run (no {bb} run)", None, None
+    bb_fp = (read_json(runset_dir / bb / RUN_JSON) or {}).get("fingerprint")
+    inputs = {step.input_path: nb_hashes[step.input_path]}
+    weights = args.weights.get(bb)
+    if weights:
+        inputs[weights] = file_sha256(weights)
+    fp = run_fingerprint(dict(step.parameters, backbone_run=bb_fp), inputs, version, lib)
+    info = read_json(runset_dir / RUN_JSON) or {}
+    if (not args.force and info.get("beyond_status") == "ok" and info.get("beyond_fingerprint") == fp
+            and Path(step.output_path).is_file() and (runset_dir / BEYOND_RESULTS).is_file()):
+        progress.say(f"{tag}: {BEYOND_NOTEBOOK}: up to date (skipped)")
+        return "up to date", None, None
+    progress.say(f"{tag}: {BEYOND_NOTEBOOK} ({bb}) ...")
+    _unlink(runset_dir / BEYOND_RESULTS)
+    t = time.perf_counter()
+    failure = None
+    try:
+        wall = _execute_step(execute, step, root)
+        if not (runset_dir / BEYOND_RESULTS).is_file():
+            raise RuntimeError(f"{runset_dir / BEYOND_RESULTS} was not written")
+        progress.say(f"{tag}: {BEYOND_NOTEBOOK} done in {fmt_seconds(wall)}")
+    except Exception as exc:  # noqa: BLE001
+        wall = time.perf_counter() - t
+        failure = {"backbone": bb, "notebook": BEYOND_NOTEBOOK, **failure_info(exc), "output": step.output_path}
+        progress.say(f"{tag}: {BEYOND_NOTEBOOK} FAILED ({failure['ename']}: {failure['evalue'][:200]})")
+    status = "failed" if failure else "ok"
+    info = read_json(runset_dir / RUN_JSON) or {}
+    info.update({"beyond_status": status, "beyond_fingerprint": fp, "beyond_parameters": step.parameters,
+                 "beyond_wall_s": round(wall, 3)})
+    write_json(runset_dir / RUN_JSON, info)
+    return status, wall, failure
 
 
 def main(argv: Sequence[str] | None = None, *, execute: Execute | None = None,
