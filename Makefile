@@ -35,9 +35,10 @@ figures: $(STAMP)  ## regenerate figures/<dataset>/ from the committed runs
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks/
 
-bench: $(STAMP)  ## performance benchmarks (extraction, head training)
+bench: $(STAMP)  ## performance benchmarks (extraction, head training, baselines)
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_heads.py
+	$(PY) benchmarks/bench_baselines.py
 
 clean-cache:  ## delete derived data (features, synthetic images); it is rebuilt on demand
 	rm -rf .cache
