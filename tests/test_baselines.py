@@ -36,7 +36,10 @@ def test_group_labels_codes_the_full_attribute_tuple():
     for i in range(len(y)):
         for j in range(len(y)):
             assert (codes[i] == codes[j]) == (keys[i] == keys[j])
-    assert np.array_equal(group_labels(np.array(["b", "a", "b"])), [1, 0, 1])
+    c = group_labels(np.array(["b", "a", "b"]))
+    assert c[0] == c[2] != c[1]
+    mixed = group_labels(pd.DataFrame({"a": [1, "1", None, np.nan, "<missing>"]}))
+    assert len(set(mixed[[0, 1]])) == 2 and mixed[2] == mixed[3] != mixed[4]  # raw values, as the metrics do
     with pytest.raises(ValueError, match="y has 6 rows, X has 5"):
         group_labels(y, 5)
     with pytest.raises(ValueError, match="attribute labels"):
@@ -140,7 +143,7 @@ def test_subsample_train_is_nested_and_leaves_val_and_test_alone():
         assert a.part(p)["id"].tolist() == s.part(p)["id"].tolist()
     rows = s.items.index.get_indexer(a.items.index)
     np.testing.assert_array_equal(Xa, X[rows])
-    assert a.fingerprint != b.fingerprint != s.fingerprint
+    assert len({a.fingerprint, b.fingerprint, s.fingerprint}) == 3
     same, Xs = B.subsample_train(s, X, 100, seed=0)
     assert same is s and Xs is X
     assert B.subsample_train(s, X, 30, seed=1)[0].part("train")["id"].tolist() != a.part("train")["id"].tolist()
@@ -181,9 +184,30 @@ def test_get_baseline_caches_and_never_fits_on_the_test_part(name, monkeypatch):
         np.testing.assert_allclose(run.emb["test"], ref.transform(X[s.mask("test")]), rtol=1e-4, atol=1e-4)
 
 
+def test_get_baseline_keys_every_setting_and_runs_every_baseline():
+    s, X = toy_sample()
+    a = B.get_baseline(s, X, "toy", "supcon", 0, max_epochs=3, batch_size=32)
+    b = B.get_baseline(s, X, "toy", "supcon", 0, max_epochs=3, batch_size=32, temperature=0.5)
+    assert not np.array_equal(a.emb["test"], b.emb["test"])  # a different setting is not served from the cache
+    assert len(list((B.cache_dir() / "baselines" / "toy").glob("supcon-*.npz"))) == 2
+    for name, params in [("nca", {"n_components": 4, "pca_components": 8, "max_iter": 5}),
+                         ("multisimilarity", {"max_epochs": 3, "batch_size": 32}), ("lda", {})]:
+        run = B.get_baseline(s, X, "toy", name, 1, **params)
+        assert {p: e.shape[0] for p, e in run.emb.items()} == {"train": 100, "val": 20, "test": 40}
+        assert np.isfinite(run.emb["test"]).all()
+
+
 def test_get_baseline_errors():
     s, X = toy_sample()
     with pytest.raises(ValueError, match="unknown baseline 'svm'"):
         B.get_baseline(s, X, "toy", "svm", 0)
     with pytest.raises(ValueError, match="X has 10 rows, the sample has 160"):
         B.get_baseline(s, X[:10], "toy", "lda", 0)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['gamma'\] for baseline 'lda'"):
+        B.get_baseline(s, X, "toy", "lda", 0, gamma=1)
+    with pytest.raises(ValueError, match="temperature must be a positive number, got 0"):
+        B.get_baseline(s, X, "toy", "supcon", 0, temperature=0)
+    with pytest.raises(ValueError, match="lr must be a positive number, got 'fast'"):
+        B.get_baseline(s, X, "toy", "supcon", 0, lr="fast")
+    with pytest.raises(ValueError, match="pca_components must be None or a positive integer"):
+        B.get_baseline(s, X, "toy", "nca", 0, pca_components=0)

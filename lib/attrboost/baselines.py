@@ -37,6 +37,7 @@ from sklearn.utils.validation import check_is_fitted
 __all__ = ["group_labels", "PCAWhitening", "GroupLDA", "GroupNCA", "MetricHead", "METRIC_LOSSES"]
 
 METRIC_LOSSES = ("supcon", "multisimilarity")
+MULTISIMILARITY = dict(alpha=2, beta=50, base=0.5)  # the loss's published defaults
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -67,9 +68,11 @@ def group_labels(y, n: int | None = None, name: str = "y") -> np.ndarray:
     frame = y if isinstance(y, pd.DataFrame) else pd.DataFrame(np.asarray(y, dtype=object).reshape(len(y), -1))
     if n is not None and len(frame) != n:
         raise ValueError(f"{name} has {len(frame)} rows, X has {n}")
-    keys = frame.astype(object).where(frame.notna(), "<missing>").astype(str).agg("\x1f".join, axis=1)
-    codes, _ = pd.factorize(keys, sort=True)
-    return codes.astype(np.int64)
+    # factorise each column on its raw values (1 and "1" differ; NaN/None form one value), then the tuples
+    cols = [pd.factorize(frame.iloc[:, j].to_numpy(dtype=object), use_na_sentinel=False)[0]
+            for j in range(frame.shape[1])]
+    _, codes = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
+    return codes.reshape(-1).astype(np.int64)
 
 
 def _need_groups(codes: np.ndarray, who: str, minimum: int = 2) -> int:
@@ -147,6 +150,9 @@ class GroupNCA(BaseEstimator, TransformerMixin):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        v = self.pca_components
+        if v is not None and (not isinstance(v, (int, np.integer)) or v < 1):
+            raise ValueError(f"pca_components must be None or a positive integer, got {v!r}")
         Z = X.astype(np.float64)
         self.pca_ = None
         if self.pca_components is not None:
@@ -200,7 +206,7 @@ class MetricHead(BaseEstimator, TransformerMixin):
 
         if self.loss == "supcon":
             return losses.SupConLoss(temperature=float(self.temperature))
-        return losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5)
+        return losses.MultiSimilarityLoss(**MULTISIMILARITY)
 
     def _check_params(self):
         if self.loss not in METRIC_LOSSES:
@@ -213,10 +219,12 @@ class MetricHead(BaseEstimator, TransformerMixin):
             raise ValueError(f"hidden_dim must be None or a positive integer, got {self.hidden_dim!r}")
         if self.patience is not None and (not isinstance(self.patience, (int, np.integer)) or self.patience < 1):
             raise ValueError(f"patience must be None or a positive integer, got {self.patience!r}")
-        for name in ("lr", "weight_decay", "temperature"):
+        for name, positive in (("lr", True), ("weight_decay", False), ("temperature", True)):
             v = getattr(self, name)
-            if not np.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+            if not ok or v < 0 or (positive and v == 0):
+                kind = "a positive" if positive else "a non-negative"
+                raise ValueError(f"{name} must be {kind} number, got {v!r}")
 
     def fit(self, X, y=None, X_val=None, y_val=None):
         import torch

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__
-from .baselines import GroupLDA, GroupNCA, MetricHead, PCAWhitening, group_labels
+from .baselines import MULTISIMILARITY, GroupLDA, GroupNCA, MetricHead, PCAWhitening, group_labels
 from .cache import cache_dir, fingerprint, load_arrays, save_arrays
 from .data import Sample
 
@@ -49,13 +49,16 @@ def make_baseline(name: str, seed: int = 0, **params):
     """A fresh, unfitted baseline transformer by name (``params`` override its defaults)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; known: {list(BASELINES)}")
-    if name == "pca_whiten":
-        return PCAWhitening(**params)
-    if name == "lda":
-        return GroupLDA(**params)
+    cls = {"pca_whiten": PCAWhitening, "lda": GroupLDA, "nca": GroupNCA}.get(name, MetricHead)
+    known = set(cls().get_params()) - {"loss", "seed"}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for baseline {name!r}; known: {sorted(known)}")
     if name == "nca":
         return GroupNCA(**{"seed": seed, **params})
-    return MetricHead(**{"loss": name, "seed": seed, **params})
+    if cls is MetricHead:
+        return MetricHead(**{"loss": name, "seed": seed, **params})
+    return cls(**params)
 
 
 @dataclass
@@ -80,11 +83,16 @@ def _val_map_at_r(emb: np.ndarray, codes: np.ndarray) -> float:
 def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: int, **params) -> BaselineRun:
     """Fit (or load from cache) a baseline on the training part, select on the validation part, and
     return its embeddings of every part. The test part is only transformed."""
-    make_baseline(name)  # clear error for unknown names before any work
+    settings = make_baseline(name, seed, **params).get_params()  # clear errors before any work
+    if name == "pca_whiten" and set(params) - {"n_components"}:
+        raise ValueError(f"pca_whiten takes only n_components, got {sorted(params)}")
     X = np.asarray(X, dtype=np.float32)
     if len(X) != len(sample.items):
         raise ValueError(f"X has {len(X)} rows, the sample has {len(sample.items)} items")
-    key = fingerprint("baseline", __version__, sample.fingerprint, fingerprint(X), backbone, name, seed, params)
+    # every setting that changes the result is in the key: the full parameters, the grid, the loss constants
+    extra = {"pca_grid": list(PCA_GRID)} if name == "pca_whiten" else (
+        {"multisimilarity": MULTISIMILARITY} if name == "multisimilarity" else {})
+    key = fingerprint("baseline", __version__, sample.fingerprint, fingerprint(X), backbone, name, seed, settings, extra)
     path = cache_dir() / "baselines" / backbone / f"{name}-{key}.npz"
     if path.exists():
         d = load_arrays(path)
@@ -99,7 +107,11 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
     if name == "pca_whiten" and "n_components" not in params:
         # PCA components do not depend on how many are kept, and whitening scales each one on its own:
         # one fit at the widest setting, sliced, gives every width of the grid exactly
-        grid = [k for k in PCA_GRID if k <= min(int(part["train"].sum()), X.shape[1])] or [min(PCA_GRID)]
+        # widths up to n_train - 1: the last component of n centred points has (near) zero variance
+        cap = min(int(part["train"].sum()) - 1, X.shape[1])
+        if cap < 1:
+            raise ValueError(f"pca_whiten needs at least 2 training images, got {int(part['train'].sum())}")
+        grid = [k for k in PCA_GRID if k <= cap] or [cap]
         est = make_baseline(name, seed, n_components=max(grid)).fit(X[part["train"]])
         Z_val = est.transform(X[part["val"]])
         scores = {k: _val_map_at_r(Z_val[:, :k], val_codes) for k in grid}
