@@ -42,6 +42,7 @@ def main(argv=None) -> None:
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.n} train + {args.n_val} val "
           f"vectors of width {args.width}")
     print(f"{'method':>16} {'fit s':>8} {'transform s':>12} {'peak RSS +MB':>13} {'val MAP@R':>10}")
+    print(f"{'raw':>16} {'-':>8} {'-':>12} {'-':>13} {map_at_r(X[va], val_groups):10.1f}")
     for name in args.methods:
         before = peak_rss_mb()
         t0 = time.perf_counter()
