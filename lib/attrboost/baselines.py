@@ -42,16 +42,10 @@ MULTISIMILARITY = dict(alpha=2, beta=50, base=0.5)  # the loss's published defau
 
 # ----------------------------------------------------------------------------- input checks
 def _check_X(X, name: str = "X", n_features: int | None = None) -> np.ndarray:
-    try:
-        arr = np.asarray(X, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array of shape (n_samples, n_features): {exc}") from exc
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}")
-    if len(arr) == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+    """The head's feature checks (:func:`attrboost.heads._check_X`), worded for an estimator."""
+    from .heads import _check_X as check
+
+    arr = check(X, name)
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, the estimator was fitted with {n_features}")
     return arr
@@ -61,18 +55,25 @@ def group_labels(y, n: int | None = None, name: str = "y") -> np.ndarray:
     """Integer group codes: rows with the same full attribute tuple share a code.
 
     ``y`` is a DataFrame / 2-D array of attributes (the group is the row tuple) or 1-D labels.
-    Missing values are an ordinary value (two missing labels match), as in :mod:`attrboost.metrics`.
+    Codes come from the metrics' own encoding (:mod:`attrboost.metrics`): raw values (1 and "1"
+    differ), missing values an ordinary value, so the baselines' groups are the metrics' groups.
     """
+    from .metrics import _encode_attrs, _groups
+
     if y is None:
         raise ValueError(f"{name} (the attribute labels) is required")
-    frame = y if isinstance(y, pd.DataFrame) else pd.DataFrame(np.asarray(y, dtype=object).reshape(len(y), -1))
-    if n is not None and len(frame) != n:
-        raise ValueError(f"{name} has {len(frame)} rows, X has {n}")
-    # factorise each column on its raw values (1 and "1" differ; NaN/None form one value), then the tuples
-    cols = [pd.factorize(frame.iloc[:, j].to_numpy(dtype=object), use_na_sentinel=False)[0]
-            for j in range(frame.shape[1])]
-    _, codes = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
-    return codes.reshape(-1).astype(np.int64)
+    if n is not None and len(y) != n:
+        raise ValueError(f"{name} has {len(y)} rows, X has {n}")
+    return _groups(_encode_attrs(y, len(y), name)).astype(np.int64)
+
+
+def _quiet_map_at_r(emb: np.ndarray, codes: np.ndarray) -> float:
+    """MAP@R for model selection; all-zero rows (early ReLU embeddings) are scored as documented, silently."""
+    from .metrics import map_at_r
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(map_at_r(emb, codes))
 
 
 def _need_groups(codes: np.ndarray, who: str, minimum: int = 2) -> int:
@@ -231,7 +232,6 @@ class MetricHead(BaseEstimator, TransformerMixin):
         from torch import nn
 
         from .heads import _deterministic, _threads
-        from .metrics import map_at_r
 
         self._check_params()
         self.__dict__.pop("model_", None)
@@ -275,9 +275,7 @@ class MetricHead(BaseEstimator, TransformerMixin):
                     net.eval()
                     with torch.no_grad():
                         emb = net(Xv).numpy()
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # all-zero rows early in training are scored as ties
-                        row["val_map@r"] = float(map_at_r(emb, val_codes))
+                    row["val_map@r"] = _quiet_map_at_r(emb, val_codes)
                     score = row["val_map@r"]
                 else:
                     score = float(epoch)

@@ -25,13 +25,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import __version__
-from .baselines import MULTISIMILARITY, GroupLDA, GroupNCA, MetricHead, PCAWhitening, group_labels
+from .baselines import (MULTISIMILARITY, GroupLDA, GroupNCA, MetricHead, PCAWhitening, _quiet_map_at_r,
+                        group_labels)
 from .cache import cache_dir, fingerprint, load_arrays, save_arrays
 from .data import Sample
 
@@ -72,14 +72,6 @@ class BaselineRun:
     params: dict = field(default_factory=dict)
 
 
-def _val_map_at_r(emb: np.ndarray, codes: np.ndarray) -> float:
-    from .metrics import map_at_r
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zero rows / singleton groups are handled by the metric
-        return float(map_at_r(emb, codes))
-
-
 def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: int, **params) -> BaselineRun:
     """Fit (or load from cache) a baseline on the training part, select on the validation part, and
     return its embeddings of every part. The test part is only transformed."""
@@ -113,13 +105,13 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
             raise ValueError(f"pca_whiten needs at least 2 training images, got {int(part['train'].sum())}")
         grid = [k for k in PCA_GRID if k <= cap] or [cap]
         est = make_baseline(name, seed, n_components=max(grid)).fit(X[part["train"]])
-        Z_val = est.transform(X[part["val"]])
-        scores = {k: _val_map_at_r(Z_val[:, :k], val_codes) for k in grid}
+        wide = {p: est.transform(X[m]) for p, m in part.items()}
+        scores = {k: _quiet_map_at_r(wide["val"][:, :k], val_codes) for k in grid}
         k_best = max(scores, key=scores.get)  # first best on ties (grid order)
         chosen["n_components"] = int(k_best)
         chosen["val_map@r"] = {str(k): round(v, 4) for k, v in scores.items()}  # str keys: JSON round trip
         fit_s = time.perf_counter() - t0
-        emb = {p: est.transform(X[m])[:, :k_best] for p, m in part.items()}
+        emb = {p: e[:, :k_best] for p, e in wide.items()}
     else:
         est = make_baseline(name, seed, **params)
         if isinstance(est, MetricHead):
