@@ -290,14 +290,16 @@ def load_csv(csv_path: str | os.PathLike, image_dir: str | os.PathLike | None = 
     """
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
-        raise DataError(f"CSV file {str(csv_path)!r} does not exist")
+        raise DataError(f"CSV file {str(csv_path)!r} does not exist; expected a CSV with an id or path column "
+                        "and the attribute columns")
     if not attributes:
         raise DataError("load_csv(attributes=...): give at least one attribute column")
     if path_column is None and id_column is None:
         raise DataError("load_csv: give id_column (images at <image_dir>/<id><image_ext>) or path_column")
     base = Path(image_dir).expanduser() if image_dir is not None else csv_path.parent
     if not base.is_dir():
-        raise DataError(f"image folder {str(base)!r} does not exist")
+        raise DataError(f"image folder {str(base)!r} does not exist; expected image_dir (default: the CSV's "
+                        "folder) to hold the images")
     try:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding=encoding)
     except UnicodeDecodeError as exc:
