@@ -129,6 +129,242 @@ def test_load_csv_generic(tmp_path):
         load_csv(tmp_path / "nope.csv", img, attributes=["colour"])
 
 
+# ---------------------------------------------------------------- duplicate ids: one rule for every loader
+def test_duplicate_ids_are_rejected_by_both_loaders_naming_ids_and_file(tmp_path):
+    make_kaggle(tmp_path, n_groups=2, per_group=3, small_groups=0)
+    csv_path = tmp_path / "styles.csv"
+    lines = csv_path.read_text().splitlines()
+    # ids 1001 and 1003 appear twice (a second row pointing at the same image)
+    lines += [lines[1].replace("T-Shirts", "Copy"), lines[3].replace("T-Shirts", "Copy")]
+    csv_path.write_text("\n".join(lines) + "\n")
+    expect = r"styles\.csv: column 'id' has 2 duplicated value\(s\), e\.g\. \['1001', '1003'\]; expected one row"
+    with pytest.raises(DataError, match=expect):
+        load_kaggle(tmp_path)
+    with pytest.raises(DataError, match=expect):
+        load_csv(csv_path, tmp_path / "images", attributes=["gender", "baseColour"], id_column="id")
+    # with a path column as the id: the same rule, naming that column
+    pd.DataFrame({"file": ["a.jpg", "b.jpg", "a.jpg"], "colour": ["red", "blue", "red"]}).to_csv(
+        tmp_path / "paths.csv", index=False)
+    with pytest.raises(DataError, match=r"paths\.csv: column 'file' has 1 duplicated value\(s\), e\.g\. \['a\.jpg'\]"):
+        load_csv(tmp_path / "paths.csv", tmp_path / "images", attributes=["colour"], id_column=None,
+                 path_column="file")
+
+
+# ---------------------------------------------------------------- CSV encodings
+def _rewrite(path: Path, encoding: str, replace: tuple[str, str] = ("", "")) -> None:
+    text = path.read_text(encoding="utf-8").replace(*replace)
+    path.write_bytes(text.encode(encoding))
+
+
+def test_kaggle_csv_saved_by_excel_with_bom_loads(tmp_path):
+    make_kaggle(tmp_path, n_groups=2, per_group=3, small_groups=0)
+    plain = load_kaggle(tmp_path)
+    _rewrite(tmp_path / "styles.csv", "utf-8-sig")
+    assert (tmp_path / "styles.csv").read_bytes()[:3] == b"\xef\xbb\xbf"
+    cat = load_kaggle(tmp_path)
+    pd.testing.assert_frame_equal(cat.items, plain.items)
+
+
+def test_csv_with_bom_loads_with_load_csv(tmp_path):
+    make_kaggle(tmp_path, n_groups=2, per_group=3, small_groups=0)
+    _rewrite(tmp_path / "styles.csv", "utf-8-sig")
+    cat = load_csv(tmp_path / "styles.csv", tmp_path / "images", attributes=["gender"], id_column="id")
+    assert cat.items["id"].iloc[0] == "1001" and len(cat) == 6
+
+
+@pytest.mark.parametrize("loader", ["kaggle", "csv"])
+def test_latin1_csv_gives_a_clear_error_and_loads_with_encoding(tmp_path, loader):
+    make_kaggle(tmp_path, n_groups=2, per_group=3, small_groups=0)
+    _rewrite(tmp_path / "styles.csv", "latin-1", ("Brand0 ", "Café "))
+
+    def load(**kw):
+        if loader == "kaggle":
+            return load_kaggle(tmp_path, **kw)
+        return load_csv(tmp_path / "styles.csv", tmp_path / "images", attributes=["gender"],
+                        text_column="productDisplayName", **kw)
+
+    with pytest.raises(DataError, match=r"styles\.csv: cannot be read as utf-8-sig text \(byte b'\\xe9' at "
+                                        r"position \d+\); re-save the file as UTF-8, or pass its encoding, "
+                                        r"e\.g\. encoding='latin-1'"):
+        load()
+    cat = load(encoding="latin-1")
+    assert cat.items["text"].iloc[0].startswith("Café ")
+
+
+# ---------------------------------------------------------------- fingerprint: content, not location
+def test_catalogue_fingerprint_survives_moving_the_folder_and_follows_content(tmp_path):
+    import shutil
+
+    make_kaggle(tmp_path / "a", n_groups=3, per_group=4, small_groups=0)
+    orig = load_kaggle(tmp_path / "a")
+    kw = dict(n_groups=3, per_group=4, n_test=3, seed=0)
+    s_orig = sample_protocol(orig, **kw)
+    # a plain copy elsewhere (new mtimes: shutil.copy does not keep them), then the original is gone
+    shutil.copytree(tmp_path / "a", tmp_path / "moved" / "deeper", copy_function=shutil.copy)
+    shutil.rmtree(tmp_path / "a")
+    moved = load_kaggle(tmp_path / "moved" / "deeper")
+    assert moved.fingerprint == orig.fingerprint
+    s_moved = sample_protocol(moved, **kw)
+    assert s_moved.dataset_fingerprint == s_orig.dataset_fingerprint
+    assert s_moved.fingerprint == s_orig.fingerprint
+
+    root = tmp_path / "moved" / "deeper"
+    img = root / "images" / f"{orig.items['id'].iloc[5]}.jpg"
+    before = img.read_bytes()
+    Image.effect_noise((6, 8), 60).convert("RGB").save(img, format="JPEG")  # other content (and size)
+    assert img.read_bytes() != before
+    assert load_kaggle(root).fingerprint != orig.fingerprint
+    img.write_bytes(before)
+    assert load_kaggle(root).fingerprint == orig.fingerprint
+    _rewrite(root / "styles.csv", "utf-8", ("Brand1", "Brand9"))  # a label/name edit in the CSV
+    assert load_kaggle(root).fingerprint != orig.fingerprint
+
+
+def test_load_csv_fingerprint_survives_moving_the_folder(tmp_path):
+    import shutil
+
+    (tmp_path / "a" / "pics").mkdir(parents=True)
+    for i in range(4):
+        _jpeg(tmp_path / "a" / "pics" / f"p{i}.jpg", (i * 50, 0, 0))
+    pd.DataFrame({"file": [f"pics/p{i}.jpg" for i in range(4)], "colour": ["red", "blue"] * 2}).to_csv(
+        tmp_path / "a" / "cat.csv", index=False)
+    fp = load_csv(tmp_path / "a" / "cat.csv", attributes=["colour"], id_column=None, path_column="file").fingerprint
+    shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copy)
+    assert load_csv(tmp_path / "b" / "cat.csv", attributes=["colour"], id_column=None,
+                    path_column="file").fingerprint == fp
+    Image.effect_noise((6, 8), 60).convert("RGB").save(tmp_path / "b" / "pics" / "p0.jpg", format="JPEG")
+    assert load_csv(tmp_path / "b" / "cat.csv", attributes=["colour"], id_column=None,
+                    path_column="file").fingerprint != fp
+
+
+# ---------------------------------------------------------------- image decoding: every mode to RGB
+def _over_white(c, a):
+    """Independent expectation: colour c with alpha a (0..255) composited on white."""
+    return np.round(np.asarray(c, float) * a / 255 + 255 * (1 - a / 255))
+
+
+def _mode_case(kind: str, path: Path):
+    """Write a small image of one mode with known pixels; return (file, expected RGB H x W x 3)."""
+    if kind == "1":
+        im = Image.new("1", (2, 1))
+        im.putpixel((1, 0), 1)
+        im.save(path := path.with_suffix(".png"))
+        return path, [[(0, 0, 0), (255, 255, 255)]]
+    if kind == "L":
+        Image.fromarray(np.array([[0, 77, 255]], np.uint8), "L").save(path := path.with_suffix(".png"))
+        return path, [[(v, v, v) for v in (0, 77, 255)]]
+    if kind in ("I;16", "I"):
+        vals = np.array([[0, 32768, 65535, 1000, 257 * 77]])
+        if kind == "I;16":
+            Image.fromarray(vals.astype(np.uint16)).save(path := path.with_suffix(".png"))  # a 16-bit PNG
+        else:
+            Image.fromarray(vals.astype(np.int32)).save(path := path.with_suffix(".tif"))  # mode I
+        with Image.open(path) as im:
+            assert im.mode == kind
+        # 32768 -> 128, 65535 -> 255, 1000 -> 4, 77 * 257 -> 77
+        return path, [[(round(v / 257),) * 3 for v in vals[0]]]
+    if kind in ("P", "P+transparency"):
+        im = Image.new("P", (3, 1))
+        im.putpalette([255, 0, 0, 0, 0, 255, 10, 200, 30] + [0] * (768 - 9))
+        for x in range(3):
+            im.putpixel((x, 0), x)
+        expect = [[(255, 0, 0), (0, 0, 255), (10, 200, 30)]]
+        if kind == "P":
+            im.save(path := path.with_suffix(".png"))
+        else:
+            im.save(path := path.with_suffix(".png"), transparency=0)  # palette entry 0 is transparent
+            expect = [[(255, 255, 255), (0, 0, 255), (10, 200, 30)]]
+        with Image.open(path) as check:
+            assert check.mode == "P"
+        return path, expect
+    if kind == "RGBA":
+        px = [(255, 0, 0, 128), (10, 20, 30, 0), (10, 20, 30, 255), (0, 100, 200, 64)]
+        im = Image.new("RGBA", (4, 1))
+        for x, p in enumerate(px):
+            im.putpixel((x, 0), p)
+        im.save(path := path.with_suffix(".png"))
+        return path, [[tuple(_over_white(p[:3], p[3])) for p in px]]  # half-transparent red -> (255, 127, 127)
+    if kind == "LA":
+        px = [(100, 0), (100, 255), (0, 128)]
+        im = Image.new("LA", (3, 1))
+        for x, p in enumerate(px):
+            im.putpixel((x, 0), p)
+        im.save(path := path.with_suffix(".png"))
+        return path, [[tuple(_over_white([p[0]] * 3, p[1])) for p in px]]
+    if kind == "RGB+tRNS":
+        im = Image.new("RGB", (2, 1), (1, 2, 3))
+        im.putpixel((1, 0), (40, 50, 60))
+        im.save(path := path.with_suffix(".png"), transparency=(1, 2, 3))  # a PNG colour key
+        return path, [[(255, 255, 255), (40, 50, 60)]]
+    if kind == "CMYK":
+        px = [(0, 128, 255, 64), (0, 0, 0, 0), (255, 255, 255, 255), (30, 60, 90, 0)]
+        im = Image.new("CMYK", (4, 1))
+        for x, p in enumerate(px):
+            im.putpixel((x, 0), p)
+        im.save(path := path.with_suffix(".tif"))  # lossless
+        # naive CMYK: channel = 255 * (1 - c) * (1 - k)
+        return path, [[tuple(round((255 - c) * (255 - p[3]) / 255) for c in p[:3]) for p in px]]
+    raise AssertionError(kind)
+
+
+MODES = ["1", "L", "I;16", "I", "P", "P+transparency", "RGBA", "LA", "RGB+tRNS", "CMYK"]
+
+
+@pytest.mark.parametrize("kind", MODES)
+def test_load_image_converts_every_mode_to_the_expected_rgb(tmp_path, kind):
+    from attrboost.data import load_image
+
+    path, expect = _mode_case(kind, tmp_path / "img")
+    got = load_image(path)
+    assert got.mode == "RGB"
+    np.testing.assert_allclose(np.asarray(got, dtype=float), np.asarray(expect, dtype=float), atol=1)
+
+
+def test_all_decoders_share_the_conversion(tmp_path, monkeypatch):
+    """Sampling, Catalogue.load_image, pixel loading (PCA), feature extraction and figures decode alike."""
+    from attrboost import backbones, pipeline
+    from attrboost.data import load_image
+    from attrboost.extract import ImageFiles
+
+    paths, expect = zip(*(_mode_case(k, tmp_path / k.replace(";", "").replace("+", "")) for k in ("I;16", "RGBA")))
+    for path, exp in zip(paths, expect):
+        exp = np.asarray(exp, dtype=float)
+        size = Image.open(path).size
+        np.testing.assert_allclose(np.asarray(load_image(path), float), exp, atol=1)
+        np.testing.assert_allclose(np.asarray(pipeline.load_image(path), float), exp, atol=1)
+        pixels = backbones.load_pixels([path], size=size, progress=False)[0].reshape(exp.shape) * 255
+        np.testing.assert_allclose(pixels, exp, atol=1)
+        item = ImageFiles([path], transform=lambda im: np.asarray(im, dtype=float))[0]
+        np.testing.assert_allclose(item, exp, atol=1)
+    # the sampler's readability check uses the same decoder: what it cannot convert is skipped
+    from attrboost.data import sampling
+
+    Image.fromarray(np.zeros((2, 2), np.float32), "F").save(tmp_path / "float.tif")
+    assert sampling._readable(str(paths[0])) and not sampling._readable(str(tmp_path / "float.tif"))
+    with pytest.raises(DataError, match=r"float\.tif: 32-bit float images \(mode 'F'\) are not supported"):
+        load_image(tmp_path / "float.tif")
+    (tmp_path / "junk.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"junk\.jpg: cannot decode the image"):
+        load_image(tmp_path / "junk.jpg")
+
+
+@pytest.mark.parametrize("fmt,mode", [("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L")])
+def test_plain_rgb_and_grey_decode_bit_identical_to_convert_rgb(tmp_path, fmt, mode):
+    """The real and synthetic data are RGB JPEGs: their pixels (and so every study number) must not move."""
+    from attrboost import backbones
+    from attrboost.data import load_image
+
+    rng = np.random.default_rng(0)
+    shape = (80, 60, 3) if mode == "RGB" else (80, 60)
+    path = tmp_path / f"x.{fmt.lower()}"
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path, format=fmt)
+    with Image.open(path) as im:
+        ref = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(load_image(path)), ref)
+    np.testing.assert_array_equal(backbones.load_pixels([path], progress=False)[0],
+                                  ref.astype(np.float32).reshape(-1) / 255.0)
+
+
 def test_unknown_dataset_name():
     with pytest.raises(DataError, match=r"unknown dataset 'mnist'; known: \['synthetic', 'fashion'\]"):
         load_dataset("mnist")

@@ -232,7 +232,8 @@ def test_interrupted_generation_leaves_nothing_and_next_run_succeeds(cache, monk
     (dead / "images").mkdir(parents=True)
     (dead / "images" / "1.jpg").write_bytes(b"partial")
     (final / "images").mkdir(parents=True)
-    out = syn.ensure_synthetic(progress=False, **params)
+    with pytest.warns(UserWarning, match=r"has no manifest\.json.*regenerating it"):
+        out = syn.ensure_synthetic(progress=False, **params)
     assert out == final and (final / "styles.csv").is_file()
     assert len(pd.read_csv(final / "styles.csv")) == len(list((final / "images").iterdir())) == 6
     assert not dead.exists()
@@ -245,3 +246,68 @@ def test_ensure_matches_generate(cache, tmp_path):
     direct = syn.generate_synthetic(tmp_path / "direct", progress=False, **params)
     assert (cached / "styles.csv").read_bytes() == (direct / "styles.csv").read_bytes()
     assert sorted(os.listdir(cached / "images")) == sorted(os.listdir(direct / "images"))
+
+
+# ------------------------------------------------------------------------------------ verification
+
+TINY = dict(n_groups=3, per_group=4, n_extra=2, seed=0)
+
+
+def _tiny_sample():
+    from attrboost.data import load_dataset, sample_protocol
+
+    cat = load_dataset("synthetic", progress=False, **TINY)
+    return cat, sample_protocol(cat, n_groups=3, per_group=4, n_test=3, seed=0)
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip_byte", "csv_edit", "no_manifest", "bad_manifest"])
+def test_damaged_cached_catalogue_is_regenerated_and_gives_the_same_sample(cache, damage):
+    cat, sample = _tiny_sample()
+    root = syn.default_synthetic_dir(**TINY)
+    before = _snapshot(root)
+    assert "manifest.json" in before
+    victim = Path(sample.items["image_path"].iloc[0])  # an image the seed-0 sample uses
+    if damage == "delete":
+        victim.unlink()
+    elif damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:100])
+    elif damage == "flip_byte":  # same size, other content
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+    elif damage == "csv_edit":
+        csv_path = root / "styles.csv"
+        csv_path.write_text(csv_path.read_text().rstrip("\n") + " Edited\n")  # the last product's name
+    elif damage == "no_manifest":  # an interrupted generation, or a copy made before manifests
+        (root / "manifest.json").unlink()
+    else:
+        (root / "manifest.json").write_text("{not json")
+    what = {"delete": r"missing, e\.g\. \['images/", "truncate": r"1 changed \(size or content\), e\.g\. \['images/",
+            "flip_byte": r"1 changed", "csv_edit": r"changed.*'styles\.csv'", "no_manifest": "has no manifest",
+            "bad_manifest": "manifest.json is unreadable"}[damage]
+    with pytest.warns(UserWarning, match=f"synthetic catalogue .*{what}.*regenerating it"):
+        cat2, sample2 = _tiny_sample()
+    assert _snapshot(root) == before  # byte-identical files, manifest included
+    pd.testing.assert_frame_equal(sample2.items, sample.items)
+    assert sample2.fingerprint == sample.fingerprint and cat2.fingerprint == cat.fingerprint
+    assert [p.name for p in root.parent.iterdir()] == [root.name]  # nothing left aside
+    assert syn.verify_synthetic(root) is None
+
+
+def test_manifest_lists_every_file_and_an_intact_catalogue_verifies(small):
+    import hashlib
+    import json
+
+    manifest = json.loads((small / "manifest.json").read_text())
+    assert manifest["count"] == SMALL["n_groups"] * SMALL["per_group"] + SMALL["n_extra"]
+    assert manifest["version"] == syn.VERSION and manifest["params"]["seed"] == 1
+    files = sorted(p for p in small.rglob("*") if p.is_file() and p.name != "manifest.json")
+    assert sorted(manifest["files"]) == sorted(p.relative_to(small).as_posix() for p in files)
+    for p in files:
+        data = p.read_bytes()
+        assert manifest["files"][p.relative_to(small).as_posix()] == [len(data), hashlib.sha256(data).hexdigest()[:16]]
+    assert syn.verify_synthetic(small) is None

@@ -453,14 +453,15 @@ def load_pixels(image_paths: Sequence[str | os.PathLike], size: tuple[int, int] 
     from PIL import Image
     from tqdm.auto import tqdm
 
+    from .data import load_image
+
     w, h = _check_size(size)
     out = np.empty((len(image_paths), h * w * 3), dtype=np.float32)
     for i, path in enumerate(tqdm(image_paths, desc="load pixels", unit="img", disable=not progress)):
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.BILINEAR)
-            out[i] = np.asarray(img, dtype=np.float32).reshape(-1) / 255.0
+        img = load_image(path)
+        if img.size != (w, h):
+            img = img.resize((w, h), Image.BILINEAR)
+        out[i] = np.asarray(img, dtype=np.float32).reshape(-1) / 255.0
     return out
 
 

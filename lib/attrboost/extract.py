@@ -56,10 +56,9 @@ class ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from PIL import Image
+        from .data import load_image
 
-        with Image.open(self.paths[i]) as img:
-            out = self.transform(img.convert("RGB"))
+        out = self.transform(load_image(self.paths[i]))
         if self.uint8:
             return torch.from_numpy(np.array(out, dtype=np.uint8))  # H x W x 3
         return out

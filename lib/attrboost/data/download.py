@@ -21,7 +21,7 @@ from typing import Iterable, Mapping
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .catalogue import DATA_HELP, ENV_DATA_DIR, KAGGLE_COLUMNS, DataError
+from .catalogue import DATA_HELP, ENV_DATA_DIR, KAGGLE_COLUMNS, DataError, to_rgb
 
 HF_REPO = "ashraq/fashion-product-images-small"
 
@@ -36,7 +36,7 @@ def _image_bytes(img) -> bytes:
         img = Image.open(io.BytesIO(img))
     if isinstance(img, Image.Image):
         buf = io.BytesIO()
-        img.convert("RGB").save(buf, format="JPEG", quality=95)
+        to_rgb(img).save(buf, format="JPEG", quality=95)
         return buf.getvalue()
     raise DataError(f"cannot read an image from a {type(img).__name__}; expected PIL image, bytes or "
                     "{'bytes': ...}")

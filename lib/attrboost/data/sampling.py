@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from ..cache import fingerprint as _fingerprint
-from .catalogue import Catalogue, DataError
+from .catalogue import Catalogue, DataError, load_image
 from .tags import build_vocab, filter_tags, normalise_name
 
 SPLITS = ("random", "by_group")
@@ -75,9 +74,9 @@ class Sample:
 
 
 def _readable(path: str) -> bool:
+    """Whether the study's decoder (:func:`~attrboost.data.catalogue.load_image`) can decode the file."""
     try:
-        with Image.open(path) as im:
-            im.load()
+        load_image(path)
         return True
     except Exception:  # noqa: BLE001 - any decoding failure means "unreadable"
         return False

@@ -6,6 +6,9 @@ Draws simple product pictures with PIL and writes them in the Kaggle "Fashion Pr
     <out_dir>/styles.csv        id,gender,masterCategory,subCategory,articleType,baseColour,
                                 season,year,usage,productDisplayName
     <out_dir>/images/<id>.jpg   RGB, 60 px wide x 80 px high
+    <out_dir>/manifest.json     generator version, parameters, and size + SHA-256 of every file
+                                (written last; :func:`ensure_synthetic` checks the cached copy
+                                against it on every use and regenerates a damaged one)
 
 How visible each attribute is in the pixels (by design):
 
@@ -31,20 +34,23 @@ pixels (rendering order does not matter).
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..cache import cache_dir, fingerprint
+from ..cache import atomic_write, cache_dir, fingerprint
 
 __all__ = ["VERSION", "COLUMNS", "ARTICLES", "COLOURS", "generate_synthetic", "plan_catalogue",
-           "default_synthetic_dir", "ensure_synthetic", "render_image"]
+           "default_synthetic_dir", "ensure_synthetic", "render_image", "verify_synthetic"]
 
 #: Bump when the generator's output changes, so cached copies are regenerated.
 VERSION = 1
@@ -490,7 +496,55 @@ def generate_synthetic(out_dir, *, n_groups: int = 110, per_group: int = 44, see
         writer.writerow(COLUMNS)
         for row in rows:
             writer.writerow([row[c] for c in COLUMNS])
+    manifest = {"version": VERSION, "params": _params(n_groups, per_group, seed, n_extra),
+                "count": len(rows), "files": _file_table(out)}
+    atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=0, sort_keys=True)))
     return out
+
+
+MANIFEST = "manifest.json"
+
+
+def _file_table(root: Path) -> dict[str, list]:
+    """``{relative path: [size, sha256 prefix]}`` of styles.csv and every file in images/ (~0.1 s for
+    the default catalogue)."""
+    table = {}
+    paths = [root / "styles.csv", *sorted((root / "images").iterdir())] if (root / "images").is_dir() \
+        else [root / "styles.csv"]
+    for p in paths:
+        try:
+            data = p.read_bytes()
+        except OSError:
+            continue
+        table[p.relative_to(root).as_posix()] = [len(data), hashlib.sha256(data).hexdigest()[:16]]
+    return table
+
+
+def verify_synthetic(root: str | os.PathLike) -> str | None:
+    """Check a generated catalogue against its manifest: None if intact, else what is wrong."""
+    root = Path(root)
+    if not root.is_dir():
+        return "it does not exist"
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+        expected, count = manifest["files"], int(manifest["count"])
+    except FileNotFoundError:
+        return (f"it has no {MANIFEST} (an interrupted generation, or written by an older version that "
+                "kept none)")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"its {MANIFEST} is unreadable ({type(exc).__name__}: {exc})"
+    found = _file_table(root)
+    n_images = sum(1 for k in found if k.startswith("images/"))
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    changed = sorted(k for k in set(expected) & set(found) if found[k] != list(expected[k]))
+    if not (missing or extra or changed) and n_images == count:
+        return None
+    parts = [f"it does not match its {MANIFEST}: {n_images} images, expected {count}"]
+    for what, names in (("missing", missing), ("changed (size or content)", changed), ("unexpected", extra)):
+        if names:
+            parts.append(f"{len(names)} {what}, e.g. {names[:3]}")
+    return "; ".join(parts)
 
 
 def _params(n_groups, per_group, seed, n_extra):
@@ -521,34 +575,48 @@ def _pid_alive(pid: int) -> bool:
 
 def ensure_synthetic(*, n_groups: int = 110, per_group: int = 44, seed: int = 0, progress: bool = True,
                      n_extra: int | None = None) -> Path:
-    """Return the cached catalogue directory for these parameters, generating it only if missing.
+    """Return the cached catalogue directory for these parameters, generating it if missing or damaged.
+
+    The cached copy is checked against its manifest on every call (:func:`verify_synthetic`: the
+    file count, and the size and SHA-256 of styles.csv and every image); a copy that does not match
+    (a deleted or truncated image, an interrupted or older generation without a manifest) is
+    regenerated, with a warning saying what was wrong: the result is identical to an undamaged copy.
 
     Generation goes into a temporary sibling directory (``.<name>.tmp-<pid>-*``) which is renamed
-    into place at the end, so an interrupted run leaves no half-written catalogue; temporary
-    directories left by dead processes on this machine are removed.
+    into place at the end (a damaged copy is first renamed aside to ``.<name>.old-<pid>-*``, then
+    removed), so an interrupted run leaves no half-written catalogue; such directories left by dead
+    processes on this machine are removed.
     """
     final = default_synthetic_dir(n_groups=n_groups, per_group=per_group, seed=seed, n_extra=n_extra)
-    if (final / "styles.csv").is_file():
+    problem = verify_synthetic(final)
+    if problem is None:
         return final
+    if final.exists():
+        warnings.warn(f"synthetic catalogue {final}: {problem}; regenerating it (the same parameters "
+                      "give identical files)", stacklevel=2)
     final.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{final.name}.tmp-"
-    for leftover in final.parent.glob(prefix + "*"):
-        pid = leftover.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True)
+    for kind in ("tmp", "old"):
+        prefix = f".{final.name}.{kind}-"
+        for leftover in final.parent.glob(prefix + "*"):
+            pid = leftover.name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
 
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{prefix}{os.getpid()}-"))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-{os.getpid()}-"))
+    aside = None
     try:
         generate_synthetic(tmp, n_groups=n_groups, per_group=per_group, seed=seed, progress=progress,
                            n_extra=n_extra)
-        if final.exists() and not (final / "styles.csv").is_file():
-            shutil.rmtree(final)  # an incomplete directory someone else left: replace it
+        if final.exists() and verify_synthetic(final) is not None:  # still damaged (no one fixed it meanwhile)
+            aside = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-{os.getpid()}-"))
+            os.replace(final, aside / "catalogue")
         try:
             os.replace(tmp, final)
         except OSError:
-            if not (final / "styles.csv").is_file():  # lost a race only if the winner finished
+            if verify_synthetic(final) is not None:  # lost a race only if the winner finished
                 raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, aside):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
     return final
