@@ -32,7 +32,7 @@ import numpy as np
 from . import __version__
 from .baselines import (MULTISIMILARITY, GroupLDA, GroupNCA, MetricHead, PCAWhitening, _quiet_map_at_r,
                         group_labels)
-from .cache import cache_dir, fingerprint, load_arrays, save_arrays
+from .cache import cache_dir, check_embeddings, embeddings_expect, fingerprint, load_checked, save_checked
 from .data import Sample
 
 BASELINES = ("pca_whiten", "lda", "nca", "supcon", "multisimilarity")
@@ -86,11 +86,12 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
         {"multisimilarity": MULTISIMILARITY} if name == "multisimilarity" else {})
     key = fingerprint("baseline", __version__, sample.fingerprint, fingerprint(X), backbone, name, seed, settings, extra)
     path = cache_dir() / "baselines" / backbone / f"{name}-{key}.npz"
-    if path.exists():
-        d = load_arrays(path)
+    part = {p: sample.mask(p) for p in ("train", "val", "test")}
+    d = load_checked(path, key, {**embeddings_expect(part), "fit_seconds": ("f", ()), "params": ("U", ())},
+                     check=check_embeddings(json_field="params"))
+    if d is not None:
         return BaselineRun(name, seed, {p: d[f"emb_{p}"] for p in ("train", "val", "test")},
                            float(d["fit_seconds"]), json.loads(str(d["params"])))
-    part = {p: sample.mask(p) for p in ("train", "val", "test")}
     attrs = list(sample.attributes)
     y_tr, y_va = sample.part("train")[attrs], sample.part("val")[attrs]
     val_codes = group_labels(y_va)
@@ -121,8 +122,8 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
             est.fit(X[part["train"]], y_tr)
         fit_s = time.perf_counter() - t0
         emb = {p: est.transform(X[m]) for p, m in part.items()}
-    save_arrays(path, **{f"emb_{p}": e for p, e in emb.items()}, fit_seconds=np.array(fit_s),
-                params=np.array(json.dumps(chosen, sort_keys=True)))
+    save_checked(path, key, **{f"emb_{p}": e for p, e in emb.items()}, fit_seconds=np.array(fit_s),
+                 params=np.array(json.dumps(chosen, sort_keys=True)))
     return BaselineRun(name, seed, emb, fit_s, chosen)
 
 

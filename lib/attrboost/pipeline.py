@@ -9,7 +9,9 @@ Caching: features of a (dataset, backbone, weights) live in one *feature store* 
 keyed by item id, that grows as samples (seeds) need more images, so overlapping seeds never
 extract an image twice; a head's outputs (val/test embeddings and its learning curve) are cached
 by the fingerprint of the sample, the features, the task, the seed and every hyper-parameter.
-All writes are atomic (:mod:`attrboost.cache`), so an interrupted run resumes where it stopped.
+All writes are atomic (:mod:`attrboost.cache`), so an interrupted run resumes where it stopped;
+every read is validated (key, checksum, arrays, shapes, ids), and a damaged file is moved to
+``<cache>/quarantine/`` with a warning and recomputed.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .cache import atomic_write, cache_dir, fingerprint, load_arrays, save_arrays
+from .cache import atomic_write, cache_dir, check_embeddings, embeddings_expect, fingerprint, load_checked, save_checked
 from .data import Catalogue, Sample, load_dataset, sample_protocol
 
 TASKS = ("task1", "task2", "task3")
@@ -81,12 +83,22 @@ def as_list(name: str, value, kind=str) -> list:
 
 
 # ----------------------------------------------------------------------------- features
-def _store_path(dataset_fp: str, backbone: str, weights) -> Path:
+def _store_path(dataset_fp: str, backbone: str, weights) -> tuple[Path, str]:
+    """The feature store's path and key."""
     from .backbones import resolve_weights
     from .extract import FEATURES_VERSION
 
     key = fingerprint(dataset_fp, backbone, resolve_weights(backbone, weights).identity, FEATURES_VERSION)
-    return cache_dir() / "features" / backbone / f"store-{key}.npz"
+    return cache_dir() / "features" / backbone / f"store-{key}.npz", key
+
+
+def _check_store(store: dict) -> str | None:
+    ids, X = store["ids"], store["X"]
+    if len(X) != len(ids):
+        return f"{len(ids)} ids but {len(X)} feature rows"
+    if len(set(ids.tolist())) != len(ids):
+        return "duplicate ids"
+    return None
 
 
 def get_features(sample: Sample, backbone: str, *, weights=None, device: str = "auto", batch_size: int = 32,
@@ -104,8 +116,9 @@ def get_features(sample: Sample, backbone: str, *, weights=None, device: str = "
     if backbone == "pca":
         return embed("pca", items, train_ids=sample.part("train")["id"].tolist(),
                      dataset_fp=sample.dataset_fingerprint, progress=progress)
-    path = _store_path(sample.dataset_fingerprint, backbone, weights)
-    store = load_arrays(path) if path.exists() else {"ids": np.array([], dtype=str), "X": None}
+    path, key = _store_path(sample.dataset_fingerprint, backbone, weights)
+    store = load_checked(path, key, {"ids": ("U", (None,)), "X": (np.float32, (None, get_spec(backbone).width))},
+                         check=_check_store) or {"ids": np.array([], dtype=str), "X": None}
     have = {i: k for k, i in enumerate(store["ids"].tolist())}
     missing = items.loc[~items["id"].isin(have)]
     if len(missing):
@@ -115,7 +128,7 @@ def get_features(sample: Sample, backbone: str, *, weights=None, device: str = "
                                           progress=progress)
         ids_all = np.concatenate([store["ids"].astype(str), np.asarray(ids_new, dtype=str)])
         X_all = X_new if store["X"] is None else np.concatenate([store["X"], X_new])
-        save_arrays(path, ids=ids_all, X=X_all)
+        save_checked(path, key, ids=ids_all, X=X_all)
         store = {"ids": ids_all, "X": X_all}
         have = {i: k for k, i in enumerate(ids_all.tolist())}
         # the per-call cache of extract_features is only needed until the store has the rows
@@ -163,12 +176,13 @@ def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
     params = head_params(**head_overrides)
     key = fingerprint("head", __version__, sample.fingerprint, fingerprint(X), backbone, task, seed, params)
     path = cache_dir() / "heads" / backbone / f"{task}-{key}.npz"
-    if path.exists():
-        d = load_arrays(path)
+    part = {p: sample.mask(p) for p in ("train", "val", "test")}
+    d = load_checked(path, key, {**embeddings_expect(part), "history": ("U", ()), "best_epoch": ("i", ()),
+                                 "fit_seconds": ("f", ())}, check=check_embeddings(json_field="history"))
+    if d is not None:
         hist = pd.read_json(io.StringIO(str(d["history"])), orient="split")
         emb = {p: d[f"emb_{p}"] for p in ("train", "val", "test")}
         return HeadRun(task, seed, emb, hist, int(d["best_epoch"]), float(d["fit_seconds"]), params)
-    part = {p: sample.mask(p) for p in ("train", "val", "test")}
     head = BoostHead(task=task, **params, seed=seed, progress=progress)
     t0 = time.perf_counter()
     train, val = sample.part("train"), sample.part("val")
@@ -185,8 +199,8 @@ def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
     fit_s = time.perf_counter() - t0
     emb = {p: head.transform(X[m]) for p, m in part.items()}
     hist = head.history_.reset_index(drop=True)
-    save_arrays(path, **{f"emb_{p}": e for p, e in emb.items()}, history=np.array(hist.to_json(orient="split")),
-                best_epoch=np.array(head.best_epoch_), fit_seconds=np.array(fit_s))
+    save_checked(path, key, **{f"emb_{p}": e for p, e in emb.items()}, history=np.array(hist.to_json(orient="split")),
+                 best_epoch=np.array(head.best_epoch_), fit_seconds=np.array(fit_s))
     return HeadRun(task, seed, emb, hist, int(head.best_epoch_), fit_s, params)
 
 
