@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import pandas as pd
+from jupyter_client.manager import AsyncKernelManager
 
 from . import __version__, params
 from .cache import atomic_write, fingerprint, repo_root
@@ -359,13 +360,45 @@ def unknown_parameters(args: argparse.Namespace) -> str | None:
 
 
 # ----------------------------------------------------------------------------- execution
+def quiet_kernel() -> dict:
+    """nbclient options (for :func:`papermill.execute_notebook`) that keep a successful run quiet
+    without hiding errors; each removes the cause of a message, not the message:
+
+    * ``[IPKernelApp] WARNING | Kernel is running over TCP without encryption ...``: the kernel
+      manager provisions CurveZMQ keys (jupyter_client's ``transport_encryption="auto"``; ipykernel's
+      kernelspec declares ``supported_encryption: curve``), so the local sockets are encrypted;
+    * ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.``: jupyter_client interrupts
+      (SIGINT) every kernel it shuts down, and papermill shuts down right after the reply to its last
+      ``kernel_info`` request, while the kernel is still inside that request's handler.
+      :class:`BatchKernelManager` skips that interrupt: papermill shuts the kernel down once every cell
+      has finished or one failed, so it is idle; a busy one (the runner stopped with Ctrl-C) still
+      gets the shutdown request and is killed after ``shutdown_wait_time`` (5 s) if it does not stop.
+    """
+    import zmq
+    from traitlets.config import Config
+
+    kw = {"kernel_manager_class": BatchKernelManager}
+    if zmq.has("curve"):
+        kw["config"] = Config({"KernelManager": {"transport_encryption": "auto"}})
+    return kw
+
+
+class BatchKernelManager(AsyncKernelManager):
+    """jupyter_client's AsyncKernelManager, without the interrupt it sends a kernel it shuts down."""
+
+    async def _async_interrupt_kernel(self) -> None:
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
+
+
 def papermill_execute(input_path, output_path, parameters=None, cwd=None, kernel_name=KERNEL,
                       progress_bar=False, **kw):
-    """The default executor: :func:`papermill.execute_notebook`."""
+    """The default executor: :func:`papermill.execute_notebook` with a :func:`quiet_kernel`."""
     import papermill
 
     return papermill.execute_notebook(input_path, output_path, parameters=parameters, cwd=cwd,
-                                      kernel_name=kernel_name, progress_bar=progress_bar, **kw)
+                                      kernel_name=kernel_name, progress_bar=progress_bar, **{**quiet_kernel(), **kw})
 
 
 def failure_info(exc: BaseException) -> dict:
