@@ -25,16 +25,17 @@ import types
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
 import numpy as np
 
-DATASETS = ("synthetic", "fashion")
-SPLITS = ("random", "by_group")
+from .data.catalogue import DATASETS
+from .data.sampling import SPLITS
+
 TASKS = ("task1", "task2", "task3")
 SELECTIONS = ("val_loss", "last")
-BASELINES = ("pca_whiten", "lda", "nca", "supcon", "multisimilarity")
 IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit"})
+_CHECKED = "_attrboost_params_checked"  # set in a notebook's globals by warn_unknown
 
 
 class Invalid(ValueError):
@@ -101,9 +102,9 @@ def integers(minimum: int) -> Callable:
 
 def choice(allowed: Iterable[str] | Callable[[], Iterable[str]], optional: bool = False) -> Callable:
     def check(v):
-        names = list(allowed() if callable(allowed) else allowed)
         if v is None and optional:
             return None
+        names = list(allowed() if callable(allowed) else allowed)
         if not isinstance(v, str) or v not in names:
             raise Invalid(f"one of {names}" + " or None" * optional)
         return v
@@ -199,6 +200,31 @@ def _backbones() -> list[str]:
     return list_backbones()
 
 
+def _baselines() -> tuple[str, ...]:
+    from .beyond import BASELINES
+
+    return BASELINES
+
+
+def check_choice(name: str, value, allowed) -> None:
+    """Validate a notebook/CLI parameter against its allowed values with a helpful message."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ValueError(f"parameter {name}={value!r}: unknown {bad}; expected one of {list(allowed)}")
+
+
+def as_list(name: str, value, kind=str) -> list:
+    """A list parameter from a list or a string (``"0,1,2"``, ``"[0, 1]"``: what ``papermill -p`` passes)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, list, tuple, numbers.Integral)) \
+            or not _listed(value):
+        raise ValueError(f"parameter {name}={value!r}: expected a non-empty list, e.g. {name}=[0, 1, 2]")
+    try:
+        return [kind(v) for v in _listed(value)]
+    except (TypeError, ValueError):
+        raise ValueError(f"parameter {name}={value!r}: expected a list of {kind.__name__}") from None
+
+
 # ----------------------------------------------------------------------------- the spec
 @dataclass(frozen=True)
 class Param:
@@ -236,7 +262,7 @@ PARAMS: dict[str, Param] = {
     "runs_dir": Param(path(), None, "run set folder 05 reads; None: papermill_runs/<dataset>"),
     "figures_dir": Param(path(kind="writable"), None, "figures folder; None: figures/<run set>"),
     "example_backbone": Param(choice(_backbones, optional=True), None, "05's retrieval example"),
-    "baselines": Param(choices(BASELINES), list(BASELINES), "06's label-aware baselines"),
+    "baselines": Param(choices(_baselines), ["pca_whiten", "lda", "nca", "supcon", "multisimilarity"], "06's label-aware baselines"),
     "budgets": Param(integers(2), [250, 500, 1000, 2000, 3000], "06's label budgets (>= 2 images each)"),
     "ablation": Param(boolean(), True, "06's attribute ablation"),
 }
@@ -348,9 +374,14 @@ def unknown_names(namespace: Mapping[str, Any], notebook: str) -> list[str]:
                   and not callable(v) and not isinstance(v, types.ModuleType))
 
 
-def warn_unknown(namespace: Mapping[str, Any], notebook: str) -> list[str]:
+def warn_unknown(namespace: MutableMapping[str, Any], notebook: str) -> list[str]:
     """Warn loudly (a banner and a ``UserWarning``) about each global that is no parameter of
-    ``notebook``; call it first thing in the validation cell. Returns the unknown names."""
+    ``notebook``; call it first thing in the validation cell, before any other global is set.
+    Returns the unknown names. Only the first call in a session checks: re-running the cell in
+    Jupyter after later cells would otherwise list their variables."""
+    if namespace.get(_CHECKED):
+        return []
+    namespace[_CHECKED] = True
     declared = spec(notebook)
     unknown = unknown_names(namespace, notebook)
     if unknown:
