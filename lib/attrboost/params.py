@@ -206,6 +206,7 @@ def _baselines() -> tuple[str, ...]:
     return BASELINES
 
 
+# the single-parameter helpers the notebooks used before validate() (kept: P.check_choice, P.as_list)
 def check_choice(name: str, value, allowed) -> None:
     """Validate a notebook/CLI parameter against its allowed values with a helpful message."""
     values = value if isinstance(value, (list, tuple)) else [value]
@@ -262,7 +263,8 @@ PARAMS: dict[str, Param] = {
     "runs_dir": Param(path(), None, "run set folder 05 reads; None: papermill_runs/<dataset>"),
     "figures_dir": Param(path(kind="writable"), None, "figures folder; None: figures/<run set>"),
     "example_backbone": Param(choice(_backbones, optional=True), None, "05's retrieval example"),
-    "baselines": Param(choices(_baselines), ["pca_whiten", "lda", "nca", "supcon", "multisimilarity"], "06's label-aware baselines"),
+    "baselines": Param(choices(_baselines), ["pca_whiten", "lda", "nca", "supcon", "multisimilarity"],
+                       "06's label-aware baselines"),
     "budgets": Param(integers(2), [250, 500, 1000, 2000, 3000], "06's label budgets (>= 2 images each)"),
     "ablation": Param(boolean(), True, "06's attribute ablation"),
 }
@@ -393,20 +395,20 @@ def warn_unknown(namespace: MutableMapping[str, Any], notebook: str) -> list[str
     return unknown
 
 
-def check_known(parameters: Mapping[str, Mapping[str, Any]]) -> None:
+def check_known(parameters: Mapping[str, Iterable[str]]) -> None:
     """For each ``{notebook_path: parameters}``, require every name to be a parameter of the
     notebook's parameter cell (``papermill.inspect_notebook``); one ``ValueError`` names each
     notebook, unknown name and the closest known name. Notebooks without a parameter cell are skipped."""
     import papermill
 
     problems = []
-    for nb_path, params in parameters.items():
+    for nb_path, names in parameters.items():
         declared = papermill.inspect_notebook(str(nb_path))
         if not declared:
             continue
-        for name in params:
+        for name in names:
             if name not in declared:
                 problems.append(f"{nb_path}: unknown parameter {name!r}{_close(name, declared)}; "
                                 f"known: {sorted(declared)}")
     if problems:
-        raise ValueError("parameters unknown to the notebooks:\n  " + "\n  ".join(dict.fromkeys(problems)))
+        raise ValueError("parameters unknown to the notebooks:\n  " + "\n  ".join(problems))
