@@ -28,8 +28,8 @@ import pandas as pd
 from . import __version__
 from .cache import atomic_write, cache_dir, check_embeddings, embeddings_expect, fingerprint, load_checked, save_checked
 from .data import Catalogue, Sample, load_dataset, sample_protocol
+from .params import TASKS, as_list, check_choice  # noqa: F401 - re-exported for the notebooks (P.TASKS, ...)
 
-TASKS = ("task1", "task2", "task3")
 TASK_LABELS = {"raw": "raw", "task1": "Task 1: attributes", "task2": "Task 2: tags", "task3": "Task 3: both"}
 
 
@@ -57,29 +57,6 @@ def get_sample(cfg: DataConfig, seed: int) -> Sample:
     cat = get_catalogue(cfg.dataset, cfg.data_dir)
     return sample_protocol(cat, n_groups=cfg.n_groups, per_group=cfg.per_group, n_test=cfg.n_test,
                            split=cfg.split, val_fraction=cfg.val_fraction, seed=seed)
-
-
-def check_choice(name: str, value, allowed) -> None:
-    """Validate a notebook/CLI parameter against its allowed values with a helpful message."""
-    values = value if isinstance(value, (list, tuple)) else [value]
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise ValueError(f"parameter {name}={value!r}: unknown {bad}; expected one of {list(allowed)}")
-
-
-def as_list(name: str, value, kind=str) -> list:
-    """A list parameter from a list or a string (``"0,1,2"``, ``"[0, 1]"``: what ``papermill -p`` passes)."""
-    original = value
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = [value]
-    if isinstance(value, str):
-        value = [v.strip(" '\"") for v in value.strip("[]() ").split(",") if v.strip(" '\"")]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(f"parameter {name}={original!r}: expected a non-empty list, e.g. {name}=[0, 1, 2]")
-    try:
-        return [kind(v) for v in value]
-    except (TypeError, ValueError):
-        raise ValueError(f"parameter {name}={original!r}: expected a list of {kind.__name__}") from None
 
 
 # ----------------------------------------------------------------------------- features

@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import pandas as pd
+from jupyter_client.manager import AsyncKernelManager
 
-from . import __version__
+from . import __version__, params
 from .cache import atomic_write, fingerprint, repo_root
 
 DATASETS = ("synthetic", "fashion")
@@ -310,25 +311,17 @@ def parse_args(argv: Sequence[str] | None = None, root: str | os.PathLike | None
     args.root = Path(root).resolve() if root is not None else (repo_root() or Path.cwd()).resolve()
 
     known = known_backbones()
-    args.backbones = _csv_list(args.backbones)
-    bad = [b for b in args.backbones if b not in known]
-    if bad or not args.backbones:
-        parser.error(f"--backbones: unknown backbone(s) {bad or args.backbones}; expected one or more of {list(known)}")
-    args.backbones = list(dict.fromkeys(args.backbones))
-    args.tasks = _csv_list(args.tasks)
-    bad = [t for t in args.tasks if t not in TASKS]
-    if bad or not args.tasks:
-        parser.error(f"--tasks: unknown task(s) {bad or args.tasks}; expected one or more of {list(TASKS)}")
-    args.tasks = list(dict.fromkeys(args.tasks))
+    # every value at once, with the notebooks' own checks (attrboost.params), before any work
+    cli = dict(dataset=args.dataset, split=args.split, backbones=list(dict.fromkeys(_csv_list(args.backbones))),
+               tasks=list(dict.fromkeys(_csv_list(args.tasks))), seeds=args.seeds, n_groups=args.n_groups,
+               per_group=args.per_group, batch_size=args.batch_size, device=args.device,
+               data_dir=args.data_dir,
+               out=args.out or args.root / "papermill_runs", figures_dir=args.figures_dir or args.root / "figures")
     try:
-        args.seeds = [int(s) for s in _csv_list(args.seeds)]
-    except ValueError:
-        parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
-    if not args.seeds or len(set(args.seeds)) != len(args.seeds):
-        parser.error(f"--seeds: expected one or more distinct integers, got {args.seeds}")
-    for name in ("n_groups", "per_group", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
+        checked = params.validate(cli, labels={k: "--" + k.replace("_", "-") for k in cli})
+    except ValueError as e:
+        parser.error(str(e))
+    args.backbones, args.tasks, args.seeds = checked["backbones"], checked["tasks"], checked["seeds"]
 
     weights = {}
     for item in args.weights:
@@ -350,14 +343,62 @@ def parse_args(argv: Sequence[str] | None = None, root: str | os.PathLike | None
     return args
 
 
+def unknown_parameters(args: argparse.Namespace) -> str | None:
+    """Why the plan passes a parameter that a notebook's parameter cell does not declare (papermill
+    would only warn and run the defaults), or None. Checked before anything executes."""
+    steps = [] if args.figures_only else [s for r in plan_runs(args) for s in r.steps]
+    steps += [plan_figures(args)] + ([] if args.figures_only or args.no_beyond else [plan_beyond(args)])
+    names: dict[str, set] = {}
+    for s in steps:
+        if Path(s.input_path).is_file():  # a missing notebook is reported by run_study
+            names.setdefault(s.input_path, set()).update(s.parameters)
+    try:
+        params.check_known(names)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 # ----------------------------------------------------------------------------- execution
+def quiet_kernel() -> dict:
+    """nbclient options (for :func:`papermill.execute_notebook`) that keep a successful run quiet
+    without hiding errors; each removes the cause of a message, not the message:
+
+    * ``[IPKernelApp] WARNING | Kernel is running over TCP without encryption ...``: the kernel
+      manager provisions CurveZMQ keys (jupyter_client's ``transport_encryption="auto"``; ipykernel's
+      kernelspec declares ``supported_encryption: curve``), so the local sockets are encrypted;
+    * ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.``: jupyter_client interrupts
+      (SIGINT) every kernel it shuts down, and papermill shuts down right after the reply to its last
+      ``kernel_info`` request, while the kernel is still inside that request's handler.
+      :class:`BatchKernelManager` skips that interrupt: papermill shuts the kernel down once every cell
+      has finished or one failed, so it is idle; a busy one (the runner stopped with Ctrl-C) still
+      gets the shutdown request and is killed after ``shutdown_wait_time`` (5 s) if it does not stop.
+    """
+    import zmq
+    from traitlets.config import Config
+
+    kw = {"kernel_manager_class": BatchKernelManager}
+    if zmq.has("curve"):
+        kw["config"] = Config({"KernelManager": {"transport_encryption": "auto"}})
+    return kw
+
+
+class BatchKernelManager(AsyncKernelManager):
+    """jupyter_client's AsyncKernelManager, without the interrupt it sends a kernel it shuts down."""
+
+    async def _async_interrupt_kernel(self) -> None:
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
+
+
 def papermill_execute(input_path, output_path, parameters=None, cwd=None, kernel_name=KERNEL,
                       progress_bar=False, **kw):
-    """The default executor: :func:`papermill.execute_notebook`."""
+    """The default executor: :func:`papermill.execute_notebook` with a :func:`quiet_kernel`."""
     import papermill
 
     return papermill.execute_notebook(input_path, output_path, parameters=parameters, cwd=cwd,
-                                      kernel_name=kernel_name, progress_bar=progress_bar, **kw)
+                                      kernel_name=kernel_name, progress_bar=progress_bar, **{**quiet_kernel(), **kw})
 
 
 def failure_info(exc: BaseException) -> dict:
@@ -671,6 +712,10 @@ def main(argv: Sequence[str] | None = None, *, execute: Execute | None = None,
     with contextlib.chdir(args.root):  # papermill resolves the relative in/out paths from here
         if args.refresh_notebooks:
             return refresh_notebooks(execute or papermill_execute, args.root)
+        unknown = unknown_parameters(args)
+        if unknown:
+            print(f"error: {unknown}", file=sys.stderr)
+            return 2
         return run_study(args, execute)
 
 

@@ -1,0 +1,414 @@
+"""Every notebook parameter in one place: its check and its default, validated before any work.
+
+    from attrboost import params
+    params.warn_unknown(globals(), notebook="03_train")               # a misspelt `-p n_grups 12`
+    globals().update(params.validate(globals(), notebook="03_train"))  # all bad values in one error
+
+:data:`PARAMS` declares each parameter once (the check and the default the notebooks' parameter
+cells use; ``tests/test_params.py`` compares them with the cells), :data:`NOTEBOOKS` which
+notebook takes which. :func:`validate` checks every value at once and raises one ``ValueError``
+that lists each bad parameter with its value and what is allowed; it returns the values
+normalised (``"0,1"`` -> ``[0, 1]``, ``1.0`` -> ``1`` for an integer). The study runner checks its
+CLI values with the same function (:mod:`attrboost.study`) and, before executing anything, the
+parameters it passes against the notebooks' parameter cells (:func:`check_known`).
+
+The head's hyper-parameters here are the notebooks' values; ``BoostHead``'s own ``patience``
+default (10) differs from the notebooks' 5, and only the notebooks' value is used in the study.
+"""
+from __future__ import annotations
+
+import difflib
+import numbers
+import os
+import re
+import types
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, MutableMapping
+
+import numpy as np
+
+from .data.catalogue import DATASETS
+from .data.sampling import SPLITS
+
+TASKS = ("task1", "task2", "task3")
+SELECTIONS = ("val_loss", "last")
+IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit"})
+_CHECKED = "_attrboost_params_checked"  # set in a notebook's globals by warn_unknown
+
+
+class Invalid(ValueError):
+    """A value a check rejects; the text says what is allowed."""
+
+
+# ----------------------------------------------------------------------------- checks
+# Each check takes a value and returns it normalised, or raises Invalid("what is allowed").
+def _as_int(v, minimum: int) -> int:
+    if isinstance(v, (bool, np.bool_)):
+        raise Invalid(f"an integer >= {minimum}")
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        v = int(v)
+    if not isinstance(v, numbers.Integral) or v < minimum:
+        raise Invalid(f"an integer >= {minimum}")
+    return int(v)
+
+
+def integer(minimum: int, optional: bool = False) -> Callable:
+    def check(v):
+        if v is None and optional:
+            return None
+        try:
+            return _as_int(v, minimum)
+        except Invalid:
+            raise Invalid(f"an integer >= {minimum}" + (" or None" if optional else "")) from None
+    return check
+
+
+def number(minimum: float = 0.0) -> Callable:
+    def check(v):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v < minimum:
+            raise Invalid(f"a number >= {minimum:g}")
+        return float(v)
+    return check
+
+
+def _listed(v) -> list:
+    """A list from a list/tuple, a scalar, or a string such as ``"0,1,2"`` or ``"[0, 1]"`` (``papermill -p``)."""
+    if isinstance(v, str):
+        return [t.strip(" '\"") for t in v.strip("[]() ").split(",") if t.strip(" '\"")]
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return [v]
+
+
+def integers(minimum: int) -> Callable:
+    """A non-empty list of distinct integers >= minimum (strings like "0,1" are parsed)."""
+    def check(v):
+        what = f"a non-empty list of distinct integers >= {minimum}, e.g. [0, 1, 2]"
+        items = _listed(v)
+        try:
+            out = [_as_int(int(x) if isinstance(x, str) and re.fullmatch(r"[+-]?\d+", x) else x, minimum)
+                   for x in items]
+        except Invalid:
+            raise Invalid(what) from None
+        if not out or len(set(out)) != len(out):
+            raise Invalid(what)
+        return out
+    return check
+
+
+def choice(allowed: Iterable[str] | Callable[[], Iterable[str]], optional: bool = False) -> Callable:
+    def check(v):
+        if v is None and optional:
+            return None
+        names = list(allowed() if callable(allowed) else allowed)
+        if not isinstance(v, str) or v not in names:
+            raise Invalid(f"one of {names}" + " or None" * optional)
+        return v
+    return check
+
+
+def choices(allowed: Iterable[str] | Callable[[], Iterable[str]]) -> Callable:
+    """A non-empty list of distinct allowed names (a comma-separated string is parsed)."""
+    def check(v):
+        names = list(allowed() if callable(allowed) else allowed)
+        items = _listed(v)
+        if not items or any(not isinstance(x, str) or x not in names for x in items) or len(set(items)) != len(items):
+            raise Invalid(f"a non-empty list of distinct names from {names}")
+        return items
+    return check
+
+
+def boolean(optional: bool = False) -> Callable:
+    def check(v):
+        if (v is None and optional) or isinstance(v, (bool, np.bool_)):
+            return None if v is None else bool(v)
+        raise Invalid("True or False" + " or None" * optional)
+    return check
+
+
+def path(optional: bool = True, kind: str = "any") -> Callable:
+    """A path (str or PathLike; None when optional). kind "file": an existing file; "writable": a
+    directory that exists and is writable, or can be created (its nearest existing parent is a
+    writable directory)."""
+    def check(v):
+        if v is None and optional:
+            return None
+        if not isinstance(v, (str, os.PathLike)) or not str(v):
+            raise Invalid("a path" + " or None" * optional)
+        p = Path(v).expanduser()
+        if kind == "file" and not p.is_file():
+            raise Invalid("an existing file" + " or None" * optional + ": no such file")
+        if kind == "writable":
+            problem = unwritable(p)
+            if problem:
+                raise Invalid(f"a writable directory ({problem})")
+        return v
+    return check
+
+
+def unwritable(p: Path) -> str | None:
+    """Why directory ``p`` cannot be written (or created), or None when it can. No side effects."""
+    p = Path(p).expanduser().absolute()
+    for parent in (p, *p.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is not a directory"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{parent} is not writable"
+            return None
+    return f"no existing parent of {p}"
+
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+def device(v):
+    """``"auto" | "cpu" | "cuda" | "cuda:N" | "mps"``; cuda and mps must be available here."""
+    if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+        raise Invalid(f"one of {list(DEVICES)}")
+    if v.startswith("cuda"):
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(v.partition(":")[2] or 0)
+        if index >= n:
+            raise Invalid(f"an available device: {'no CUDA GPU here' if not n else f'{n} CUDA GPU(s) here'}; "
+                          "use 'cpu' or 'auto'")
+    if v == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise Invalid("an available device: MPS is not available here; use 'cpu' or 'auto'")
+    return v
+
+
+def runset(v):
+    """05's ``dataset``: a run set, ``<dataset>`` (random split) or ``<dataset>-<split>``."""
+    allowed = [d if s == "random" else f"{d}-{s}" for d in DATASETS for s in SPLITS]
+    if v not in allowed:
+        raise Invalid(f"one of {allowed}")
+    return v
+
+
+def _backbones() -> list[str]:
+    from .backbones import list_backbones
+
+    return list_backbones()
+
+
+def _baselines() -> tuple[str, ...]:
+    from .beyond import BASELINES
+
+    return BASELINES
+
+
+# the single-parameter helpers the notebooks used before validate() (kept: P.check_choice, P.as_list)
+def check_choice(name: str, value, allowed) -> None:
+    """Validate a notebook/CLI parameter against its allowed values with a helpful message."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ValueError(f"parameter {name}={value!r}: unknown {bad}; expected one of {list(allowed)}")
+
+
+def as_list(name: str, value, kind=str) -> list:
+    """A list parameter from a list or a string (``"0,1,2"``, ``"[0, 1]"``: what ``papermill -p`` passes)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, list, tuple, numbers.Integral)) \
+            or not _listed(value):
+        raise ValueError(f"parameter {name}={value!r}: expected a non-empty list, e.g. {name}=[0, 1, 2]")
+    try:
+        return [kind(v) for v in _listed(value)]
+    except (TypeError, ValueError):
+        raise ValueError(f"parameter {name}={value!r}: expected a list of {kind.__name__}") from None
+
+
+# ----------------------------------------------------------------------------- the spec
+@dataclass(frozen=True)
+class Param:
+    check: Callable[[Any], Any]
+    default: Any
+    doc: str = ""
+
+
+PARAMS: dict[str, Param] = {
+    # data and sample
+    "dataset": Param(choice(DATASETS), "synthetic", "data set"),
+    "data_dir": Param(path(), None, "data folder (Kaggle layout); None: the default location"),
+    "n_groups": Param(integer(1), 100, "attribute groups sampled"),
+    "per_group": Param(integer(1), 40, "images per group (and the minimum group size)"),
+    "split": Param(choice(SPLITS), "random", "train/test split"),
+    "seed": Param(integer(0), 0, "the sample (and the head's initialisation)"),
+    "seeds": Param(integers(0), [0, 1, 2], "the samples"),
+    "show_images": Param(boolean(optional=True), None, "None: only for the synthetic data"),
+    # backbone and features
+    "backbone": Param(choice(_backbones), "efficientnet_lite0", "feature extractor"),
+    "weights": Param(path(kind="file"), None, "local weights file"),
+    "device": Param(device, "auto", "feature-extraction device"),
+    "batch_size": Param(integer(1), 32, "batch size (feature extraction in 02, head training in 03/04/06)"),
+    # head hyper-parameters (STUDY.md; patience is the notebooks' 5, BoostHead's own default is 10)
+    "tasks": Param(choices(TASKS), ["task1", "task2", "task3"], "head tasks"),
+    "hidden_dim": Param(integer(1, optional=True), None, "None: the input width"),
+    "lr": Param(number(0), 1e-3, "learning rate"),
+    "weight_decay": Param(number(0), 1e-5, "weight decay"),
+    "max_epochs": Param(integer(1), 200, "most epochs"),
+    "stop_loss": Param(number(0), 0.002, "stop when the training loss falls below this"),
+    "selection": Param(choice(SELECTIONS), "val_loss", "model selection on the validation part"),
+    "patience": Param(integer(1), 5, "epochs without validation improvement before stopping"),
+    # outputs and 05/06
+    "results_dir": Param(path(kind="writable"), None, "where 04/06 write their tables; None: nowhere"),
+    "runs_dir": Param(path(), None, "run set folder 05 reads; None: papermill_runs/<dataset>"),
+    "figures_dir": Param(path(kind="writable"), None, "figures folder; None: figures/<run set>"),
+    "example_backbone": Param(choice(_backbones, optional=True), None, "05's retrieval example"),
+    "baselines": Param(choices(_baselines), ["pca_whiten", "lda", "nca", "supcon", "multisimilarity"],
+                       "06's label-aware baselines"),
+    "budgets": Param(integers(2), [250, 500, 1000, 2000, 3000], "06's label budgets (>= 2 images each)"),
+    "ablation": Param(boolean(), True, "06's attribute ablation"),
+}
+
+_DATA = ("dataset", "data_dir", "n_groups", "per_group", "split")
+_HEAD = ("hidden_dim", "lr", "weight_decay", "batch_size", "max_epochs", "stop_loss", "selection", "patience")
+
+#: Which parameters each notebook's parameter cell declares, in the cell's order.
+NOTEBOOKS: dict[str, tuple[str, ...]] = {
+    "01_data": (*_DATA, "seed", "show_images"),
+    "02_embeddings": (*_DATA, "seeds", "backbone", "weights", "device", "batch_size"),
+    "03_train": (*_DATA, "backbone", "weights", "tasks", "seed", *_HEAD),
+    "04_evaluate": (*_DATA, "backbone", "weights", "tasks", "seeds", "results_dir", *_HEAD),
+    "05_figures": ("dataset", "runs_dir", "figures_dir", "data_dir", "example_backbone", "show_images"),
+    "06_beyond": (*_DATA, "backbone", "weights", "seeds", "baselines", "budgets", "ablation", "results_dir",
+                  "figures_dir", *_HEAD),
+}
+
+#: Where a notebook's parameter differs from :data:`PARAMS` (05 reads a run set, not a data set).
+OVERRIDES: dict[str, dict[str, Param]] = {
+    "05_figures": {"dataset": Param(runset, "synthetic", "run set: <dataset> or <dataset>-by_group")},
+}
+
+#: Values only the study CLI has (``python -m attrboost.study``).
+CLI_PARAMS: dict[str, Param] = {
+    "backbones": Param(choices(_backbones), None, "backbones of the run set"),
+    "out": Param(path(optional=False, kind="writable"), None, "executed notebooks and results"),
+}
+
+
+def spec(notebook: str | None = None) -> dict[str, Param]:
+    """The parameters of ``notebook`` (in its cell's order), or every known one for None."""
+    if notebook is None:
+        return {**PARAMS, **CLI_PARAMS}
+    if notebook not in NOTEBOOKS:
+        raise ValueError(f"unknown notebook {notebook!r}; expected one of {list(NOTEBOOKS)}")
+    return {n: OVERRIDES.get(notebook, {}).get(n, PARAMS[n]) for n in NOTEBOOKS[notebook]}
+
+
+def defaults(notebook: str) -> dict[str, Any]:
+    return {n: p.default for n, p in spec(notebook).items()}
+
+
+# ----------------------------------------------------------------------------- validation
+def validate(values: Mapping[str, Any], notebook: str | None = None, *,
+             labels: Mapping[str, str] | None = None, check_cache: bool = True) -> dict[str, Any]:
+    """Check every parameter and return them normalised; one ``ValueError`` lists all bad ones.
+
+    With ``notebook``, every parameter of that notebook must be in ``values`` (other names, e.g. a
+    notebook's other globals, are ignored: see :func:`warn_unknown`); without, each name in
+    ``values`` must be a known parameter. ``labels`` renames parameters in the message (the CLI
+    shows ``--n-groups``). With ``check_cache`` the cache directory (``$ATTRBOOST_CACHE``) must be
+    writable too.
+    """
+    labels = labels or {}
+    known = spec(notebook)
+    names = list(known) if notebook else list(values)
+    where = f" of {notebook}" if notebook else ""
+    out, problems = {}, []
+    for name in names:
+        label = labels.get(name, name)
+        if name not in known:
+            problems.append(f"{label}: unknown parameter{_close(name, known)}; known: {sorted(known)}")
+        elif name not in values:
+            problems.append(f"{label}: missing (default {known[name].default!r})")
+        else:
+            try:
+                out[name] = known[name].check(values[name])
+            except Invalid as e:
+                problems.append(f"{label}={values[name]!r}: expected {e}")
+    if check_cache:
+        problem = cache_problem()
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise ValueError(f"invalid parameter{'s' * (len(problems) > 1)}{where}:\n  " + "\n  ".join(problems))
+    return out
+
+
+def cache_problem() -> str | None:
+    """Why the cache directory cannot be used, or None. Creates it, as any run would."""
+    from .cache import ENV_CACHE, cache_dir
+
+    where = os.environ.get(ENV_CACHE)
+    label = f"${ENV_CACHE}={where!r}" if where else "the cache directory"
+    try:
+        path_ = cache_dir()
+    except OSError as e:
+        return f"{label}: cannot create it ({e.strerror or e}); set ${ENV_CACHE} to a writable directory"
+    problem = unwritable(path_)
+    if problem:
+        return f"{label}: {problem}; set ${ENV_CACHE} to a writable directory"
+    return None
+
+
+def _close(name: str, known: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+# ----------------------------------------------------------------------------- unknown names
+def unknown_names(namespace: Mapping[str, Any], notebook: str) -> list[str]:
+    """Globals of a notebook that are no declared parameter: a misspelt papermill ``-p`` name lands
+    here (papermill injects parameters as assignments). Modules, functions, classes (anything
+    callable), IPython's own names and names starting with ``_`` are not counted."""
+    declared = spec(notebook)
+    return sorted(n for n, v in namespace.items()
+                  if n not in declared and n not in IPYTHON_NAMES and not n.startswith("_")
+                  and not callable(v) and not isinstance(v, types.ModuleType))
+
+
+def warn_unknown(namespace: MutableMapping[str, Any], notebook: str) -> list[str]:
+    """Warn loudly (a banner and a ``UserWarning``) about each global that is no parameter of
+    ``notebook``; call it first thing in the validation cell, before any other global is set.
+    Returns the unknown names. Only the first call in a session checks: re-running the cell in
+    Jupyter after later cells would otherwise list their variables."""
+    if namespace.get(_CHECKED):
+        return []
+    namespace[_CHECKED] = True
+    declared = spec(notebook)
+    unknown = unknown_names(namespace, notebook)
+    if unknown:
+        lines = [f"{n} = {namespace[n]!r} is not a parameter of {notebook}{_close(n, declared)}" for n in unknown]
+        text = ("unknown parameter(s), ignored (the defaults are used):\n  " + "\n  ".join(lines)
+                + f"\nparameters of {notebook}: {list(declared)}")
+        print("!" * 78 + "\n" + text + "\n" + "!" * 78)
+        warnings.warn(text, UserWarning, stacklevel=2)
+    return unknown
+
+
+def check_known(parameters: Mapping[str, Iterable[str]]) -> None:
+    """For each ``{notebook_path: parameters}``, require every name to be a parameter of the
+    notebook's parameter cell (``papermill.inspect_notebook``); one ``ValueError`` names each
+    notebook, unknown name and the closest known name. Notebooks without a parameter cell are skipped."""
+    import papermill
+
+    problems = []
+    for nb_path, names in parameters.items():
+        declared = papermill.inspect_notebook(str(nb_path))
+        if not declared:
+            continue
+        for name in names:
+            if name not in declared:
+                problems.append(f"{nb_path}: unknown parameter {name!r}{_close(name, declared)}; "
+                                f"known: {sorted(declared)}")
+    if problems:
+        raise ValueError("parameters unknown to the notebooks:\n  " + "\n  ".join(problems))
