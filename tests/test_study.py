@@ -81,6 +81,14 @@ def repo(tmp_path):
     return make_repo(tmp_path / "repo")
 
 
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """A private cache directory, so the runner's cache id never touches the real cache."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("ATTRBOOST_CACHE", str(path))
+    return path
+
+
 def run(repo, argv, fail=None):
     ex = FakeExecute(repo, fail)
     return S.main(["--seeds", "0,1"] + argv, execute=ex, root=repo), ex
@@ -126,7 +134,7 @@ def test_plan_order_paths_and_parameters(repo, tmp_path):
     assert [r.backbone for r in runs] == BACKBONES
     data = dict(dataset="synthetic", data_dir="data/x", n_groups=7, per_group=5, split="random")
     for r in runs:
-        assert r.runset == "synthetic" and r.run_dir == f"papermill_runs/synthetic/{r.backbone}"
+        assert r.runset == "synthetic" and r.run_dir == f"runs/papermill_runs/synthetic/{r.backbone}"
         assert [s.notebook for s in r.steps] == list(S.BACKBONE_NOTEBOOKS)
         for s in r.steps:
             assert s.input_path == f"notebooks/{s.notebook}.ipynb"
@@ -141,9 +149,9 @@ def test_plan_order_paths_and_parameters(repo, tmp_path):
         assert p04 == dict(data, backbone=r.backbone, weights=w, tasks=["task1", "task3"], seeds=[3, 4],
                            results_dir=r.run_dir)
     fig = S.plan_figures(args)
-    assert fig.output_path == "papermill_runs/synthetic/05_figures.ipynb"
-    assert fig.parameters == dict(dataset="synthetic", runs_dir="papermill_runs/synthetic",
-                                  figures_dir="figures/synthetic", data_dir="data/x")
+    assert fig.output_path == "runs/papermill_runs/synthetic/05_figures.ipynb"
+    assert fig.parameters == dict(dataset="synthetic", runs_dir="runs/papermill_runs/synthetic",
+                                  figures_dir="runs/figures/synthetic", data_dir="data/x")
     # nothing handed to a notebook is an absolute path
     for step in [s for r in runs for s in r.steps] + [fig]:
         assert not any(isinstance(v, str) and os.path.isabs(v) for v in step.parameters.values())
@@ -168,18 +176,18 @@ def test_main_runs_notebooks_in_order_and_aggregates(repo, capsys):
     expected = [(nb, b) for b in BACKBONES for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)] + BEYOND
     assert ex.executed() == expected
     beyond = ex.calls[-1][3]
-    assert beyond["results_dir"] == "papermill_runs/synthetic" and beyond["figures_dir"] == "figures/synthetic"
+    assert beyond["results_dir"] == "runs/papermill_runs/synthetic" and beyond["figures_dir"] == "runs/figures/synthetic"
     assert beyond["seeds"] == [0, 1] and beyond["split"] == "random"
-    summary = json.loads((repo / "papermill_runs/synthetic/run.json").read_text())
+    summary = json.loads((repo / "runs/papermill_runs/synthetic/run.json").read_text())
     assert summary["beyond_status"] == "ok" and summary["figures_status"] == "ok"
     out = capsys.readouterr().out
     assert f"[2/3 backbones] {BACKBONES[1]}: 02_embeddings ..." in out and "total wall time" in out
     for b in BACKBONES:
-        info = json.loads((repo / "papermill_runs/synthetic" / b / "run.json").read_text())
+        info = json.loads((repo / "runs/papermill_runs/synthetic" / b / "run.json").read_text())
         assert info["status"] == "ok" and set(info["wall_s"]) == set(S.BACKBONE_NOTEBOOKS)
-        assert info["parameters"]["04_evaluate"]["results_dir"] == f"papermill_runs/synthetic/{b}"
-    assert not (repo / "papermill_runs/synthetic/failures.json").exists()
-    table = pd.read_csv(repo / "papermill_runs/synthetic/results.csv")
+        assert info["parameters"]["04_evaluate"]["results_dir"] == f"runs/papermill_runs/synthetic/{b}"
+    assert not (repo / "runs/papermill_runs/synthetic/failures.json").exists()
+    table = pd.read_csv(repo / "runs/papermill_runs/synthetic/results.csv")
     assert sorted(table.backbone.unique()) == sorted(BACKBONES)
 
 
@@ -193,8 +201,9 @@ def test_second_invocation_skips_unchanged_runs(repo, capsys):
 
 
 def test_changed_parameter_reruns(repo):
+    # (was: a changed run-set parameter silently re-ran into the same run set; now it needs --force)
     run(repo, ["--backbones", BB_ARG])
-    code, ex = run(repo, ["--backbones", BB_ARG, "--n-groups", "50"])
+    code, ex = run(repo, ["--backbones", BB_ARG, "--n-groups", "50", "--force"])
     assert code == 0
     assert ex.executed() == [(nb, b) for b in BACKBONES for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)] + BEYOND
     assert all(p["n_groups"] == 50 for nb, b, _, p in ex.calls if nb != "05_figures")
@@ -225,7 +234,7 @@ def test_force_reruns(repo):
 
 def test_missing_results_is_not_up_to_date(repo):
     run(repo, ["--backbones", BB_ARG])
-    (repo / "papermill_runs/synthetic" / BACKBONES[0] / "results.csv").unlink()
+    (repo / "runs/papermill_runs/synthetic" / BACKBONES[0] / "results.csv").unlink()
     _, ex = run(repo, ["--backbones", BB_ARG])
     # the rerun reproduces the same results under the same fingerprint, so 05 has nothing new to draw
     assert ex.executed() == [(nb, BACKBONES[0]) for nb in S.BACKBONE_NOTEBOOKS]
@@ -233,7 +242,7 @@ def test_missing_results_is_not_up_to_date(repo):
 
 @pytest.mark.parametrize("failing", ["02_embeddings", "04_evaluate"])
 def test_failure_is_isolated_to_its_backbone(repo, capsys, failing):
-    runset = repo / "papermill_runs/synthetic"
+    runset = repo / "runs/papermill_runs/synthetic"
     bad = BACKBONES[1]
     run(repo, ["--backbones", BB_ARG])                       # a first, successful run leaves results behind
     stale = pd.read_csv(runset / bad / "results.csv")
@@ -243,50 +252,58 @@ def test_failure_is_isolated_to_its_backbone(repo, capsys, failing):
     assert code == 1
     ran_bad = list(S.BACKBONE_NOTEBOOKS[:S.BACKBONE_NOTEBOOKS.index(failing) + 1])
     assert ex.executed() == ([(nb, BACKBONES[0]) for nb in S.BACKBONE_NOTEBOOKS] + [(nb, bad) for nb in ran_bad]
-                             + [(nb, BACKBONES[2]) for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)])
+                             + [(nb, BACKBONES[2]) for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)]
+                             + BEYOND)  # (was: 06 not run; now bad's previous, successful run is still there)
     failures = json.loads((runset / "failures.json").read_text())
     assert [(f["backbone"], f["notebook"], f["ename"]) for f in failures] == [(bad, failing, "RuntimeError")]
     assert failures[0]["evalue"].startswith("boom") and len(failures[0]["evalue"]) == S.EVALUE_CHARS
-    info = json.loads((runset / bad / "run.json").read_text())
+    # (was: the failed attempt replaced the backbone's previous run; now the failed attempt goes to
+    # <backbone>.failed/ and the previous, successful run stays, in the aggregate too)
+    info = json.loads((runset / f"{bad}.failed" / "run.json").read_text())
     assert info["status"] == "failed" and info["failure"]["notebook"] == failing
-    assert not (runset / bad / "results.csv").exists()
+    assert failures[0]["output"] == f"runs/papermill_runs/synthetic/{bad}.failed/{failing}.ipynb"
+    assert (runset / f"{bad}.failed" / f"{failing}.ipynb").exists()
+    assert not (runset / f"{bad}.failed" / "results.csv").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(runset / bad / "results.csv"), stale)
+    assert json.loads((runset / bad / "run.json").read_text())["status"] == "ok"
     table = pd.read_csv(runset / "results.csv")
-    assert bad not in set(table.backbone) and set(table.backbone) == set(BACKBONES) - {bad}
+    assert set(table.backbone) == set(BACKBONES)
     out = capsys.readouterr().out
-    assert "failed" in out and "total wall time" in out
-    assert "06_beyond not run: no successful efficientnet_lite0 run" in out  # bad is efficientnet_lite0
-    # next time only the failed backbone (and 05, whose input changed) runs again
+    assert "failed" in out and "total wall time" in out and f"{bad}.failed/; previous results kept" in out
+    # the previous run is still current: nothing runs again, and the failure record is gone
     code, ex = run(repo, ["--backbones", BB_ARG])
-    assert code == 0
-    assert ex.executed() == [(nb, bad) for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)]
+    assert code == 0 and ex.executed() == []
     assert not (runset / "failures.json").exists()
 
 
-def test_interrupted_rerun_leaves_no_stale_results(repo):
+def test_interrupted_rerun_restores_the_previous_run(repo):
+    # (was: an interrupted rerun left no results at all; now the previous run is put back)
     run(repo, ["--backbones", "pca"])
-    run_dir = repo / "papermill_runs/synthetic/pca"
-    assert (run_dir / "results.csv").exists()
+    run_dir = repo / "runs/papermill_runs/synthetic/pca"
+    before = {n: (run_dir / n).read_bytes() for n in ("results.csv", "run.json")}
 
     def interrupt(input_path, output_path, **kw):
+        Path(output_path).write_text("partial")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):  # not swallowed as a notebook failure
-        S.main(["--backbones", "pca", "--force"], execute=interrupt, root=repo)
-    assert not (run_dir / "results.csv").exists() and not (run_dir / "run.json").exists()
-    assert run(repo, ["--backbones", "pca"])[1].executed()[:4] == [(nb, "pca") for nb in S.BACKBONE_NOTEBOOKS]
+        S.main(["--backbones", "pca", "--seeds", "0,1", "--force"], execute=interrupt, root=repo)
+    assert {n: (run_dir / n).read_bytes() for n in before} == before
+    assert (repo / "runs/papermill_runs/synthetic/pca.failed/01_data.ipynb").read_text() == "partial"
+    assert run(repo, ["--backbones", "pca"])[1].executed() == []
 
 
 def test_all_failed_skips_figures_and_exits_1(repo):
     code, ex = run(repo, ["--backbones", "pca"], fail={"pca": "01_data"})
     assert code == 1 and ex.executed() == [("01_data", "pca")]
-    assert json.loads((repo / "papermill_runs/synthetic/failures.json").read_text())[0]["notebook"] == "01_data"
+    assert json.loads((repo / "runs/papermill_runs/synthetic/failures.json").read_text())[0]["notebook"] == "01_data"
 
 
 def test_figures_failure_exits_1(repo):
     ex = FakeExecute(repo, fail={None: "05_figures"})
     code = S.main(["--backbones", "pca"], execute=ex, root=repo)
     assert code == 1
-    failures = json.loads((repo / "papermill_runs/synthetic/failures.json").read_text())
+    failures = json.loads((repo / "runs/papermill_runs/synthetic/failures.json").read_text())
     assert [(f["backbone"], f["notebook"]) for f in failures] == [(None, "05_figures")]
     # the backbone itself stays up to date; 05 is retried
     ex = FakeExecute(repo)
@@ -297,7 +314,7 @@ def test_figures_only_uses_existing_successful_runs(repo):
     run(repo, ["--backbones", BB_ARG], fail={BACKBONES[2]: "03_train"})
     code, ex = run(repo, ["--backbones", BB_ARG, "--figures-only", "--force"])
     assert code == 0 and ex.executed() == [("05_figures", None)]
-    table = pd.read_csv(repo / "papermill_runs/synthetic/results.csv")
+    table = pd.read_csv(repo / "runs/papermill_runs/synthetic/results.csv")
     assert set(table.backbone) == set(BACKBONES[:2])
 
 
@@ -313,9 +330,11 @@ def test_beyond_step_options_and_failures(repo, capsys):
     # a failing 06 is recorded and exits 1; the backbones stay up to date and 06 is retried next time
     code, ex = run(repo, ["--backbones", "pca", "--beyond-backbone", "pca", "--force"], fail={"pca": S.BEYOND_NOTEBOOK})
     assert code == 1
-    failures = json.loads((repo / "papermill_runs/synthetic/failures.json").read_text())
+    failures = json.loads((repo / "runs/papermill_runs/synthetic/failures.json").read_text())
     assert [(f["backbone"], f["notebook"]) for f in failures] == [("pca", S.BEYOND_NOTEBOOK)]
-    assert not (repo / "papermill_runs/synthetic" / S.BEYOND_RESULTS).exists()
+    # (was: beyond.csv deleted; now the previous one stays, the failed notebook is kept aside)
+    assert (repo / "runs/papermill_runs/synthetic" / S.BEYOND_RESULTS).read_text() == "experiment\n"
+    assert (repo / "runs/papermill_runs/synthetic/06_beyond.failed.ipynb").exists()
     code, ex = run(repo, ["--backbones", "pca", "--beyond-backbone", "pca"])
     assert code == 0 and ex.executed() == [(S.BEYOND_NOTEBOOK, "pca")]
     with pytest.raises(SystemExit):
@@ -401,7 +420,8 @@ def test_papermill_integration(tmp_path):
                     nbformat.v4.new_code_cell(NB_BODY.get(name, "x = 1\n"))]
         nbformat.write(nb, repo / "notebooks" / f"{name}.ipynb")
 
-    code = S.main(["--backbones", "pca,efficientnet_lite0", "--seeds", "3,5", "--n-groups", "7"], root=repo)
+    code = S.main(["--publish", "--backbones", "pca,efficientnet_lite0", "--seeds", "3,5", "--n-groups", "7"],
+                  root=repo)
     assert code == 1                                      # efficientnet_lite0 fails in 02 on purpose
     runset = repo / "papermill_runs" / "synthetic"
     failures = json.loads((runset / "failures.json").read_text())
