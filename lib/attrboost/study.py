@@ -192,7 +192,8 @@ def plan_figures(args: argparse.Namespace) -> Step:
     """The 05 step of the run set: it reads ``<out>/<runset>`` and writes ``<figures>/<runset>``."""
     runset = args.runset
     # 05 parses dataset and split from its `dataset` parameter; the run set's own name may be anything
-    params = dict(dataset=runset_name(args.dataset, args.split), runs_dir=f"{args.out}/{runset}", figures_dir=f"{args.figures_dir}/{runset}",
+    params = dict(dataset=runset_name(args.dataset, args.split), runs_dir=f"{args.out}/{runset}",
+                  figures_dir=f"{args.figures_dir}/{runset}",
                   data_dir=args.data_dir)
     return Step(FIGURES_NOTEBOOK, _notebook_path(FIGURES_NOTEBOOK), f"{args.out}/{runset}/{FIGURES_NOTEBOOK}.ipynb",
                 params)
@@ -469,7 +470,7 @@ def headline(table: pd.DataFrame, metrics: Sequence[str] = HEADLINE_METRICS) -> 
     backbones = _backbone_order(part["backbone"])
     blocks = []
     for metric in [m for m in metrics if m in set(part["metric"])]:
-        seeds = sorted(part.loc[part["metric"] == metric, "seed"].unique())
+        seeds = sorted(int(x) for x in part.loc[part["metric"] == metric, "seed"].unique())
         rows = [["backbone", *embeddings]]
         for b in backbones:
             cells = [b]
@@ -588,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"executed notebooks and results (default: <repo>/{DEFAULT_OUT}, git-ignored)")
     p.add_argument("--figures-dir", default=None, help=f"figures (default: <repo>/{DEFAULT_FIGURES})")
     p.add_argument("--publish", action="store_true",
-                   help=f"write the committed run set: --out <repo>/{PUBLISH_OUT} --figures-dir <repo>/{PUBLISH_FIGURES} "
+                   help=f"write the committed run set: --out <repo>/{PUBLISH_OUT} "
+                        f"--figures-dir <repo>/{PUBLISH_FIGURES} "
                         "(what `make study` does)")
     p.add_argument("--runset", default=None,
                    help="name of the run set directory (default: <dataset>, or <dataset>-<split> for a split "
@@ -655,7 +657,7 @@ def parse_args(argv: Sequence[str] | None = None, root: str | os.PathLike | None
     if args.beyond_backbone not in known:
         parser.error(f"--beyond-backbone: unknown backbone {args.beyond_backbone!r}; expected one of {list(known)}")
     args.data_dir = rel_to_root(args.data_dir, args.root) if args.data_dir else None
-    args.runset = args.runset or runset_name(args.dataset, args.split)
+    args.runset = runset_name(args.dataset, args.split) if args.runset is None else args.runset
     if not RUNSET_NAME.fullmatch(args.runset):
         parser.error(f"--runset: {args.runset!r} is not a plain directory name; expected letters, digits, "
                      "'_' and '-' (no '.', '/' or spaces)")
@@ -1107,7 +1109,10 @@ def reproduce(args: argparse.Namespace, execute: Execute | None = None) -> int:
     for name in (RESULTS, BEYOND_RESULTS):
         old, new = committed / name, Path(args.out) / args.runset / name
         if old.is_file() and new.is_file():
-            print("  " + format_comparison(name, compare_results(pd.read_csv(old), pd.read_csv(new))))
+            try:
+                print("  " + format_comparison(name, compare_results(pd.read_csv(old), pd.read_csv(new))))
+            except ValueError as exc:
+                print(f"  {name}: cannot compare: {exc}")
         elif old.is_file():
             print(f"  {name}: not reproduced ({new} was not written)")
     return code
