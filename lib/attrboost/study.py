@@ -1099,6 +1099,10 @@ def reproduce(args: argparse.Namespace, execute: Execute | None = None) -> int:
     args.weights = {b: w for b in existing
                     if (w := ((read_json(committed / b / RUN_JSON) or {}).get("parameters", {})
                               .get("02_embeddings", {}).get("weights")))}
+    absent = {b: w for b, w in args.weights.items() if not Path(w).is_file()}
+    if absent:
+        print(f"error: --reproduce: {committed} used local weights files that are not here: {absent}", file=sys.stderr)
+        return 2
     args.no_beyond = summary.get("beyond_status") != "ok" or not (committed / BEYOND_RESULTS).is_file()
     if not args.no_beyond:
         args.beyond_backbone = summary["beyond_parameters"]["backbone"]
