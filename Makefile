@@ -6,10 +6,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STUDY_ARGS ?=
 
-.PHONY: install study test data figures lab bench clean-cache help
+.PHONY: install study reproduce test data figures lab bench clean-cache help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@printf 'STUDY_ARGS\textra options for study, reproduce and figures, e.g. make study STUDY_ARGS=--force\n'
+	@printf '\t(all options: $(PY) -m attrboost.study --help)\n'
+	@printf 'ATTRBOOST_CACHE\tcache directory (default .cache); clean-cache deletes it\n'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +23,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install attrboost with its dev tools
 
-study: $(STAMP)  ## the main job: the study on the embedded synthetic default, offline
-	$(PY) -m attrboost.study $(STUDY_ARGS)
+study: $(STAMP)  ## the main job: the study on the embedded synthetic default, offline (updates the committed papermill_runs/synthetic, figures/synthetic)
+	$(PY) -m attrboost.study --publish $(STUDY_ARGS)
+
+reproduce: $(STAMP)  ## re-execute the committed synthetic run set into runs/reproduce/ and compare (about 30-45 min on 2 cores, cold cache)
+	$(PY) -m attrboost.study --reproduce $(STUDY_ARGS)
 
 test: $(STAMP)  ## the whole test suite: unit tests + nbval over the committed notebooks
 	$(PY) -m pytest --nbval
@@ -30,7 +36,7 @@ data: $(STAMP)  ## download the real data (needs a network) to data/fashion-prod
 	$(PY) -m attrboost.data.download
 
 figures: $(STAMP)  ## regenerate figures/<dataset>/ from the committed runs
-	$(PY) -m attrboost.study --figures-only $(STUDY_ARGS)
+	$(PY) -m attrboost.study --figures-only --publish $(STUDY_ARGS)
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks/
@@ -40,5 +46,5 @@ bench: $(STAMP)  ## performance benchmarks (extraction, head training, baselines
 	$(PY) benchmarks/bench_heads.py
 	$(PY) benchmarks/bench_baselines.py
 
-clean-cache:  ## delete derived data (features, synthetic images); it is rebuilt on demand
-	rm -rf .cache
+clean-cache:  ## delete derived data (features, heads, synthetic images) in ATTRBOOST_CACHE if set, else .cache; rebuilt on demand
+	rm -rf -- "$${ATTRBOOST_CACHE:-.cache}"

@@ -69,6 +69,7 @@ class FakeExecute:
             raise PapermillExecutionError(3, 3, "boom()", "RuntimeError", "boom " + "x" * 600, [])
         if name in ("05_figures", S.BEYOND_NOTEBOOK) and parameters:
             Path(parameters["figures_dir"]).mkdir(parents=True, exist_ok=True)
+            (Path(parameters["figures_dir"]) / f"{name}.md").write_text(f"written by {name}\n")
         if name == S.BEYOND_NOTEBOOK and parameters:
             (Path(parameters["results_dir"]) / S.BEYOND_RESULTS).write_text("experiment\n")
 
@@ -79,6 +80,14 @@ class FakeExecute:
 @pytest.fixture
 def repo(tmp_path):
     return make_repo(tmp_path / "repo")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """A private cache directory, so the runner's cache id never touches the real cache."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("ATTRBOOST_CACHE", str(path))
+    return path
 
 
 def run(repo, argv, fail=None):
@@ -126,7 +135,7 @@ def test_plan_order_paths_and_parameters(repo, tmp_path):
     assert [r.backbone for r in runs] == BACKBONES
     data = dict(dataset="synthetic", data_dir="data/x", n_groups=7, per_group=5, split="random")
     for r in runs:
-        assert r.runset == "synthetic" and r.run_dir == f"papermill_runs/synthetic/{r.backbone}"
+        assert r.runset == "synthetic" and r.run_dir == f"runs/papermill_runs/synthetic/{r.backbone}"
         assert [s.notebook for s in r.steps] == list(S.BACKBONE_NOTEBOOKS)
         for s in r.steps:
             assert s.input_path == f"notebooks/{s.notebook}.ipynb"
@@ -141,9 +150,9 @@ def test_plan_order_paths_and_parameters(repo, tmp_path):
         assert p04 == dict(data, backbone=r.backbone, weights=w, tasks=["task1", "task3"], seeds=[3, 4],
                            results_dir=r.run_dir)
     fig = S.plan_figures(args)
-    assert fig.output_path == "papermill_runs/synthetic/05_figures.ipynb"
-    assert fig.parameters == dict(dataset="synthetic", runs_dir="papermill_runs/synthetic",
-                                  figures_dir="figures/synthetic", data_dir="data/x")
+    assert fig.output_path == "runs/papermill_runs/synthetic/05_figures.ipynb"
+    assert fig.parameters == dict(dataset="synthetic", runs_dir="runs/papermill_runs/synthetic",
+                                  figures_dir="runs/figures/synthetic", data_dir="data/x")
     # nothing handed to a notebook is an absolute path
     for step in [s for r in runs for s in r.steps] + [fig]:
         assert not any(isinstance(v, str) and os.path.isabs(v) for v in step.parameters.values())
@@ -168,18 +177,18 @@ def test_main_runs_notebooks_in_order_and_aggregates(repo, capsys):
     expected = [(nb, b) for b in BACKBONES for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)] + BEYOND
     assert ex.executed() == expected
     beyond = ex.calls[-1][3]
-    assert beyond["results_dir"] == "papermill_runs/synthetic" and beyond["figures_dir"] == "figures/synthetic"
+    assert beyond["results_dir"] == "runs/papermill_runs/synthetic" and beyond["figures_dir"] == "runs/figures/synthetic"
     assert beyond["seeds"] == [0, 1] and beyond["split"] == "random"
-    summary = json.loads((repo / "papermill_runs/synthetic/run.json").read_text())
+    summary = json.loads((repo / "runs/papermill_runs/synthetic/run.json").read_text())
     assert summary["beyond_status"] == "ok" and summary["figures_status"] == "ok"
     out = capsys.readouterr().out
     assert f"[2/3 backbones] {BACKBONES[1]}: 02_embeddings ..." in out and "total wall time" in out
     for b in BACKBONES:
-        info = json.loads((repo / "papermill_runs/synthetic" / b / "run.json").read_text())
+        info = json.loads((repo / "runs/papermill_runs/synthetic" / b / "run.json").read_text())
         assert info["status"] == "ok" and set(info["wall_s"]) == set(S.BACKBONE_NOTEBOOKS)
-        assert info["parameters"]["04_evaluate"]["results_dir"] == f"papermill_runs/synthetic/{b}"
-    assert not (repo / "papermill_runs/synthetic/failures.json").exists()
-    table = pd.read_csv(repo / "papermill_runs/synthetic/results.csv")
+        assert info["parameters"]["04_evaluate"]["results_dir"] == f"runs/papermill_runs/synthetic/{b}"
+    assert not (repo / "runs/papermill_runs/synthetic/failures.json").exists()
+    table = pd.read_csv(repo / "runs/papermill_runs/synthetic/results.csv")
     assert sorted(table.backbone.unique()) == sorted(BACKBONES)
 
 
@@ -193,8 +202,9 @@ def test_second_invocation_skips_unchanged_runs(repo, capsys):
 
 
 def test_changed_parameter_reruns(repo):
+    # (was: a changed run-set parameter silently re-ran into the same run set; now it needs --force)
     run(repo, ["--backbones", BB_ARG])
-    code, ex = run(repo, ["--backbones", BB_ARG, "--n-groups", "50"])
+    code, ex = run(repo, ["--backbones", BB_ARG, "--n-groups", "50", "--force"])
     assert code == 0
     assert ex.executed() == [(nb, b) for b in BACKBONES for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)] + BEYOND
     assert all(p["n_groups"] == 50 for nb, b, _, p in ex.calls if nb != "05_figures")
@@ -225,7 +235,7 @@ def test_force_reruns(repo):
 
 def test_missing_results_is_not_up_to_date(repo):
     run(repo, ["--backbones", BB_ARG])
-    (repo / "papermill_runs/synthetic" / BACKBONES[0] / "results.csv").unlink()
+    (repo / "runs/papermill_runs/synthetic" / BACKBONES[0] / "results.csv").unlink()
     _, ex = run(repo, ["--backbones", BB_ARG])
     # the rerun reproduces the same results under the same fingerprint, so 05 has nothing new to draw
     assert ex.executed() == [(nb, BACKBONES[0]) for nb in S.BACKBONE_NOTEBOOKS]
@@ -233,7 +243,7 @@ def test_missing_results_is_not_up_to_date(repo):
 
 @pytest.mark.parametrize("failing", ["02_embeddings", "04_evaluate"])
 def test_failure_is_isolated_to_its_backbone(repo, capsys, failing):
-    runset = repo / "papermill_runs/synthetic"
+    runset = repo / "runs/papermill_runs/synthetic"
     bad = BACKBONES[1]
     run(repo, ["--backbones", BB_ARG])                       # a first, successful run leaves results behind
     stale = pd.read_csv(runset / bad / "results.csv")
@@ -243,50 +253,58 @@ def test_failure_is_isolated_to_its_backbone(repo, capsys, failing):
     assert code == 1
     ran_bad = list(S.BACKBONE_NOTEBOOKS[:S.BACKBONE_NOTEBOOKS.index(failing) + 1])
     assert ex.executed() == ([(nb, BACKBONES[0]) for nb in S.BACKBONE_NOTEBOOKS] + [(nb, bad) for nb in ran_bad]
-                             + [(nb, BACKBONES[2]) for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)])
+                             + [(nb, BACKBONES[2]) for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)]
+                             + BEYOND)  # (was: 06 not run; now bad's previous, successful run is still there)
     failures = json.loads((runset / "failures.json").read_text())
     assert [(f["backbone"], f["notebook"], f["ename"]) for f in failures] == [(bad, failing, "RuntimeError")]
     assert failures[0]["evalue"].startswith("boom") and len(failures[0]["evalue"]) == S.EVALUE_CHARS
-    info = json.loads((runset / bad / "run.json").read_text())
+    # (was: the failed attempt replaced the backbone's previous run; now the failed attempt goes to
+    # <backbone>.failed/ and the previous, successful run stays, in the aggregate too)
+    info = json.loads((runset / f"{bad}.failed" / "run.json").read_text())
     assert info["status"] == "failed" and info["failure"]["notebook"] == failing
-    assert not (runset / bad / "results.csv").exists()
+    assert failures[0]["output"] == f"runs/papermill_runs/synthetic/{bad}.failed/{failing}.ipynb"
+    assert (runset / f"{bad}.failed" / f"{failing}.ipynb").exists()
+    assert not (runset / f"{bad}.failed" / "results.csv").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(runset / bad / "results.csv"), stale)
+    assert json.loads((runset / bad / "run.json").read_text())["status"] == "ok"
     table = pd.read_csv(runset / "results.csv")
-    assert bad not in set(table.backbone) and set(table.backbone) == set(BACKBONES) - {bad}
+    assert set(table.backbone) == set(BACKBONES)
     out = capsys.readouterr().out
-    assert "failed" in out and "total wall time" in out
-    assert "06_beyond not run: no successful efficientnet_lite0 run" in out  # bad is efficientnet_lite0
-    # next time only the failed backbone (and 05, whose input changed) runs again
+    assert "failed" in out and "total wall time" in out and f"{bad}.failed/; previous results kept" in out
+    # the previous run is still current: nothing runs again, and the failure record is gone
     code, ex = run(repo, ["--backbones", BB_ARG])
-    assert code == 0
-    assert ex.executed() == [(nb, bad) for nb in S.BACKBONE_NOTEBOOKS] + [("05_figures", None)]
+    assert code == 0 and ex.executed() == []
     assert not (runset / "failures.json").exists()
 
 
-def test_interrupted_rerun_leaves_no_stale_results(repo):
+def test_interrupted_rerun_restores_the_previous_run(repo):
+    # (was: an interrupted rerun left no results at all; now the previous run is put back)
     run(repo, ["--backbones", "pca"])
-    run_dir = repo / "papermill_runs/synthetic/pca"
-    assert (run_dir / "results.csv").exists()
+    run_dir = repo / "runs/papermill_runs/synthetic/pca"
+    before = {n: (run_dir / n).read_bytes() for n in ("results.csv", "run.json")}
 
     def interrupt(input_path, output_path, **kw):
+        Path(output_path).write_text("partial")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):  # not swallowed as a notebook failure
-        S.main(["--backbones", "pca", "--force"], execute=interrupt, root=repo)
-    assert not (run_dir / "results.csv").exists() and not (run_dir / "run.json").exists()
-    assert run(repo, ["--backbones", "pca"])[1].executed()[:4] == [(nb, "pca") for nb in S.BACKBONE_NOTEBOOKS]
+        S.main(["--backbones", "pca", "--seeds", "0,1", "--force"], execute=interrupt, root=repo)
+    assert {n: (run_dir / n).read_bytes() for n in before} == before
+    assert (repo / "runs/papermill_runs/synthetic/pca.failed/01_data.ipynb").read_text() == "partial"
+    assert run(repo, ["--backbones", "pca"])[1].executed() == []
 
 
 def test_all_failed_skips_figures_and_exits_1(repo):
     code, ex = run(repo, ["--backbones", "pca"], fail={"pca": "01_data"})
     assert code == 1 and ex.executed() == [("01_data", "pca")]
-    assert json.loads((repo / "papermill_runs/synthetic/failures.json").read_text())[0]["notebook"] == "01_data"
+    assert json.loads((repo / "runs/papermill_runs/synthetic/failures.json").read_text())[0]["notebook"] == "01_data"
 
 
 def test_figures_failure_exits_1(repo):
     ex = FakeExecute(repo, fail={None: "05_figures"})
     code = S.main(["--backbones", "pca"], execute=ex, root=repo)
     assert code == 1
-    failures = json.loads((repo / "papermill_runs/synthetic/failures.json").read_text())
+    failures = json.loads((repo / "runs/papermill_runs/synthetic/failures.json").read_text())
     assert [(f["backbone"], f["notebook"]) for f in failures] == [(None, "05_figures")]
     # the backbone itself stays up to date; 05 is retried
     ex = FakeExecute(repo)
@@ -297,7 +315,7 @@ def test_figures_only_uses_existing_successful_runs(repo):
     run(repo, ["--backbones", BB_ARG], fail={BACKBONES[2]: "03_train"})
     code, ex = run(repo, ["--backbones", BB_ARG, "--figures-only", "--force"])
     assert code == 0 and ex.executed() == [("05_figures", None)]
-    table = pd.read_csv(repo / "papermill_runs/synthetic/results.csv")
+    table = pd.read_csv(repo / "runs/papermill_runs/synthetic/results.csv")
     assert set(table.backbone) == set(BACKBONES[:2])
 
 
@@ -313,9 +331,11 @@ def test_beyond_step_options_and_failures(repo, capsys):
     # a failing 06 is recorded and exits 1; the backbones stay up to date and 06 is retried next time
     code, ex = run(repo, ["--backbones", "pca", "--beyond-backbone", "pca", "--force"], fail={"pca": S.BEYOND_NOTEBOOK})
     assert code == 1
-    failures = json.loads((repo / "papermill_runs/synthetic/failures.json").read_text())
+    failures = json.loads((repo / "runs/papermill_runs/synthetic/failures.json").read_text())
     assert [(f["backbone"], f["notebook"]) for f in failures] == [("pca", S.BEYOND_NOTEBOOK)]
-    assert not (repo / "papermill_runs/synthetic" / S.BEYOND_RESULTS).exists()
+    # (was: beyond.csv deleted; now the previous one stays, the failed notebook is kept aside)
+    assert (repo / "runs/papermill_runs/synthetic" / S.BEYOND_RESULTS).read_text() == "experiment\n"
+    assert (repo / "runs/papermill_runs/synthetic/06_beyond.failed.ipynb").exists()
     code, ex = run(repo, ["--backbones", "pca", "--beyond-backbone", "pca"])
     assert code == 0 and ex.executed() == [(S.BEYOND_NOTEBOOK, "pca")]
     with pytest.raises(SystemExit):
@@ -401,13 +421,17 @@ def test_papermill_integration(tmp_path):
                     nbformat.v4.new_code_cell(NB_BODY.get(name, "x = 1\n"))]
         nbformat.write(nb, repo / "notebooks" / f"{name}.ipynb")
 
-    code = S.main(["--backbones", "pca,efficientnet_lite0", "--seeds", "3,5", "--n-groups", "7"], root=repo)
+    code = S.main(["--publish", "--backbones", "pca,efficientnet_lite0", "--seeds", "3,5", "--n-groups", "7"],
+                  root=repo)
     assert code == 1                                      # efficientnet_lite0 fails in 02 on purpose
     runset = repo / "papermill_runs" / "synthetic"
     failures = json.loads((runset / "failures.json").read_text())
     assert [(f["backbone"], f["notebook"], f["ename"]) for f in failures] == [
         ("efficientnet_lite0", "02_embeddings", "ValueError")]
     assert "no weights for efficientnet_lite0" in failures[0]["evalue"]
+    # the failed attempt is kept aside for debugging; nothing waits in *.previous
+    assert (runset / "efficientnet_lite0.failed" / "02_embeddings.ipynb").is_file()
+    assert not (runset / "efficientnet_lite0").exists() and side_files(repo) == []
 
     table = pd.read_csv(runset / "results.csv")
     assert table[["backbone", "seed", "value"]].values.tolist() == [["pca", 3, 10], ["pca", 5, 12]]
@@ -417,3 +441,291 @@ def test_papermill_integration(tmp_path):
     assert str(tmp_path) not in json.dumps(out)           # no machine-specific path in the executed notebook
     # the kernel ran in the repository root, and 05 wrote where it was told
     assert Path((repo / "figures" / "synthetic" / "cwd.txt").read_text()).resolve() == repo.resolve()
+
+
+# ------------------------------------------------------------------------------ never lose a result
+RUNSET = "runs/papermill_runs/synthetic"
+FIGS = "runs/figures/synthetic"
+
+
+def snapshot(root: Path, *dirs: str) -> dict[str, bytes]:
+    """Every file under ``dirs`` (relative to root) except failed attempts kept for debugging."""
+    files = {}
+    for d in dirs:
+        for p in sorted((root / d).rglob("*")):
+            if p.is_file() and ".failed" not in p.relative_to(root).as_posix():
+                files[p.relative_to(root).as_posix()] = p.read_bytes()
+    return files
+
+
+def side_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if ".previous" in p.name or ".replaced" in p.name)
+
+
+def test_failing_seeds_keep_previous_results(repo, capsys):
+    """(a) `--seeds -1` once deleted every results.csv before failing; now nothing is lost."""
+    run(repo, ["--backbones", BB_ARG])
+    before = snapshot(repo, "runs")
+    assert sum(n.endswith("/results.csv") for n in before) == len(BACKBONES) + 1
+    everyone_fails = {b: "02_embeddings" for b in BACKBONES}
+    code, ex = run(repo, ["--backbones", BB_ARG, "--seeds", "5"], fail=everyone_fails)
+    assert code == 2 and ex.calls == []                       # other run-set parameters: refused
+    assert snapshot(repo, "runs") == before
+    code, ex = run(repo, ["--backbones", BB_ARG, "--seeds", "5", "--force"], fail=everyone_fails)
+    assert code == 1 and len(ex.calls) == len(BACKBONES) * 2  # it did run, and every backbone failed
+    assert snapshot(repo, "runs") == before and side_files(repo) == []
+    assert (repo / "runs/papermill_runs/synthetic.failed/pca.failed/02_embeddings.ipynb").exists()
+    out = capsys.readouterr().out
+    assert "the old run set is back in place" in out and "synthetic.failed" in out
+
+
+@pytest.mark.parametrize("argv, change", [
+    (["--backbones", "pca", "--n-groups", "12"], "n_groups: 100 -> 12"),
+    (["--backbones", BB_ARG, "--seeds", "0"], "seeds: [0, 1] -> [0]"),
+    (["--backbones", BB_ARG, "--tasks", "task1"], "tasks: ['task1', 'task2', 'task3'] -> ['task1']"),
+])
+def test_other_runset_parameters_refused_then_forced(repo, capsys, argv, change):
+    """(b) a call with other run-set parameters refuses before any work; --force replaces the run set."""
+    run(repo, ["--backbones", BB_ARG])
+    before = snapshot(repo, "runs")
+    capsys.readouterr()
+    code, ex = run(repo, argv)
+    assert code == 2 and ex.calls == []
+    assert snapshot(repo, "runs") == before
+    err = capsys.readouterr().err
+    assert f"run set 'synthetic' ({RUNSET})" in err and change in err
+    assert "--force" in err and "--runset NAME" in err and "Nothing was run" in err
+    code, ex = run(repo, argv + ["--force"])
+    assert code == 0 and side_files(repo) == []
+    new = S.parse_args(["--seeds", "0,1"] + argv, root=repo)
+    table = pd.read_csv(repo / RUNSET / "results.csv")
+    assert sorted(table.backbone.unique()) == sorted(new.backbones)
+    assert sorted(table.seed.unique()) == new.seeds
+    assert sorted(p.name for p in (repo / RUNSET).iterdir() if p.is_dir()) == sorted(new.backbones)
+    for b in new.backbones:
+        info = json.loads((repo / RUNSET / b / "run.json").read_text())
+        assert S.runset_parameters(info) == S.args_runset_parameters(new)
+    assert json.loads((repo / RUNSET / "run.json").read_text())["parameters"] == S.args_runset_parameters(new)
+
+
+def test_failing_forced_replacement_keeps_the_old_run_set(repo, capsys):
+    """(c) --force with other parameters swaps the new run set in only when every step succeeded."""
+    run(repo, ["--backbones", BB_ARG])
+    before = snapshot(repo, "runs")
+    for fail in ({BACKBONES[1]: "03_train"}, {None: "05_figures"}, {"efficientnet_lite0": S.BEYOND_NOTEBOOK}):
+        code, ex = run(repo, ["--backbones", BB_ARG, "--n-groups", "12", "--force"], fail=fail)
+        assert code == 1 and ex.calls
+        assert snapshot(repo, "runs") == before and side_files(repo) == []
+        assert (repo / "runs/papermill_runs/synthetic.failed").is_dir()
+    # the new attempt is kept for debugging, with its own failure record
+    failures = json.loads((repo / "runs/papermill_runs/synthetic.failed/failures.json").read_text())
+    assert [f["notebook"] for f in failures] == [S.BEYOND_NOTEBOOK]
+    assert "details in runs/papermill_runs/synthetic.failed/failures.json" in capsys.readouterr().out
+
+
+def test_default_output_is_not_the_tracked_tree(repo):
+    """(d) ad-hoc runs (the README's quick version too) go to runs/; only --publish writes the tracked dirs."""
+    args = S.parse_args([], root=repo)
+    assert (args.out, args.figures_dir) == ("runs/papermill_runs", "runs/figures")
+    args = S.parse_args(["--publish"], root=repo)
+    assert (args.out, args.figures_dir) == ("papermill_runs", "figures")
+    code, _ = run(repo, ["--publish", "--backbones", BB_ARG])
+    assert code == 0
+    committed = snapshot(repo, "papermill_runs", "figures")
+    assert any(n.startswith("papermill_runs/synthetic/") for n in committed)
+    assert "figures/synthetic/05_figures.md" in committed
+    code, ex = run(repo, ["--backbones", "pca,efficientnet_lite0", "--tasks", "task1"])
+    assert code == 0 and ex.calls and all(out.startswith("runs/") for _, _, out, _ in ex.calls)
+    assert snapshot(repo, "papermill_runs", "figures") == committed
+    assert (repo / RUNSET / "results.csv").exists() and (repo / FIGS).is_dir()
+    ignored = (Path(S.__file__).resolve().parents[2] / ".gitignore").read_text().split()
+    assert "/runs/" in ignored and "*.failed" in ignored and "*.previous" in ignored
+    with pytest.raises(SystemExit):
+        S.parse_args(["--publish", "--out", "x"], root=repo)
+
+
+class NoBeyondCsv(FakeExecute):
+    """06 'succeeds' but writes no beyond.csv."""
+
+    def __call__(self, input_path, output_path, parameters=None, **kw):
+        super().__call__(input_path, output_path, parameters=parameters, **kw)
+        if Path(input_path).stem == S.BEYOND_NOTEBOOK:
+            (Path(parameters["results_dir"]) / S.BEYOND_RESULTS).unlink()
+
+
+def test_beyond_and_figures_survive_a_failed_rerun(repo):
+    """(e) 06 once deleted beyond.csv before re-running; 05 and 06 now keep their outputs until they succeed."""
+    argv = ["--seeds", "0,1", "--backbones", "pca", "--beyond-backbone", "pca"]
+    assert S.main(argv, execute=FakeExecute(repo), root=repo) == 0
+    (repo / RUNSET / S.BEYOND_RESULTS).write_text("experiment,value\ncommitted,1\n")
+    (repo / FIGS / "beyond_baselines.png").write_bytes(b"png")
+    status = (f"{RUNSET}/run.json", f"{RUNSET}/failures.json")   # the run set's status records the failure
+
+    def unchanged(before):
+        after = snapshot(repo, "runs")
+        return ({k: v for k, v in after.items() if k not in status} == {k: v for k, v in before.items()
+                                                                        if k not in status}
+                and side_files(repo) == [])
+
+    # a change to 06's code re-runs only 06, which fails / writes no beyond.csv: everything stays
+    for i, ex in enumerate([FakeExecute(repo, fail={"pca": S.BEYOND_NOTEBOOK}), NoBeyondCsv(repo)]):
+        (repo / "notebooks/06_beyond.ipynb").write_text(json.dumps(make_notebook(f"# 06 v{i}\n")))
+        before = snapshot(repo, "runs")
+        assert S.main(argv, execute=ex, root=repo) == 1 and ex.executed() == [(S.BEYOND_NOTEBOOK, "pca")]
+        assert unchanged(before)
+        assert (repo / RUNSET / S.BEYOND_RESULTS).read_text() == "experiment,value\ncommitted,1\n"
+        assert (repo / RUNSET / "06_beyond.failed.ipynb").exists() and (repo / "runs/figures/synthetic.failed").is_dir()
+        failures = json.loads((repo / RUNSET / "failures.json").read_text())
+        assert [(f["notebook"], f["ename"]) for f in failures] == [(S.BEYOND_NOTEBOOK, "RuntimeError")]
+    # a failing 05 keeps the previous figures (06's included) and the previous 05 notebook
+    (repo / "notebooks/05_figures.ipynb").write_text(json.dumps(make_notebook("# 05 v2\n")))
+    before = snapshot(repo, "runs")
+    ex = FakeExecute(repo, fail={None: "05_figures"})
+    assert S.main(argv + ["--no-beyond"], execute=ex, root=repo) == 1 and ex.executed() == [("05_figures", None)]
+    assert unchanged(before) and (repo / FIGS / "beyond_baselines.png").read_bytes() == b"png"
+    assert (repo / RUNSET / "05_figures.failed.ipynb").exists()
+    assert json.loads((repo / RUNSET / "run.json").read_text())["figures_status"] == "failed"
+    # and a successful 05 rerun keeps 06's figures, which 05 does not write
+    assert S.main(argv + ["--no-beyond"], execute=FakeExecute(repo), root=repo) == 0
+    assert (repo / FIGS / "beyond_baselines.png").read_bytes() == b"png"
+
+
+def test_subset_of_backbones_keeps_the_others_in_the_aggregate(repo):
+    """(f) a call with fewer backbones and the same run-set parameters once shrank the aggregate to them."""
+    run(repo, ["--backbones", BB_ARG])
+    full = pd.read_csv(repo / RUNSET / "results.csv")
+    for argv in (["--backbones", "pca", "--force"], ["--backbones", "pca"], ["--backbones", BACKBONES[2], "--force"]):
+        code, ex = run(repo, argv)
+        assert code == 0
+        pd.testing.assert_frame_equal(pd.read_csv(repo / RUNSET / "results.csv"), full)
+    assert set(json.loads((repo / RUNSET / "run.json").read_text())["backbones"]) == set(BACKBONES)
+
+
+def test_killed_run_is_recovered_on_the_next_call(repo, capsys):
+    run(repo, ["--backbones", "pca"])
+    run_dir = repo / RUNSET / "pca"
+    before = snapshot(repo, "runs")
+    os.replace(run_dir, repo / RUNSET / "pca.previous")      # what a SIGKILL during pca's rerun leaves
+    run_dir.mkdir()
+    (run_dir / "01_data.ipynb").write_text("partial")
+    code, ex = run(repo, ["--backbones", "pca"])
+    assert code == 0 and ex.calls == [] and snapshot(repo, "runs") == before
+    assert (repo / RUNSET / "pca.failed/01_data.ipynb").read_text() == "partial"
+    assert f"restored {RUNSET}/pca from {RUNSET}/pca.previous" in capsys.readouterr().out
+
+
+def test_custom_runset_name(repo, capsys):
+    run(repo, ["--backbones", "pca"])
+    code, ex = run(repo, ["--backbones", "pca", "--n-groups", "12", "--runset", "small"])
+    assert code == 0 and all(out.startswith("runs/papermill_runs/small/") for _, _, out, _ in ex.calls[:4])
+    fig = [p for n, _, _, p in ex.calls if n == "05_figures"][0]
+    assert fig == dict(dataset="synthetic", runs_dir="runs/papermill_runs/small", figures_dir="runs/figures/small",
+                       data_dir=None)
+    assert set(pd.read_csv(repo / RUNSET / "results.csv").backbone) == {"pca"}
+    for bad in ("a/b", "x.failed", ""):
+        with pytest.raises(SystemExit):
+            S.parse_args(["--runset", bad], root=repo)
+        assert "--runset" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ what a newcomer sees
+def test_summary_prints_headline_numbers_and_where_things_are(repo, capsys):
+    from scipy import stats as st
+
+    code, _ = run(repo, ["--backbones", BB_ARG])
+    assert code == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(repo / RUNSET / "results.csv")
+    for metric in ("paper_map@10", "map@r"):
+        assert f"{metric} (test part; mean ± 95% CI half-width over 2 seed(s) [0, 1]):" in out
+    # one cell against an independent computation
+    v = table[(table.backbone == "pca") & (table.embedding == "task1") & (table.metric == "map@r")]["value"].to_numpy()
+    half = st.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    assert f"{v.mean():.2f} ± {half:.2f}" in out
+    assert f"run set synthetic: {RUNSET}/results.csv ({len(table)} rows)" in out
+    assert f"figures and tables: {FIGS}/" in out
+
+
+def test_headline_table():
+    df = pd.DataFrame([dict(backbone=b, embedding=e, seed=s, metric=m, value=v)
+                       for b, base in (("efficientnet_lite0", 10.0), ("pca", 0.0))
+                       for e, add in (("task1", 5.0), ("raw", 0.0))
+                       for m in ("paper_map@10", "map@r", "recall@10")
+                       for s, v in zip((0, 1, 2), (base + add + 1, base + add + 2, base + add + 3))])
+    text = S.headline(df)
+    half = 4.302652729911275 / np.sqrt(3)                  # t(0.975, 2) * sd 1 / sqrt(3)
+    lines = text.splitlines()
+    assert lines[0].startswith("paper_map@10") and "recall@10" not in text
+    assert lines[1].split() == ["backbone", "raw", "task1"]
+    assert lines[2].split()[0] == "pca" and lines[3].split()[0] == "efficientnet_lite0"   # study order
+    assert f"2.00 ± {half:.2f}" in lines[2] and f"17.00 ± {half:.2f}" in lines[3]
+    assert S.headline(df.iloc[:0]) == ""
+    one_seed = df[df.seed == 0]
+    assert "11.00 ±" not in S.headline(one_seed) and "11.00" in S.headline(one_seed)
+
+
+def test_computed_elsewhere_hint(repo, capsys, cache, monkeypatch, tmp_path):
+    run(repo, ["--backbones", BB_ARG])
+    capsys.readouterr()
+    assert run(repo, ["--backbones", BB_ARG])[1].calls == []
+    assert "computed elsewhere" not in capsys.readouterr().out     # same cache: computed here
+    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "fresh-clone-cache"))
+    assert run(repo, ["--backbones", BB_ARG])[1].calls == []
+    lines = [l for l in capsys.readouterr().out.splitlines() if "computed elsewhere" in l]
+    assert len(lines) == 1 and all(b in lines[0] for b in BACKBONES)
+    assert "make reproduce" in lines[0] and "STUDY_ARGS=--force" in lines[0] and "min on 2 CPU cores" in lines[0]
+    # a run.json from before cache ids: computed here unless the cache is empty
+    assert S.computed_here({}) is False
+    (tmp_path / "fresh-clone-cache" / "features").mkdir()
+    assert S.computed_here({}) is True
+
+
+def test_reproduce_reexecutes_the_committed_run_set_elsewhere(repo, capsys):
+    code, _ = run(repo, ["--publish", "--backbones", BB_ARG, "--n-groups", "30"])
+    assert code == 0
+    committed = snapshot(repo, "papermill_runs", "figures")
+    capsys.readouterr()
+    ex = FakeExecute(repo)
+    code = S.main(["--reproduce"], execute=ex, root=repo)
+    assert code == 0 and snapshot(repo, "papermill_runs", "figures") == committed
+    assert {out.split("/")[0] for _, _, out, _ in ex.calls} == {"runs"}
+    assert all(p["n_groups"] == 30 and p.get("seeds", [0, 1]) == [0, 1] for n, _, _, p in ex.calls if n != "05_figures")
+    assert ex.executed()[-1] == BEYOND[0]
+    rows = len(pd.read_csv(repo / "papermill_runs/synthetic/results.csv"))
+    out = capsys.readouterr().out
+    assert (f"results.csv: {rows} committed rows: {rows} identical, 0 within the committed 95% CI, 0 differing, "
+            f"0 missing, 0 new (largest difference 0.00): reproduced exactly") in out
+    with pytest.raises(SystemExit):
+        S.parse_args(["--reproduce", "--out", "x"], root=repo)
+
+
+def test_compare_results_counts_each_category():
+    committed = pd.DataFrame({"backbone": ["a"] * 3 + ["z"] * 3 + ["b"], "metric": ["m"] * 7,
+                              "seed": [0, 1, 2, 0, 1, 2, 0], "value": [10.0, 12.0, 14.0, 1.0, 1.0, 1.0, 5.0]})
+    # (a, m): 10, 12, 14: mean 12, sd 2, CI half-width t(.975, 2) * 2 / sqrt(3) = 4.97; (z, m): zero width
+    half = 4.302652729911275 * 2 / np.sqrt(3)
+    new = pd.DataFrame({"backbone": ["a"] * 3 + ["z"] * 3 + ["c"], "metric": ["m"] * 7,
+                        "seed": [0, 1, 2, 0, 1, 2, 0],
+                        "value": [10.0,             # identical
+                                  12.0 + 4.9,       # within the committed CI (4.97)
+                                  14.0 - 5.1,       # outside it
+                                  1.0, 1.0 + 1e-9,  # identical; differing (zero-width CI)
+                                  1.0, 3.0]})       # identical; (c, m, 0) is new, (b, m, 0) missing
+    assert 4.9 < half < 5.1
+    c = S.compare_results(committed, new.sample(frac=1, random_state=0))
+    assert c == {"rows": 7, "identical": 3, "within_ci": 1, "differing": 2, "missing": 1, "new": 1,
+                 "max_abs_diff": pytest.approx(5.1)}
+    assert "NOT reproduced" in S.format_comparison("results.csv", c)
+    same = S.compare_results(committed, committed.iloc[::-1])
+    assert same["identical"] == 7 and "reproduced exactly" in S.format_comparison("x", same)
+    close = S.compare_results(committed, committed.assign(value=committed.value + np.r_[0.1, 0, 0, 0, 0, 0, 0]))
+    assert (close["within_ci"], close["identical"]) == (1, 6)
+    assert "reproduced within the committed CI" in S.format_comparison("x", close)
+    # NaN keys (beyond.csv's n_train) match each other
+    nan = committed.assign(n_train=float("nan"))
+    assert S.compare_results(nan, nan)["identical"] == 7
+    with pytest.raises(ValueError, match="columns differ"):
+        S.compare_results(committed, committed.drop(columns="metric"))
+    with pytest.raises(ValueError, match="duplicate"):
+        S.compare_results(committed, pd.concat([committed, committed.iloc[:1]]))
