@@ -629,7 +629,8 @@ def parse_args(argv: Sequence[str] | None = None, root: str | os.PathLike | None
                tasks=list(dict.fromkeys(_csv_list(args.tasks))), seeds=args.seeds, n_groups=args.n_groups,
                per_group=args.per_group, batch_size=args.batch_size, device=args.device,
                data_dir=args.data_dir,
-               out=args.out, figures_dir=args.figures_dir)  # None: the defaults under the repository
+               out=args.out, figures_dir=args.figures_dir)
+    cli = {k: v for k, v in cli.items() if not (k in ("out", "figures_dir") and v is None)}  # None: the defaults
     try:
         checked = spec.validate(cli, labels={k: "--" + k.replace("_", "-") for k in cli})
     except ValueError as e:
