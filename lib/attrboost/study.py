@@ -35,19 +35,17 @@ sources and any local weights file. A failing notebook fails its job only: the o
 05 still runs if the run set has at least one successful backbone, and the exit status is 1.
 
 Never lose a result. A run set has run-set parameters (dataset, data_dir, split, n_groups, per_group,
-seeds, tasks). Its aggregate ``results.csv`` holds every backbone with a successful run under those
-parameters, not only the backbones of the current call. A call whose run-set parameters differ from
-those of the finished runs already in the run set is refused before any work, naming the differences;
-``--force`` replaces the run set, ``--runset NAME`` (or another ``--out``) writes a separate one.
-Every step keeps what it would replace until it has succeeded: before a backbone's notebooks run, its
-previous run directory is moved aside to ``<backbone>.previous``; on success that is deleted, on failure
-the new attempt is moved to ``<backbone>.failed/`` (for debugging) and the previous run is moved back.
-05 and 06 do the same with their notebook, ``beyond.csv`` and the figures directory (copied aside, as
-05 and 06 both write into it), and a forced replacement of a run set does it with the whole run set
-and figures directories (the new run set is kept only when every step succeeded). The notebooks thus
-always run at their final paths, so the committed notebooks name no temporary directory. A run killed
-outright leaves ``*.previous`` behind; the next call restores it first. ``*.previous`` and ``*.failed``
-are git-ignored.
+seeds, tasks); its aggregate ``results.csv`` holds every backbone with a successful run under those
+parameters, not only the backbones of the current call. A call with other run-set parameters than the
+finished runs in the run set is refused before any work, naming the differences; ``--force`` replaces the
+run set, ``--runset NAME`` (or another ``--out``) writes a separate one. Every job keeps what it would
+replace until it has succeeded: a backbone's run directory is moved aside to ``<backbone>.previous``
+(deleted on success; on failure the new attempt goes to ``<backbone>.failed/`` for debugging and the
+previous run comes back); 05 and 06 do the same with their notebook, ``beyond.csv`` and the figures
+directory (copied aside, as both write into it); a forced replacement does it with the whole run set and
+figures directories (kept only when every job succeeded). The notebooks thus run at their final paths,
+so the committed notebooks name no temporary directory. A run killed outright leaves ``*.previous``
+behind; the next call restores it first. ``*.previous`` and ``*.failed`` are git-ignored.
 
 Every path handed to papermill or to a notebook is relative to the repository root (papermill and
 the kernels run there), so executed notebooks that get committed contain no machine-specific paths.
@@ -535,17 +533,15 @@ def computed_here(info: dict) -> bool:
 # ----------------------------------------------------------------------------- executing a notebook
 def quiet_kernel() -> dict:
     """nbclient options (for :func:`papermill.execute_notebook`) that keep a successful run quiet
-    without hiding errors; each removes the cause of a message, not the message:
+    without hiding errors, each by removing a message's cause:
 
-    * ``[IPKernelApp] WARNING | Kernel is running over TCP without encryption ...``: the kernel
-      manager provisions CurveZMQ keys (jupyter_client's ``transport_encryption="auto"``; ipykernel's
-      kernelspec declares ``supported_encryption: curve``), so the local sockets are encrypted;
-    * ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.``: jupyter_client interrupts
-      (SIGINT) every kernel it shuts down, and papermill shuts down right after the reply to its last
-      ``kernel_info`` request, while the kernel is still inside that request's handler.
-      :class:`BatchKernelManager` skips that interrupt: papermill shuts the kernel down once every cell
-      has finished or one failed, so it is idle; a busy one (the runner stopped with Ctrl-C) still
-      gets the shutdown request and is killed after ``shutdown_wait_time`` (5 s) if it does not stop.
+    * ``Kernel is running over TCP without encryption``: the kernel manager provisions CurveZMQ keys
+      (jupyter_client's ``transport_encryption="auto"``; ipykernel supports ``curve``);
+    * ``KeyboardInterrupt caught in kernel``: jupyter_client interrupts (SIGINT) every kernel it shuts
+      down, and papermill shuts down right after the reply to its last ``kernel_info`` request, while the
+      kernel is still in that request's handler. :class:`BatchKernelManager` skips that interrupt: papermill
+      shuts a kernel down once its cells have finished or one failed, so it is idle; a busy one (Ctrl-C)
+      still gets the shutdown request and is killed after ``shutdown_wait_time`` (5 s).
     """
     import zmq
     from traitlets.config import Config
@@ -597,11 +593,6 @@ def fmt_seconds(s: float) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
 
 
 def missing_notebooks(paths: Iterable[str]) -> list[str]:
@@ -693,7 +684,7 @@ def run_job(job: Job, execute: Execute, root: Path, progress: _Progress, force: 
             progress.say(f"{job.tag}: {step.notebook} done in {fmt_seconds(wall[step.notebook])}")
         total, status = time.perf_counter() - t0, "failed" if failure else "ok"
         if failure and job.results:
-            _unlink(job.results)
+            job.results.unlink(missing_ok=True)
         info = read_json(job.run_json) or {}
         info.update({**job.head, f"{job.prefix}status": status, f"{job.prefix}fingerprint": job.fingerprint,
                      **job.record(wall, total, failure)})
@@ -844,7 +835,7 @@ def _run_runset(cfg: StudyConfig, execute: Execute, p: Plan, current: dict | Non
     if failures:
         write_json(runset_dir / FAILURES_JSON, failures)
     else:
-        _unlink(runset_dir / FAILURES_JSON)
+        (runset_dir / FAILURES_JSON).unlink(missing_ok=True)
     return rows, failures, skipped
 
 
