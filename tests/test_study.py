@@ -5,6 +5,7 @@ notebook runs; the last test executes tiny notebooks with papermill to prove the
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -505,8 +506,8 @@ def test_other_runset_parameters_refused_then_forced(repo, capsys, argv, change)
     assert sorted(p.name for p in (repo / RUNSET).iterdir() if p.is_dir()) == sorted(new.backbones)
     for b in new.backbones:
         info = json.loads((repo / RUNSET / b / "run.json").read_text())
-        assert S.runset_parameters(info) == S.args_runset_parameters(new)
-    assert json.loads((repo / RUNSET / "run.json").read_text())["parameters"] == S.args_runset_parameters(new)
+        assert S.runset_parameters(info) == new.runset_parameters()
+    assert json.loads((repo / RUNSET / "run.json").read_text())["parameters"] == new.runset_parameters()
 
 
 def test_failing_forced_replacement_keeps_the_old_run_set(repo, capsys):
@@ -545,13 +546,14 @@ def test_default_output_is_not_the_tracked_tree(repo):
         S.parse_args(["--publish", "--out", "x"], root=repo)
 
 
-class NoBeyondCsv(FakeExecute):
-    """06 'succeeds' but writes no beyond.csv."""
+class Unwritten(FakeExecute):
+    """04 and 06 'succeed' but leave no results file (results.csv, beyond.csv)."""
 
     def __call__(self, input_path, output_path, parameters=None, **kw):
         super().__call__(input_path, output_path, parameters=parameters, **kw)
-        if Path(input_path).stem == S.BEYOND_NOTEBOOK:
-            (Path(parameters["results_dir"]) / S.BEYOND_RESULTS).unlink()
+        name = {"04_evaluate": "results.csv", S.BEYOND_NOTEBOOK: S.BEYOND_RESULTS}.get(Path(input_path).stem)
+        if name:
+            (Path(parameters["results_dir"]) / name).unlink()
 
 
 def test_beyond_and_figures_survive_a_failed_rerun(repo):
@@ -569,7 +571,7 @@ def test_beyond_and_figures_survive_a_failed_rerun(repo):
                 and side_files(repo) == [])
 
     # a change to 06's code re-runs only 06, which fails / writes no beyond.csv: everything stays
-    for i, ex in enumerate([FakeExecute(repo, fail={"pca": S.BEYOND_NOTEBOOK}), NoBeyondCsv(repo)]):
+    for i, ex in enumerate([FakeExecute(repo, fail={"pca": S.BEYOND_NOTEBOOK}), Unwritten(repo)]):
         (repo / "notebooks/06_beyond.ipynb").write_text(json.dumps(make_notebook(f"# 06 v{i}\n")))
         before = snapshot(repo, "runs")
         assert S.main(argv, execute=ex, root=repo) == 1 and ex.executed() == [(S.BEYOND_NOTEBOOK, "pca")]
@@ -729,3 +731,58 @@ def test_compare_results_counts_each_category():
         S.compare_results(committed, committed.drop(columns="metric"))
     with pytest.raises(ValueError, match="duplicate"):
         S.compare_results(committed, pd.concat([committed, committed.iloc[:1]]))
+
+
+# ------------------------------------------------------------------------------ one step runner (issue 12)
+def test_config_is_one_frozen_dataclass(repo):
+    """parse_args returns a frozen StudyConfig (was: a mutable argparse.Namespace, changed on the way)."""
+    cfg = S.parse_args(["--backbones", "pca,pca,efficientnet_lite0", "--seeds", "2,1", "--runset", "small",
+                        "--data-dir", str(repo / "data")], root=repo)
+    assert dataclasses.is_dataclass(cfg) and cfg.root == repo.resolve()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.n_groups = 12
+    assert cfg.backbones == ["pca", "efficientnet_lite0"] and cfg.seeds == [2, 1]
+    assert (cfg.runset_dir, cfg.runset_figures) == ("runs/papermill_runs/small", "runs/figures/small")
+    assert cfg.runset_parameters() == dict(dataset="synthetic", data_dir="data", split="random", n_groups=100,
+                                           per_group=40, seeds=[2, 1], tasks=list(S.TASKS))
+
+
+class WritesThenFails(FakeExecute):
+    """06 writes beyond.csv before a later cell fails (as the fake 04 writes results.csv)."""
+
+    def __call__(self, input_path, output_path, parameters=None, **kw):
+        if Path(input_path).stem == S.BEYOND_NOTEBOOK:
+            (Path(parameters["results_dir"]) / S.BEYOND_RESULTS).write_text("partial\n")
+        super().__call__(input_path, output_path, parameters=parameters, **kw)
+
+
+def test_results_files_are_checked_and_dropped_alike_for_every_job(repo):
+    """One step runner: a backbone (results.csv) and 06 (beyond.csv) fail alike when their notebook leaves
+    no results file (was: MissingResults for a backbone, RuntimeError for 06), and a failed attempt never
+    keeps a results file (was: a failed 06's beyond.csv stayed as beyond.failed.csv)."""
+    argv = ["--seeds", "0,1", "--backbones", "pca", "--beyond-backbone", "pca", "--force"]
+    assert S.main(argv, execute=FakeExecute(repo), root=repo) == 0
+    before = snapshot(repo, "runs")
+    assert S.main(argv, execute=Unwritten(repo), root=repo) == 1
+    failures = json.loads((repo / RUNSET / "failures.json").read_text())
+    assert [(f["backbone"], f["notebook"], f["ename"], f["evalue"]) for f in failures] == [
+        ("pca", "04_evaluate", "RuntimeError", f"{RUNSET}/pca/results.csv was not written"),
+        ("pca", S.BEYOND_NOTEBOOK, "RuntimeError", f"{RUNSET}/{S.BEYOND_RESULTS} was not written")]
+    assert [f["output"] for f in failures] == [f"{RUNSET}/pca.failed/04_evaluate.ipynb",
+                                               f"{RUNSET}/06_beyond.failed.ipynb"]
+    ex = WritesThenFails(repo, fail={"pca": S.BEYOND_NOTEBOOK})
+    assert S.main(argv, execute=ex, root=repo) == 1
+    assert (repo / RUNSET / S.BEYOND_RESULTS).read_text() == before[f"{RUNSET}/{S.BEYOND_RESULTS}"].decode()
+    assert not (repo / RUNSET / "beyond.failed.csv").exists() and (repo / RUNSET / "06_beyond.failed.ipynb").exists()
+    assert not (repo / RUNSET / "pca.failed" / "results.csv").exists()
+
+
+def test_run_json_layout_is_unchanged(repo):
+    """The records keep their keys and order (the committed run.json files are diffed on every publish)."""
+    run(repo, ["--backbones", "pca", "--beyond-backbone", "pca"])
+    assert list(json.loads((repo / RUNSET / "pca" / "run.json").read_text())) == [
+        "backbone", "runset", "status", "fingerprint", "parameters", "inputs", "attrboost_version", "lib_sha256",
+        "cache_id", "wall_s", "total_wall_s", "finished", "failure"]
+    assert list(json.loads((repo / RUNSET / "run.json").read_text())) == [
+        "runset", "parameters", "backbones", "figures_status", "figures_fingerprint", "figures_parameters",
+        "figures_wall_s", "finished", "beyond_status", "beyond_fingerprint", "beyond_parameters", "beyond_wall_s"]

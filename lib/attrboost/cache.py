@@ -82,6 +82,12 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], None]) -> P
     return path
 
 
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """Write ``obj`` as JSON (indent 2, keys in their given order, other values as ``str``) atomically."""
+    text = json.dumps(obj, indent=2, default=str) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def save_arrays(path: str | os.PathLike, **arrays) -> Path:
     """Save numpy arrays to an ``.npz`` file atomically (no pickle)."""
     def write(tmp: Path) -> None:

@@ -25,29 +25,27 @@ otherwise)::
     <out>/<runset>/06_beyond.ipynb, beyond.csv                      baselines, label budget, ablation (one backbone)
     <figures>/<runset>/                                             written by 05 (and beyond_*.png by 06)
 
-A backbone is skipped ("up to date") when its ``run.json`` says ``ok``, its fingerprint matches and
-its ``results.csv`` exists. The fingerprint covers the notebook parameters, the *code* of the
-notebooks (cell types and sources, so re-executing a notebook in place, which only changes its
-outputs, does not invalidate runs), the attrboost version, the lib sources and any local weights
-file. A failing notebook fails its backbone only: the others still run, 05 still runs if the run set
-has at least one successful backbone, and the exit status is 1. 06 runs for ``--beyond-backbone``
-(default efficientnet_lite0) once that backbone has a successful run in the run set; ``--no-beyond``
-skips it.
+Three kinds of job, each run by one step runner (:func:`run_job`): a backbone's notebooks 01..04, the run
+set's 05, and 06 for ``--beyond-backbone`` (default efficientnet_lite0) once that backbone has a successful
+run in the run set (``--no-beyond`` skips it). A job is skipped ("up to date") when its record in run.json
+says ``ok`` with a matching fingerprint and its outputs (e.g. ``results.csv``) exist. The fingerprint covers
+the notebook parameters, the *code* of the notebooks (cell types and sources, so re-executing a notebook
+in place, which only changes its outputs, does not invalidate runs), the attrboost version, the lib
+sources and any local weights file. A failing notebook fails its job only: the other backbones still run,
+05 still runs if the run set has at least one successful backbone, and the exit status is 1.
 
 Never lose a result. A run set has run-set parameters (dataset, data_dir, split, n_groups, per_group,
-seeds, tasks). Its aggregate ``results.csv`` holds every backbone with a successful run under those
-parameters, not only the backbones of the current call. A call whose run-set parameters differ from
-those of the finished runs already in the run set is refused before any work, naming the differences;
-``--force`` replaces the run set, ``--runset NAME`` (or another ``--out``) writes a separate one.
-Every step keeps what it would replace until it has succeeded: before a backbone's notebooks run, its
-previous run directory is moved aside to ``<backbone>.previous``; on success that is deleted, on failure
-the new attempt is moved to ``<backbone>.failed/`` (for debugging) and the previous run is moved back.
-05 and 06 do the same with their notebook, ``beyond.csv`` and the figures directory (copied aside, as
-05 and 06 both write into it), and a forced replacement of a run set does it with the whole run set
-and figures directories (the new run set is kept only when every step succeeded). The notebooks thus
-always run at their final paths, so the committed notebooks name no temporary directory. A run killed
-outright leaves ``*.previous`` behind; the next call restores it first. ``*.previous`` and ``*.failed``
-are git-ignored.
+seeds, tasks); its aggregate ``results.csv`` holds every backbone with a successful run under those
+parameters, not only the backbones of the current call. A call with other run-set parameters than the
+finished runs in the run set is refused before any work, naming the differences; ``--force`` replaces the
+run set, ``--runset NAME`` (or another ``--out``) writes a separate one. Every job keeps what it would
+replace until it has succeeded: a backbone's run directory is moved aside to ``<backbone>.previous``
+(deleted on success; on failure the new attempt goes to ``<backbone>.failed/`` for debugging and the
+previous run comes back); 05 and 06 do the same with their notebook, ``beyond.csv`` and the figures
+directory (copied aside, as both write into it); a forced replacement does it with the whole run set and
+figures directories (kept only when every job succeeded). The notebooks thus run at their final paths,
+so the committed notebooks name no temporary directory. A run killed outright leaves ``*.previous``
+behind; the next call restores it first. ``*.previous`` and ``*.failed`` are git-ignored.
 
 Every path handed to papermill or to a notebook is relative to the repository root (papermill and
 the kernels run there), so executed notebooks that get committed contain no machine-specific paths.
@@ -56,6 +54,11 @@ Each backbone's ``run.json`` records the id of the cache it was computed with (`
 directory, ``$ATTRBOOST_CACHE`` or ``.cache``). When runs are skipped as up to date but were computed with
 another cache (a fresh clone: the committed results were computed elsewhere), one line says so and how
 to re-execute them.
+
+The code, in order: :func:`parse_args` validates the command line into a frozen :class:`StudyConfig`;
+:func:`plan` lists the notebook :class:`Step` s; :func:`run_study` checks the run set's parameters
+(:func:`check_runset`) and runs each :class:`Job` (:func:`backbone_job`, :func:`figures_job`,
+:func:`beyond_job`) with :func:`run_job` under a :class:`Swap`; :func:`report` prints the summary.
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -78,13 +81,12 @@ from jupyter_client.manager import AsyncKernelManager
 
 from . import __version__
 from . import params as spec
-from .cache import ENV_CACHE, atomic_write, cache_dir, fingerprint, repo_root
+from .backbones import list_backbones
+from .cache import ENV_CACHE, atomic_write, cache_dir, fingerprint, repo_root, write_json
+from .data.catalogue import DATASETS
+from .data.sampling import SPLITS
+from .heads import TASKS
 
-DATASETS = ("synthetic", "fashion")
-SPLITS = ("random", "by_group")
-TASKS = ("task1", "task2", "task3")
-FALLBACK_BACKBONES = ("pca", "resnet18", "resnet34", "resnet50", "resnet101", "vit_b_16",
-                      "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 DEFAULT_BACKBONES = ("pca", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 BACKBONE_NOTEBOOKS = ("01_data", "02_embeddings", "03_train", "04_evaluate")
 FIGURES_NOTEBOOK = "05_figures"
@@ -119,6 +121,47 @@ Execute = Callable[..., object]
 
 # ----------------------------------------------------------------------------- plan
 @dataclass(frozen=True)
+class StudyConfig:
+    """The validated command line (:func:`parse_args`). Paths are POSIX strings relative to ``root``
+    (absolute outside it); ``backbones``, ``tasks`` and ``seeds`` are de-duplicated lists."""
+
+    root: Path
+    dataset: str
+    data_dir: str | None
+    split: str
+    n_groups: int
+    per_group: int
+    seeds: list[int]
+    tasks: list[str]
+    backbones: list[str]
+    weights: dict[str, str]      # backbone -> local weights file
+    device: str
+    batch_size: int
+    out: str                     # run sets go to <out>/<runset>, their figures to <figures_dir>/<runset>
+    figures_dir: str
+    runset: str
+    publish: bool
+    reproduce: bool
+    force: bool
+    figures_only: bool
+    beyond_backbone: str
+    no_beyond: bool
+    refresh_notebooks: bool
+
+    @property
+    def runset_dir(self) -> str:
+        return f"{self.out}/{self.runset}"
+
+    @property
+    def runset_figures(self) -> str:
+        return f"{self.figures_dir}/{self.runset}"
+
+    def runset_parameters(self) -> dict:
+        """The run-set parameters (:data:`RUNSET_KEYS`), as :func:`runset_parameters` reads them back."""
+        return {k: getattr(self, k) for k in RUNSET_KEYS}
+
+
+@dataclass(frozen=True)
 class Step:
     """One notebook execution; paths are relative to the repository root (or absolute outside it)."""
 
@@ -138,14 +181,22 @@ class Run:
     steps: tuple[Step, ...]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Everything one call executes, in order: the backbones' runs, then 05, then 06 (None: not run)."""
+
+    runs: list[Run]
+    figures: Step
+    beyond: Step | None
+
+    @property
+    def steps(self) -> list[Step]:
+        return [s for r in self.runs for s in r.steps] + [self.figures] + ([self.beyond] if self.beyond else [])
+
+
 def known_backbones() -> tuple[str, ...]:
-    """Backbone names from :func:`attrboost.backbones.list_backbones`, else the documented set."""
-    try:
-        from .backbones import list_backbones
-    except ImportError:
-        return FALLBACK_BACKBONES
-    names = [b if isinstance(b, str) else getattr(b, "name", str(b)) for b in list_backbones()]
-    return tuple(names) or FALLBACK_BACKBONES
+    """The registered backbones (:func:`attrboost.backbones.list_backbones`), in the study's order."""
+    return tuple(list_backbones())
 
 
 def runset_name(dataset: str, split: str) -> str:
@@ -164,50 +215,56 @@ def rel_to_root(path: str | os.PathLike, root: Path) -> str:
         return str(p)
 
 
-def _notebook_path(name: str) -> str:
-    return f"notebooks/{name}.ipynb"
+def _step(notebook: str, out_dir: str, parameters: dict) -> Step:
+    return Step(notebook, f"notebooks/{notebook}.ipynb", f"{out_dir}/{notebook}.ipynb", parameters)
 
 
-def plan_runs(args: argparse.Namespace) -> list[Run]:
-    """The per-backbone runs (notebooks 01..04, in order) for parsed and normalised ``args``."""
-    runset = args.runset
-    data = dict(dataset=args.dataset, data_dir=args.data_dir, n_groups=args.n_groups,
-                per_group=args.per_group, split=args.split)
+def plan_runs(cfg: StudyConfig) -> list[Run]:
+    """The per-backbone runs (notebooks 01..04, in order)."""
+    data = dict(dataset=cfg.dataset, data_dir=cfg.data_dir, n_groups=cfg.n_groups, per_group=cfg.per_group,
+                split=cfg.split)
     runs = []
-    for backbone in args.backbones:
-        run_dir = f"{args.out}/{runset}/{backbone}"
-        model = dict(backbone=backbone, weights=args.weights.get(backbone))
+    for backbone in cfg.backbones:
+        run_dir = f"{cfg.runset_dir}/{backbone}"
+        model = dict(backbone=backbone, weights=cfg.weights.get(backbone))
         params = {
-            "01_data": dict(data, seed=args.seeds[0]),
-            "02_embeddings": dict(data, seeds=list(args.seeds), **model, device=args.device,
-                                  batch_size=args.batch_size),
-            "03_train": dict(data, **model, tasks=list(args.tasks), seed=args.seeds[0]),
-            "04_evaluate": dict(data, **model, tasks=list(args.tasks), seeds=list(args.seeds),
-                                results_dir=run_dir),
+            "01_data": dict(data, seed=cfg.seeds[0]),
+            "02_embeddings": dict(data, seeds=list(cfg.seeds), **model, device=cfg.device, batch_size=cfg.batch_size),
+            "03_train": dict(data, **model, tasks=list(cfg.tasks), seed=cfg.seeds[0]),
+            "04_evaluate": dict(data, **model, tasks=list(cfg.tasks), seeds=list(cfg.seeds), results_dir=run_dir),
         }
-        steps = tuple(Step(nb, _notebook_path(nb), f"{run_dir}/{nb}.ipynb", params[nb]) for nb in BACKBONE_NOTEBOOKS)
-        runs.append(Run(backbone, runset, run_dir, steps))
+        steps = tuple(_step(nb, run_dir, params[nb]) for nb in BACKBONE_NOTEBOOKS)
+        runs.append(Run(backbone, cfg.runset, run_dir, steps))
     return runs
 
 
-def plan_figures(args: argparse.Namespace) -> Step:
+def plan_figures(cfg: StudyConfig) -> Step:
     """The 05 step of the run set: it reads ``<out>/<runset>`` and writes ``<figures>/<runset>``."""
-    runset = args.runset
     # 05 parses dataset and split from its `dataset` parameter; the run set's own name may be anything
-    params = dict(dataset=runset_name(args.dataset, args.split), runs_dir=f"{args.out}/{runset}",
-                  figures_dir=f"{args.figures_dir}/{runset}",
-                  data_dir=args.data_dir)
-    return Step(FIGURES_NOTEBOOK, _notebook_path(FIGURES_NOTEBOOK), f"{args.out}/{runset}/{FIGURES_NOTEBOOK}.ipynb",
-                params)
+    return _step(FIGURES_NOTEBOOK, cfg.runset_dir, dict(dataset=runset_name(cfg.dataset, cfg.split),
+                                                       runs_dir=cfg.runset_dir, figures_dir=cfg.runset_figures,
+                                                       data_dir=cfg.data_dir))
+
+
+def plan_beyond(cfg: StudyConfig) -> Step:
+    """The 06 step of the run set (baselines, label budget, ablation) for ``cfg.beyond_backbone``:
+    it writes ``<out>/<runset>/beyond.csv`` and ``beyond_*.png`` under ``<figures>/<runset>``."""
+    bb = cfg.beyond_backbone
+    return _step(BEYOND_NOTEBOOK, cfg.runset_dir, dict(
+        dataset=cfg.dataset, data_dir=cfg.data_dir, n_groups=cfg.n_groups, per_group=cfg.per_group, split=cfg.split,
+        backbone=bb, weights=cfg.weights.get(bb), seeds=list(cfg.seeds), results_dir=cfg.runset_dir,
+        figures_dir=cfg.runset_figures))
+
+
+def plan(cfg: StudyConfig) -> Plan:
+    return Plan([] if cfg.figures_only else plan_runs(cfg), plan_figures(cfg),
+                None if cfg.figures_only or cfg.no_beyond else plan_beyond(cfg))
 
 
 # ----------------------------------------------------------------------------- fingerprints
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def notebook_hash(path: str | os.PathLike) -> str:
@@ -238,10 +295,10 @@ def lib_hash(package_dir: str | os.PathLike | None = None) -> str:
     return h.hexdigest()
 
 
-def run_fingerprint(parameters: dict, inputs: dict[str, str], version: str, lib: str) -> str:
-    """Fingerprint of a run: its parameters, the hashes of its input files (notebooks, weights),
-    the attrboost version and the lib-source hash."""
-    return fingerprint(parameters, inputs, version, lib)
+def input_hashes(steps: Iterable[Step], files: dict[str, str | os.PathLike] | None = None) -> dict[str, str]:
+    """The hashes of a job's inputs: its notebooks' code (:func:`notebook_hash`) and ``files`` (name -> path)."""
+    return {**{s.input_path: notebook_hash(s.input_path) for s in steps},
+            **{name: file_sha256(path) for name, path in (files or {}).items()}}
 
 
 def read_json(path: str | os.PathLike):
@@ -252,19 +309,7 @@ def read_json(path: str | os.PathLike):
         return None
 
 
-def write_json(path: str | os.PathLike, obj) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n",
-                                                         encoding="utf-8"))
-
-
-def is_up_to_date(run_dir: str | os.PathLike, fp: str) -> bool:
-    """True when ``run_dir/run.json`` has status "ok" and fingerprint ``fp`` and results.csv exists."""
-    info = read_json(Path(run_dir) / RUN_JSON)
-    return (isinstance(info, dict) and info.get("status") == "ok" and info.get("fingerprint") == fp
-            and (Path(run_dir) / RESULTS).is_file())
-
-
-# ----------------------------------------------------------------------------- aggregate
+# ----------------------------------------------------------------------------- run sets
 def successful_backbones(runset_dir: str | os.PathLike, backbones: Iterable[str] | None = None) -> list[str]:
     """Backbones under ``runset_dir`` whose run.json says "ok" and whose results.csv exists
     (restricted to ``backbones`` when given), sorted. ``<name>.previous`` and ``<name>.failed``
@@ -311,12 +356,6 @@ def runset_parameters(info: dict) -> dict:
     return {k: p.get(k) for k in RUNSET_KEYS}
 
 
-def args_runset_parameters(args: argparse.Namespace) -> dict:
-    """The run-set parameters of parsed ``args``, as :func:`runset_parameters` reads them back."""
-    return dict(dataset=args.dataset, data_dir=args.data_dir, split=args.split, n_groups=args.n_groups,
-                per_group=args.per_group, seeds=list(args.seeds), tasks=list(args.tasks))
-
-
 def finished_runs(runset_dir: str | os.PathLike) -> dict[str, dict]:
     """``{backbone: run-set parameters}`` of the successful runs under ``runset_dir``."""
     return {b: runset_parameters(read_json(Path(runset_dir) / b / RUN_JSON)) for b in successful_backbones(runset_dir)}
@@ -327,7 +366,34 @@ def parameter_changes(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
 
 
-# ----------------------------------------------------------------------------- keep until success
+def check_runset(cfg: StudyConfig) -> tuple[dict | None, dict[str, dict], str | None]:
+    """The run set's parameters against those of its finished runs, before any work: returns
+    ``(current parameters, {backbone: other parameters}, error)``. ``--figures-only`` takes the finished
+    runs' parameters; another call refuses other parameters unless ``--force`` (which replaces the run set)."""
+    existing = finished_runs(cfg.runset_dir)
+    where = f"run set {cfg.runset!r} ({cfg.runset_dir})"
+    if cfg.figures_only:
+        variants = {json.dumps(p, sort_keys=True) for p in existing.values()}
+        if len(variants) > 1:
+            return None, {}, (f"error: {where} mixes runs with different run-set parameters "
+                              f"({', '.join(sorted(variants))}); rerun it with --force")
+        return next(iter(existing.values()), None), {}, None
+    current = cfg.runset_parameters()
+    differing = {b: p for b, p in existing.items() if p != current}
+    if not differing or cfg.force:
+        return current, differing, None
+    variants: dict[str, list[str]] = {}
+    for b, params in differing.items():
+        variants.setdefault(json.dumps(params, sort_keys=True), []).append(b)
+    lines = [f"error: {where} already holds finished runs with other run-set parameters:"]
+    for text, backbones in variants.items():
+        lines.append(f"  {', '.join(backbones)}: " + "; ".join(parameter_changes(json.loads(text), current)))
+    lines.append("Nothing was run. Either replace that run set with --force (the old one is kept until the new "
+                 "run has succeeded), or write a separate one with --runset NAME (or another --out).")
+    return current, differing, "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- protection: keep until success
 def side_path(path: str | os.PathLike, tag: str) -> Path:
     """Where a protected path's other version lives, next to it: ``pca`` -> ``pca.<tag>``,
     ``beyond.csv`` -> ``beyond.<tag>.csv`` (tags :data:`PREVIOUS`, :data:`REPLACED`, :data:`FAILED`)."""
@@ -340,6 +406,16 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _set_aside_failed(path: Path) -> Path | None:
+    """Move ``path`` (a failed attempt) to ``side_path(path, FAILED)``, replacing an older one."""
+    if not path.exists():
+        return None
+    failed = side_path(path, FAILED)
+    _remove(failed)
+    os.replace(path, failed)
+    return failed
 
 
 class Swap:
@@ -385,15 +461,20 @@ class Swap:
         """Restore the previous versions; returns where the failed attempt's files are kept."""
         kept = []
         for p in self.paths:
-            prev, failed = side_path(p, self.tag), side_path(p, FAILED)
-            if p.exists():
-                _remove(failed)
-                os.replace(p, failed)
+            if failed := _set_aside_failed(p):
                 kept.append(failed)
-            if prev.exists():
-                os.replace(prev, p)
+            if side_path(p, self.tag).exists():
+                os.replace(side_path(p, self.tag), p)
         self.done = True
         return kept
+
+    def failed_path(self, path: str | os.PathLike) -> Path:
+        """Where ``path`` (written by the step) is kept after a :meth:`rollback`."""
+        path = Path(path)
+        for p in self.paths:
+            if p == path or p in path.parents:
+                return side_path(p, FAILED) / path.relative_to(p)
+        return path
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None and not self.done:
@@ -408,15 +489,12 @@ def recover(runset_dir: str | os.PathLike, figures_dir: str | os.PathLike) -> li
     lines = []
 
     def restore(p: Path, tag: str = PREVIOUS) -> None:
-        prev, failed = side_path(p, tag), side_path(p, FAILED)
-        if not prev.exists():
-            return
-        if p.exists():
-            _remove(failed)
-            os.replace(p, failed)
-        os.replace(prev, p)
-        lines.append(f"restored {p} from {prev} (an earlier run was interrupted"
-                     + (f"; its partial output is in {failed})" if failed.exists() else ")"))
+        prev = side_path(p, tag)
+        if prev.exists():
+            failed = _set_aside_failed(p)
+            os.replace(prev, p)
+            lines.append(f"restored {p} from {prev} (an earlier run was interrupted"
+                         + (f"; its partial output is in {failed})" if failed else ")"))
 
     runset_dir, figures_dir = Path(runset_dir), Path(figures_dir)
     for tag in (REPLACED, PREVIOUS):
@@ -452,10 +530,319 @@ def computed_here(info: dict) -> bool:
     return any(p.name != CACHE_ID for p in cache_dir().iterdir())
 
 
-# ----------------------------------------------------------------------------- numbers
+# ----------------------------------------------------------------------------- executing a notebook
+def quiet_kernel() -> dict:
+    """nbclient options (for :func:`papermill.execute_notebook`) that keep a successful run quiet
+    without hiding errors, each by removing a message's cause:
+
+    * ``Kernel is running over TCP without encryption``: the kernel manager provisions CurveZMQ keys
+      (jupyter_client's ``transport_encryption="auto"``; ipykernel supports ``curve``);
+    * ``KeyboardInterrupt caught in kernel``: jupyter_client interrupts (SIGINT) every kernel it shuts
+      down, and papermill shuts down right after the reply to its last ``kernel_info`` request, while the
+      kernel is still in that request's handler. :class:`BatchKernelManager` skips that interrupt: papermill
+      shuts a kernel down once its cells have finished or one failed, so it is idle; a busy one (Ctrl-C)
+      still gets the shutdown request and is killed after ``shutdown_wait_time`` (5 s).
+    """
+    import zmq
+    from traitlets.config import Config
+
+    kw = {"kernel_manager_class": BatchKernelManager}
+    if zmq.has("curve"):
+        kw["config"] = Config({"KernelManager": {"transport_encryption": "auto"}})
+    return kw
+
+
+class BatchKernelManager(AsyncKernelManager):
+    """jupyter_client's AsyncKernelManager, without the interrupt it sends a kernel it shuts down."""
+
+    async def _async_interrupt_kernel(self) -> None:
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
+
+
+def papermill_execute(input_path, output_path, parameters=None, cwd=None, kernel_name=KERNEL,
+                      progress_bar=False, **kw):
+    """The default executor: :func:`papermill.execute_notebook` with a :func:`quiet_kernel`."""
+    import papermill
+
+    return papermill.execute_notebook(input_path, output_path, parameters=parameters, cwd=cwd,
+                                      kernel_name=kernel_name, progress_bar=progress_bar, **{**quiet_kernel(), **kw})
+
+
+def _execute_step(execute: Execute, step: Step, root: Path) -> None:
+    Path(step.output_path).parent.mkdir(parents=True, exist_ok=True)
+    execute(step.input_path, step.output_path, parameters=dict(step.parameters), cwd=str(root),
+            kernel_name=KERNEL, progress_bar=False)
+
+
+def failure_info(exc: BaseException) -> dict:
+    """``ename``/``evalue`` of a papermill execution error (or of any exception)."""
+    ename = getattr(exc, "ename", None) or type(exc).__name__
+    evalue = getattr(exc, "evalue", None)
+    evalue = str(exc) if evalue is None else str(evalue)
+    return {"ename": str(ename), "evalue": evalue[:EVALUE_CHARS]}
+
+
+def fmt_seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f}s"
+    m, s = divmod(int(round(s)), 60)
+    return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m{s:02d}s"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def missing_notebooks(paths: Iterable[str]) -> list[str]:
+    return [p for p in dict.fromkeys(paths) if not Path(p).is_file()]
+
+
+class _Progress:
+    """Prints progress lines (through tqdm.write, so an optional bar stays intact) with elapsed time."""
+
+    def __init__(self, total: int):
+        from tqdm.auto import tqdm
+
+        self.t0, self.write = time.perf_counter(), tqdm.write
+        self.bar = tqdm(total=total, unit="nb", desc="study", disable=None, leave=False)
+        self.update, self.close = self.bar.update, self.bar.close
+
+    def say(self, text: str) -> None:
+        self.write(f"{text}  [elapsed {fmt_seconds(self.elapsed)}]")
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+# ----------------------------------------------------------------------------- the step runner
+@dataclass(frozen=True)
+class Job:
+    """One unit :func:`run_job` skips when up to date, or executes and records: a backbone's notebooks
+    01..04 (:func:`backbone_job`), the run set's 05 (:func:`figures_job`) or its 06 (:func:`beyond_job`)."""
+
+    name: str                      # its summary row: the backbone, "05_figures" or "06_beyond"
+    tag: str                       # its progress lines' prefix, e.g. "[2/4 backbones] pca"
+    backbone: str | None           # failures.json's "backbone"
+    steps: tuple[Step, ...]
+    fingerprint: str               # of its parameters and inputs (:func:`input_hashes`)
+    run_json: Path                 # where it is recorded: "<prefix>status" and "<prefix>fingerprint", ...
+    prefix: str                    # ... "" (a backbone's own run.json), "figures_" or "beyond_" (the run set's)
+    head: dict                     # ... after these entries ...
+    record: Callable[[dict, float, dict | None], dict]  # ... and (wall s per notebook, total, failure) -> these
+    protect: tuple[Path, ...]      # kept aside (moved) until it succeeded ...
+    copy: tuple[Path, ...]         # ... or copied, for those it updates in place
+    results: Path | None           # what a success must write; never kept from a failed attempt
+    expect: tuple[Path, ...]       # what must exist for an "ok" record to count as up to date
+    previous: tuple[Path, str]     # after a failure, "previous <what> kept" when that path exists
+
+    @property
+    def label(self) -> str:
+        return self.tag if len(self.steps) > 1 else f"{self.tag}: {self.steps[0].notebook}"
+
+    def up_to_date(self) -> bool:
+        info = read_json(self.run_json)
+        return (isinstance(info, dict) and info.get(f"{self.prefix}status") == "ok"
+                and info.get(f"{self.prefix}fingerprint") == self.fingerprint and all(p.exists() for p in self.expect))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str                    # "ok", "failed" or "up to date"
+    row: tuple[str, str, str, str]  # for the summary: name, status, wall time, note
+    failure: dict | None = None
+
+
+def run_job(job: Job, execute: Execute, root: Path, progress: _Progress, force: bool = False) -> Outcome:
+    """Skip ``job`` when it is up to date (unless ``force``); else execute its notebooks in order (the first
+    failure stops it), check it wrote its results, record it in its run.json, and keep what it replaced
+    unless it succeeded (:class:`Swap`)."""
+    if not force and job.up_to_date():
+        progress.update(len(job.steps))
+        progress.say(f"{job.label}: up to date (skipped)")
+        return Outcome("up to date", (job.name, "up to date", "-", ""))
+    wall, failure, t0 = {}, None, time.perf_counter()
+    with Swap(job.protect, copy=job.copy) as swap:
+        for i, step in enumerate(job.steps):
+            progress.say(f"{job.tag}: {step.notebook} ...")
+            t = time.perf_counter()
+            try:
+                _execute_step(execute, step, root)
+                if job.results and step is job.steps[-1] and not job.results.is_file():
+                    raise RuntimeError(f"{job.results} was not written")
+            except Exception as exc:  # noqa: BLE001 - a failure stays with its job
+                wall[step.notebook] = time.perf_counter() - t
+                failure = {"backbone": job.backbone, "notebook": step.notebook, **failure_info(exc),
+                           "output": str(swap.failed_path(step.output_path))}
+                progress.update(len(job.steps) - i)
+                progress.say(f"{job.tag}: {step.notebook} FAILED ({failure['ename']}: {failure['evalue'][:200]})")
+                break
+            wall[step.notebook] = time.perf_counter() - t
+            progress.update()
+            progress.say(f"{job.tag}: {step.notebook} done in {fmt_seconds(wall[step.notebook])}")
+        total, status = time.perf_counter() - t0, "failed" if failure else "ok"
+        if failure and job.results:
+            job.results.unlink(missing_ok=True)
+        info = read_json(job.run_json) or {}
+        info.update({**job.head, f"{job.prefix}status": status, f"{job.prefix}fingerprint": job.fingerprint,
+                     **job.record(wall, total, failure)})
+        write_json(job.run_json, info)
+        if not failure:
+            swap.commit()
+            return Outcome(status, (job.name, status, fmt_seconds(total), ""))
+        kept = swap.rollback()
+    where = ", ".join(f"{p}/" if p.is_dir() else str(p) for p in kept)
+    note = f"; see {where}" + (f"; previous {job.previous[1]} kept" if job.previous[0].exists() else "")
+    progress.say(f"{job.label}: failed{note}")
+    return Outcome(status, (job.name, status, fmt_seconds(total), _failure_note(failure) + note), failure)
+
+
+def _failure_note(failure: dict) -> str:
+    return f"{failure['notebook']}: {failure['ename']}: {failure['evalue'][:80]}"
+
+
+def backbone_job(run: Run, tag: str, weights: str | None, lib: str) -> Job:
+    """Notebooks 01..04 of a backbone, recorded in its own run.json; its run directory is kept aside."""
+    run_dir = Path(run.run_dir)
+    parameters = {s.notebook: s.parameters for s in run.steps}
+    inputs = input_hashes(run.steps, {weights: weights} if weights else None)
+    return Job(run.backbone, tag, run.backbone, run.steps, fingerprint(parameters, inputs, __version__, lib),
+               run_dir / RUN_JSON, "", {"backbone": run.backbone, "runset": run.runset},
+               lambda wall, total, failure: {
+                   "parameters": parameters, "inputs": inputs, "attrboost_version": __version__, "lib_sha256": lib,
+                   "cache_id": cache_id(create=True), "wall_s": {k: round(v, 3) for k, v in wall.items()},
+                   "total_wall_s": round(total, 3), "finished": _now(), "failure": failure},
+               protect=(run_dir,), copy=(), results=run_dir / RESULTS, expect=(run_dir / RESULTS,),
+               previous=(run_dir / RUN_JSON, "results"))
+
+
+def figures_job(step: Step, runset: str, current: dict | None, members: list[str], lib: str) -> Job:
+    """05 on the run set's ``members``; it depends on the notebook, its parameters, the backbone runs it
+    reads and their aggregate results.csv. Its notebook and the figures directory are kept aside."""
+    runset_dir, figures = Path(step.parameters["runs_dir"]), Path(step.parameters["figures_dir"])
+    runs = {b: (read_json(runset_dir / b / RUN_JSON) or {}).get("fingerprint") for b in members}
+    inputs = input_hashes([step], {RESULTS: runset_dir / RESULTS})
+    out = Path(step.output_path)
+    return Job(FIGURES_NOTEBOOK, f"[figures] {runset}", None, (step,),
+               fingerprint(dict(step.parameters, runs=runs), inputs, __version__, lib), runset_dir / RUN_JSON,
+               "figures_", {"runset": runset, "parameters": current, "backbones": members},
+               lambda wall, total, failure: {"figures_parameters": step.parameters, "figures_wall_s": round(total, 3),
+                                             "finished": _now()},
+               protect=(figures, out), copy=(figures,), results=None, expect=(out, figures),
+               previous=(figures, "figures"))
+
+
+def beyond_job(step: Step, runset: str, lib: str) -> Job:
+    """06 for its backbone, whose successful run it depends on. beyond.csv, its notebook and the figures
+    directory are kept aside."""
+    runset_dir, figures = Path(step.parameters["results_dir"]), Path(step.parameters["figures_dir"])
+    bb, weights = step.parameters["backbone"], step.parameters["weights"]
+    bb_run = (read_json(runset_dir / bb / RUN_JSON) or {}).get("fingerprint")
+    inputs = input_hashes([step], {weights: weights} if weights else None)
+    out, csv = Path(step.output_path), runset_dir / BEYOND_RESULTS
+    return Job(BEYOND_NOTEBOOK, f"[beyond] {runset} ({bb})", bb, (step,),
+               fingerprint(dict(step.parameters, backbone_run=bb_run), inputs, __version__, lib), runset_dir / RUN_JSON,
+               "beyond_", {}, lambda wall, total, failure: {"beyond_parameters": step.parameters,
+                                                             "beyond_wall_s": round(total, 3)},
+               protect=(csv, out, figures), copy=(figures,), results=csv, expect=(out, csv),
+               previous=(csv, BEYOND_RESULTS))
+
+
+def run_study(cfg: StudyConfig, execute: Execute | None = None) -> int:
+    """Run the plan for ``cfg`` (the current directory must be ``cfg.root``). Returns the exit status."""
+    execute = execute or papermill_execute
+    p = plan(cfg)
+    runset_dir, figures = Path(cfg.runset_dir), Path(cfg.runset_figures)
+    missing = missing_notebooks(s.input_path for s in p.steps)
+    if missing:
+        print(f"error: missing notebooks {missing} under {cfg.root}", file=sys.stderr)
+        return 2
+    for line in recover(runset_dir, figures):
+        print(line, flush=True)
+    current, differing, error = check_runset(cfg)
+    if error:
+        print(error, file=sys.stderr)
+        return 2
+
+    whole = Swap([runset_dir, figures], tag=REPLACED) if differing else None
+    if whole:
+        print(f"replacing run set {cfg.runset} ({runset_dir}, {figures}) because of --force: "
+              + "; ".join(parameter_changes(next(iter(differing.values())), current))
+              + f". The old one is kept as {side_path(runset_dir, REPLACED)} until every step of the new one "
+                "has succeeded.", flush=True)
+    progress = _Progress(total=len(p.steps))
+    with whole or contextlib.nullcontext():
+        rows, failures, skipped = _run_runset(cfg, execute, p, current, progress)
+        progress.close()
+        if whole and failures:
+            kept = whole.rollback()
+            print(f"\nthe forced replacement of run set {cfg.runset} failed: the old run set is back in place; "
+                  f"the new, incomplete one is in {', '.join(map(str, kept))}", flush=True)
+            failures_at = side_path(runset_dir, FAILED) / FAILURES_JSON
+        else:
+            if whole:
+                whole.commit()
+            failures_at = runset_dir / FAILURES_JSON
+    print(f"\n{_summary(rows)}")
+    if failures:
+        print(f"{len(failures)} failure(s), details in {failures_at}")
+    table = report(cfg, skipped)
+    print(f"total wall time {fmt_seconds(progress.elapsed)}", flush=True)
+    return 1 if failures or table.empty else 0
+
+
+def _run_runset(cfg: StudyConfig, execute: Execute, p: Plan, current: dict | None, progress: _Progress):
+    """Run each backbone's job, then 05 and 06 on the run set. Returns (summary rows, failures,
+    backbones skipped as up to date)."""
+    runset_dir, lib = Path(cfg.runset_dir), lib_hash()
+    rows, failures, skipped = [], [], []
+
+    def run(job: Job) -> Outcome:
+        outcome = run_job(job, execute, cfg.root, progress, cfg.force)
+        rows.append(outcome.row)
+        failures.extend([outcome.failure] if outcome.failure else [])
+        return outcome
+
+    print(f"study {cfg.runset}: backbones {cfg.backbones}, tasks {cfg.tasks}, seeds {cfg.seeds} -> {runset_dir}",
+          flush=True)
+    for i, r in enumerate(p.runs, 1):
+        if run(backbone_job(r, f"[{i}/{len(p.runs)} backbones] {r.backbone}", cfg.weights.get(r.backbone),
+                            lib)).status == "up to date":
+            skipped.append(r.backbone)
+
+    # the run set: every backbone with a successful run under the run-set parameters, not only this call's
+    members = [b for b, params in finished_runs(runset_dir).items() if current is None or params == current]
+    absent = [b for b in cfg.backbones if b not in members]
+    if cfg.figures_only and absent:
+        print(f"no successful run for {absent} under {runset_dir}; figures use {members}", flush=True)
+    if not members:
+        print(f"no successful backbone in {runset_dir}: 05 not run; the figures are left as they were")
+        rows.append((FIGURES_NOTEBOOK, "not run", "-", "no successful backbone"))
+        progress.update(1 + (p.beyond is not None))
+    else:
+        write_aggregate(runset_dir, aggregate(runset_dir, members))
+        run(figures_job(p.figures, cfg.runset, current, members, lib))
+        bb = cfg.beyond_backbone
+        if p.beyond and bb not in successful_backbones(runset_dir, [bb]):
+            progress.update()
+            progress.say(f"[beyond] {cfg.runset}: {BEYOND_NOTEBOOK} not run: no successful {bb} run in {runset_dir} "
+                         f"(add it to --backbones, or pick another with --beyond-backbone)")
+            rows.append((BEYOND_NOTEBOOK, f"not run (no {bb} run)", "-", ""))
+        elif p.beyond:
+            run(beyond_job(p.beyond, cfg.runset, lib))
+    if failures:
+        write_json(runset_dir / FAILURES_JSON, failures)
+    else:
+        (runset_dir / FAILURES_JSON).unlink(missing_ok=True)
+    return rows, failures, skipped
+
+
+# ----------------------------------------------------------------------------- summary and reproduce
 def _backbone_order(names: Iterable[str]) -> list[str]:
-    names = set(names)
-    return [b for b in FALLBACK_BACKBONES if b in names] + sorted(names - set(FALLBACK_BACKBONES))
+    names, known = set(names), known_backbones()
+    return [b for b in known if b in names] + sorted(names - set(known))
 
 
 def headline(table: pd.DataFrame, metrics: Sequence[str] = HEADLINE_METRICS) -> str:
@@ -490,7 +877,32 @@ def headline(table: pd.DataFrame, metrics: Sequence[str] = HEADLINE_METRICS) -> 
     return "\n".join(blocks)
 
 
-COMPARE_CATEGORIES = ("identical", "within_ci", "differing", "missing", "new")
+def _summary(rows: list[tuple[str, str, str, str]]) -> str:
+    head = ("backbone", "status", "wall", "note")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + ("  " + r[3] if r[3] else "")
+             for r in [head, *rows]]
+    return "\n".join(lines)
+
+
+def report(cfg: StudyConfig, skipped: list[str]) -> pd.DataFrame:
+    """Print the headline numbers, where things are, and whether the ``skipped`` (up to date) runs were
+    computed elsewhere; returns the run set's results table."""
+    runset_dir, figures = Path(cfg.runset_dir), Path(cfg.runset_figures)
+    table = pd.read_csv(runset_dir / RESULTS) if (runset_dir / RESULTS).is_file() else pd.DataFrame()
+    text = headline(table) if len(table) else ""
+    if text:
+        print(f"\nrun set {cfg.runset}: {runset_dir / RESULTS} ({len(table)} rows)\n{text}")
+    if figures.is_dir():
+        names = sorted(p.name for p in figures.iterdir() if p.is_file())
+        print(f"figures and tables: {figures}/ ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
+    elsewhere = [b for b in skipped if not computed_here(read_json(runset_dir / b / RUN_JSON))]
+    if elsewhere:
+        print(f"note: the results of {', '.join(elsewhere)} were computed elsewhere (another machine or another "
+              f"cache than {cache_dir()}), so nothing was re-executed here; to re-execute them: `make reproduce` "
+              f"(into {REPRODUCE_OUT}/, compared with these) or `make study STUDY_ARGS=--force` "
+              f"(replaces them), {COLD_TIME}")
+    return table
 
 
 def compare_results(committed_df: pd.DataFrame, new_df: pd.DataFrame, value: str = "value",
@@ -547,23 +959,46 @@ def format_comparison(name: str, c: dict) -> str:
             f"(largest difference {c['max_abs_diff']:.2f}): {verdict}")
 
 
+def reproduce(cfg: StudyConfig, execute: Execute | None = None) -> int:
+    """Re-execute the committed run set ``<root>/papermill_runs/<runset>`` with its own run-set parameters,
+    backbones, weights and 06 backbone into ``cfg.out`` (``runs/reproduce/...``), then print, per results
+    table, how its rows compare with the committed ones (:func:`compare_results`)."""
+    committed = Path(PUBLISH_OUT) / cfg.runset
+    existing = finished_runs(committed)
+    variants = {json.dumps(p, sort_keys=True) for p in existing.values()}
+    if len(variants) != 1:
+        print(f"error: --reproduce: {committed} has " + ("no successful run" if not variants else
+              "runs with different run-set parameters") + "; nothing to reproduce", file=sys.stderr)
+        return 2
+    params = next(iter(existing.values()))
+    summary = read_json(committed / RUN_JSON) or {}
+    weights = {b: w for b in existing
+               if (w := ((read_json(committed / b / RUN_JSON) or {}).get("parameters", {})
+                         .get("02_embeddings", {}).get("weights")))}
+    absent = {b: w for b, w in weights.items() if not Path(w).is_file()}
+    if absent:
+        print(f"error: --reproduce: {committed} used local weights files that are not here: {absent}", file=sys.stderr)
+        return 2
+    no_beyond = summary.get("beyond_status") != "ok" or not (committed / BEYOND_RESULTS).is_file()
+    cfg = replace(cfg, **params, backbones=_backbone_order(existing), weights=weights, no_beyond=no_beyond,
+                  beyond_backbone=cfg.beyond_backbone if no_beyond else summary["beyond_parameters"]["backbone"])
+    print(f"reproducing {committed} ({', '.join(cfg.backbones)}; "
+          + ", ".join(f"{k}={params[k]}" for k in RUNSET_KEYS) + f") into {cfg.runset_dir}", flush=True)
+    code = run_study(cfg, execute)
+    print(f"\nreproduction of run set {cfg.runset} ({committed} vs {cfg.runset_dir}):")
+    for name in (RESULTS, BEYOND_RESULTS):
+        old, new = committed / name, Path(cfg.runset_dir) / name
+        if old.is_file() and new.is_file():
+            try:
+                print("  " + format_comparison(name, compare_results(pd.read_csv(old), pd.read_csv(new))))
+            except ValueError as exc:
+                print(f"  {name}: cannot compare: {exc}")
+        elif old.is_file():
+            print(f"  {name}: not reproduced ({new} was not written)")
+    return code
+
+
 # ----------------------------------------------------------------------------- CLI
-def _csv_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def plan_beyond(args: argparse.Namespace) -> Step:
-    """The 06 step of the run set (baselines, label budget, ablation) for ``args.beyond_backbone``:
-    it writes ``<out>/<runset>/beyond.csv`` and ``beyond_*.png`` under ``<figures>/<runset>``."""
-    runset = args.runset
-    bb = args.beyond_backbone
-    params = dict(dataset=args.dataset, data_dir=args.data_dir, n_groups=args.n_groups, per_group=args.per_group,
-                  split=args.split, backbone=bb, weights=args.weights.get(bb), seeds=list(args.seeds),
-                  results_dir=f"{args.out}/{runset}", figures_dir=f"{args.figures_dir}/{runset}")
-    return Step(BEYOND_NOTEBOOK, _notebook_path(BEYOND_NOTEBOOK), f"{args.out}/{runset}/{BEYOND_NOTEBOOK}.ipynb",
-                params)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m attrboost.study",
@@ -614,31 +1049,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: Sequence[str] | None = None, root: str | os.PathLike | None = None) -> argparse.Namespace:
-    """Parse and validate the CLI; lists become lists, paths become root-relative strings.
+def _csv_list(text: str) -> list[str]:
+    return list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+
+
+def parse_args(argv: Sequence[str] | None = None, root: str | os.PathLike | None = None) -> StudyConfig:
+    """Parse and validate the CLI into a :class:`StudyConfig` (lists de-duplicated, paths root-relative).
 
     Invalid values exit (status 2) with a message naming the option and the accepted values.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.root = Path(root).resolve() if root is not None else (repo_root() or Path.cwd()).resolve()
-
+    a = parser.parse_args(argv)
+    root = Path(root).resolve() if root is not None else (repo_root() or Path.cwd()).resolve()
     known = known_backbones()
     # every value at once, with the notebooks' own checks (attrboost.params), before any work
-    cli = dict(dataset=args.dataset, split=args.split, backbones=list(dict.fromkeys(_csv_list(args.backbones))),
-               tasks=list(dict.fromkeys(_csv_list(args.tasks))), seeds=args.seeds, n_groups=args.n_groups,
-               per_group=args.per_group, batch_size=args.batch_size, device=args.device,
-               data_dir=args.data_dir,
-               out=args.out, figures_dir=args.figures_dir)
+    cli = dict(dataset=a.dataset, split=a.split, backbones=_csv_list(a.backbones), tasks=_csv_list(a.tasks),
+               seeds=a.seeds, n_groups=a.n_groups, per_group=a.per_group, batch_size=a.batch_size, device=a.device,
+               data_dir=a.data_dir, out=a.out, figures_dir=a.figures_dir)
     cli = {k: v for k, v in cli.items() if not (k in ("out", "figures_dir") and v is None)}  # None: the defaults
     try:
         checked = spec.validate(cli, labels={k: "--" + k.replace("_", "-") for k in cli})
     except ValueError as e:
         parser.error(str(e))
-    args.backbones, args.tasks, args.seeds = checked["backbones"], checked["tasks"], checked["seeds"]
 
     weights = {}
-    for item in args.weights:
+    for item in a.weights:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             parser.error(f"--weights: expected NAME=PATH, got {item!r}")
@@ -646,36 +1081,34 @@ def parse_args(argv: Sequence[str] | None = None, root: str | os.PathLike | None
             parser.error(f"--weights: unknown backbone {name!r}; expected one of {list(known)}")
         if not Path(path).expanduser().is_file():
             parser.error(f"--weights: {name}={path}: no such file")
-        weights[name] = rel_to_root(path, args.root)
-    args.weights = weights
-
-    if args.beyond_backbone not in known:
-        parser.error(f"--beyond-backbone: unknown backbone {args.beyond_backbone!r}; expected one of {list(known)}")
-    args.data_dir = rel_to_root(args.data_dir, args.root) if args.data_dir else None
-    args.runset = runset_name(args.dataset, args.split) if args.runset is None else args.runset
-    if not RUNSET_NAME.fullmatch(args.runset):
-        parser.error(f"--runset: {args.runset!r} is not a plain directory name; expected letters, digits, "
+        weights[name] = rel_to_root(path, root)
+    if a.beyond_backbone not in known:
+        parser.error(f"--beyond-backbone: unknown backbone {a.beyond_backbone!r}; expected one of {list(known)}")
+    runset = runset_name(a.dataset, a.split) if a.runset is None else a.runset
+    if not RUNSET_NAME.fullmatch(runset):
+        parser.error(f"--runset: {runset!r} is not a plain directory name; expected letters, digits, "
                      "'_' and '-' (no '.', '/' or spaces)")
-    if args.publish and (args.out or args.figures_dir or args.reproduce):
+    if a.publish and (a.out or a.figures_dir or a.reproduce):
         parser.error("--publish: it sets --out and --figures-dir to the committed directories; "
                      "do not combine it with --out, --figures-dir or --reproduce")
-    if args.reproduce and (args.out or args.figures_dir or args.figures_only):
+    if a.reproduce and (a.out or a.figures_dir or a.figures_only):
         parser.error(f"--reproduce: it writes to {REPRODUCE_OUT} and {REPRODUCE_FIGURES}; "
                      "do not combine it with --out, --figures-dir or --figures-only")
-    out, figures = ((PUBLISH_OUT, PUBLISH_FIGURES) if args.publish else
-                    (REPRODUCE_OUT, REPRODUCE_FIGURES) if args.reproduce else (DEFAULT_OUT, DEFAULT_FIGURES))
-    args.out = rel_to_root(args.out if args.out else args.root / out, args.root)
-    args.figures_dir = rel_to_root(args.figures_dir if args.figures_dir else args.root / figures, args.root)
-    return args
+    out, figures = ((PUBLISH_OUT, PUBLISH_FIGURES) if a.publish else
+                    (REPRODUCE_OUT, REPRODUCE_FIGURES) if a.reproduce else (DEFAULT_OUT, DEFAULT_FIGURES))
+    return StudyConfig(**{
+        **vars(a), "root": root, "backbones": checked["backbones"], "tasks": checked["tasks"],
+        "seeds": checked["seeds"], "weights": weights, "runset": runset,
+        "data_dir": rel_to_root(a.data_dir, root) if a.data_dir else None,
+        "out": rel_to_root(a.out or root / out, root),
+        "figures_dir": rel_to_root(a.figures_dir or root / figures, root)})
 
 
-def unknown_parameters(args: argparse.Namespace) -> str | None:
+def unknown_parameters(cfg: StudyConfig) -> str | None:
     """Why the plan passes a parameter that a notebook's parameter cell does not declare (papermill
     would only warn and run the defaults), or None. Checked before anything executes."""
-    steps = [] if args.figures_only else [s for r in plan_runs(args) for s in r.steps]
-    steps += [plan_figures(args)] + ([] if args.figures_only or args.no_beyond else [plan_beyond(args)])
     names: dict[str, set] = {}
-    for s in steps:
+    for s in plan(cfg).steps:
         if Path(s.input_path).is_file():  # a missing notebook is reported by run_study
             names.setdefault(s.input_path, set()).update(s.parameters)
     try:
@@ -683,108 +1116,6 @@ def unknown_parameters(args: argparse.Namespace) -> str | None:
     except ValueError as e:
         return str(e)
     return None
-
-
-# ----------------------------------------------------------------------------- execution
-def quiet_kernel() -> dict:
-    """nbclient options (for :func:`papermill.execute_notebook`) that keep a successful run quiet
-    without hiding errors; each removes the cause of a message, not the message:
-
-    * ``[IPKernelApp] WARNING | Kernel is running over TCP without encryption ...``: the kernel
-      manager provisions CurveZMQ keys (jupyter_client's ``transport_encryption="auto"``; ipykernel's
-      kernelspec declares ``supported_encryption: curve``), so the local sockets are encrypted;
-    * ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.``: jupyter_client interrupts
-      (SIGINT) every kernel it shuts down, and papermill shuts down right after the reply to its last
-      ``kernel_info`` request, while the kernel is still inside that request's handler.
-      :class:`BatchKernelManager` skips that interrupt: papermill shuts the kernel down once every cell
-      has finished or one failed, so it is idle; a busy one (the runner stopped with Ctrl-C) still
-      gets the shutdown request and is killed after ``shutdown_wait_time`` (5 s) if it does not stop.
-    """
-    import zmq
-    from traitlets.config import Config
-
-    kw = {"kernel_manager_class": BatchKernelManager}
-    if zmq.has("curve"):
-        kw["config"] = Config({"KernelManager": {"transport_encryption": "auto"}})
-    return kw
-
-
-class BatchKernelManager(AsyncKernelManager):
-    """jupyter_client's AsyncKernelManager, without the interrupt it sends a kernel it shuts down."""
-
-    async def _async_interrupt_kernel(self) -> None:
-        if self.shutting_down:
-            return
-        await super()._async_interrupt_kernel()
-
-
-def papermill_execute(input_path, output_path, parameters=None, cwd=None, kernel_name=KERNEL,
-                      progress_bar=False, **kw):
-    """The default executor: :func:`papermill.execute_notebook` with a :func:`quiet_kernel`."""
-    import papermill
-
-    return papermill.execute_notebook(input_path, output_path, parameters=parameters, cwd=cwd,
-                                      kernel_name=kernel_name, progress_bar=progress_bar, **{**quiet_kernel(), **kw})
-
-
-def failure_info(exc: BaseException) -> dict:
-    """``ename``/``evalue`` of a papermill execution error (or of any exception)."""
-    ename = getattr(exc, "ename", None) or type(exc).__name__
-    evalue = getattr(exc, "evalue", None)
-    evalue = str(exc) if evalue is None else str(evalue)
-    return {"ename": str(ename), "evalue": evalue[:EVALUE_CHARS]}
-
-
-def fmt_seconds(s: float) -> str:
-    if s < 60:
-        return f"{s:.1f}s"
-    m, s = divmod(int(round(s)), 60)
-    return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m{s:02d}s"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-class _Progress:
-    """Prints progress lines (through tqdm.write, so an optional bar stays intact) with elapsed time."""
-
-    def __init__(self, total: int):
-        from tqdm.auto import tqdm
-
-        self._tqdm = tqdm
-        self.t0 = time.perf_counter()
-        self.bar = tqdm(total=total, unit="nb", desc="study", disable=None, leave=False)
-
-    def say(self, text: str) -> None:
-        self._tqdm.write(f"{text}  [elapsed {fmt_seconds(self.elapsed)}]")
-
-    def update(self, n: int = 1) -> None:
-        self.bar.update(n)
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _execute_step(execute: Execute, step: Step, root: Path) -> float:
-    t = time.perf_counter()
-    Path(step.output_path).parent.mkdir(parents=True, exist_ok=True)
-    execute(step.input_path, step.output_path, parameters=dict(step.parameters), cwd=str(root),
-            kernel_name=KERNEL, progress_bar=False)
-    return time.perf_counter() - t
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
-def _check_notebooks(names: Iterable[str]) -> list[str]:
-    return [_notebook_path(n) for n in names if not Path(_notebook_path(n)).is_file()]
 
 
 def strip_run_metadata(path: Path) -> None:
@@ -804,17 +1135,17 @@ def strip_run_metadata(path: Path) -> None:
 
 
 def refresh_notebooks(execute: Execute, root: Path) -> int:
-    """Execute notebooks/01..05 in place with their default parameters; stop at the first failure,
+    """Execute notebooks/01..06 in place with their default parameters; stop at the first failure,
     restoring that notebook's previous content."""
-    missing = _check_notebooks(NOTEBOOKS)
+    paths = [f"notebooks/{name}.ipynb" for name in NOTEBOOKS]
+    missing = missing_notebooks(paths)
     if missing:
         print(f"error: missing notebooks {missing} under {root}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    for i, name in enumerate(NOTEBOOKS, 1):
-        path = Path(_notebook_path(name))
+    for i, path in enumerate(map(Path, paths), 1):
         before = path.read_bytes()
-        print(f"[refresh {i}/{len(NOTEBOOKS)}] {path} ...", flush=True)
+        print(f"[refresh {i}/{len(paths)}] {path} ...", flush=True)
         t = time.perf_counter()
         try:
             execute(str(path), str(path), parameters={}, cwd=str(root), kernel_name=KERNEL, progress_bar=False)
@@ -823,362 +1154,29 @@ def refresh_notebooks(execute: Execute, root: Path) -> int:
             if not isinstance(exc, Exception):
                 raise
             info = failure_info(exc)
-            print(f"[refresh {i}/{len(NOTEBOOKS)}] {path} FAILED: {info['ename']}: {info['evalue']}\n"
+            print(f"[refresh {i}/{len(paths)}] {path} FAILED: {info['ename']}: {info['evalue']}\n"
                   f"(notebook restored; total wall time {fmt_seconds(time.perf_counter() - t0)})", flush=True)
             return 1
         strip_run_metadata(path)
-        print(f"[refresh {i}/{len(NOTEBOOKS)}] {path} done in {fmt_seconds(time.perf_counter() - t)}", flush=True)
+        print(f"[refresh {i}/{len(paths)}] {path} done in {fmt_seconds(time.perf_counter() - t)}", flush=True)
     print(f"total wall time {fmt_seconds(time.perf_counter() - t0)}")
     return 0
-
-
-def _summary(rows: list[tuple[str, str, str, str]]) -> str:
-    head = ("backbone", "status", "wall", "note")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + ("  " + r[3] if r[3] else "")
-             for r in [head, *rows]]
-    return "\n".join(lines)
-
-
-def _failure_note(failure: dict) -> str:
-    return f"{failure['notebook']}: {failure['ename']}: {failure['evalue'][:80]}"
-
-
-def _conflict_message(runset: str, runset_dir: Path, differing: dict[str, dict], current: dict) -> str:
-    variants: dict[str, list[str]] = {}
-    for b, params in differing.items():
-        variants.setdefault(json.dumps(params, sort_keys=True), []).append(b)
-    lines = [f"error: run set {runset!r} ({runset_dir}) already holds finished runs with other run-set parameters:"]
-    for text, backbones in variants.items():
-        lines.append(f"  {', '.join(backbones)}: " + "; ".join(parameter_changes(json.loads(text), current)))
-    lines.append("Nothing was run. Either replace that run set with --force (the old one is kept until the new "
-                 "run has succeeded), or write a separate one with --runset NAME (or another --out).")
-    return "\n".join(lines)
-
-
-def run_study(args: argparse.Namespace, execute: Execute | None = None) -> int:
-    """Run the plan for parsed ``args`` (the current directory must be ``args.root``). Returns the exit status."""
-    execute = execute or papermill_execute
-    runs = [] if args.figures_only else plan_runs(args)
-    fig = plan_figures(args)
-    beyond = None if (args.figures_only or args.no_beyond) else plan_beyond(args)
-    runset, runset_dir, figs_dir = args.runset, Path(fig.parameters["runs_dir"]), Path(fig.parameters["figures_dir"])
-    missing = (_check_notebooks(BACKBONE_NOTEBOOKS if runs else ()) + _check_notebooks([FIGURES_NOTEBOOK])
-               + _check_notebooks([BEYOND_NOTEBOOK] if beyond else []))
-    if missing:
-        print(f"error: missing notebooks {missing} under {args.root}", file=sys.stderr)
-        return 2
-    for line in recover(runset_dir, figs_dir):
-        print(line, flush=True)
-
-    # the run set's parameters: refuse, before any work, to mix or silently replace other ones
-    existing = finished_runs(runset_dir)
-    if args.figures_only:
-        variants = {json.dumps(p, sort_keys=True) for p in existing.values()}
-        if len(variants) > 1:
-            print(f"error: run set {runset!r} ({runset_dir}) mixes runs with different run-set parameters "
-                  f"({', '.join(sorted(variants))}); rerun it with --force", file=sys.stderr)
-            return 2
-        current = next(iter(existing.values()), None)
-        differing = {}
-    else:
-        current = args_runset_parameters(args)
-        differing = {b: p for b, p in existing.items() if p != current}
-        if differing and not args.force:
-            print(_conflict_message(runset, runset_dir, differing, current), file=sys.stderr)
-            return 2
-
-    whole = Swap([runset_dir, figs_dir], tag=REPLACED) if differing else None
-    if whole:
-        print(f"replacing run set {runset} ({runset_dir}, {figs_dir}) because of --force: "
-              + "; ".join(parameter_changes(next(iter(differing.values())), current))
-              + f". The old one is kept as {side_path(runset_dir, REPLACED)} until every step of the new one "
-                "has succeeded.", flush=True)
-    progress = _Progress(total=len(runs) * len(BACKBONE_NOTEBOOKS) + 1 + (beyond is not None))
-    with whole or contextlib.nullcontext():
-        rows, failures, skipped = _run_runset(execute, args, runs, fig, beyond, current, progress)
-        progress.close()
-        if whole and failures:
-            kept = whole.rollback()
-            print(f"\nthe forced replacement of run set {runset} failed: the old run set is back in place; "
-                  f"the new, incomplete one is in {', '.join(map(str, kept))}", flush=True)
-            failures_at = side_path(runset_dir, FAILED) / FAILURES_JSON
-        else:
-            if whole:
-                whole.commit()
-            failures_at = runset_dir / FAILURES_JSON
-
-    print()
-    print(_summary(rows))
-    if failures:
-        print(f"{len(failures)} failure(s), details in {failures_at}")
-    table = pd.read_csv(runset_dir / RESULTS) if (runset_dir / RESULTS).is_file() else pd.DataFrame()
-    if len(table):
-        text = headline(table)
-        if text:
-            print(f"\nrun set {runset}: {runset_dir / RESULTS} ({len(table)} rows)\n{text}")
-    if figs_dir.is_dir():
-        names = sorted(p.name for p in figs_dir.iterdir() if p.is_file())
-        print(f"figures and tables: {figs_dir}/ ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
-    elsewhere = [b for b in skipped if not computed_here(read_json(runset_dir / b / RUN_JSON))]
-    if elsewhere:
-        print(f"note: the results of {', '.join(elsewhere)} were computed elsewhere (another machine or another "
-              f"cache than {cache_dir()}), so nothing was re-executed here; to re-execute them: `make reproduce` "
-              f"(into {REPRODUCE_OUT}/, compared with these) or `make study STUDY_ARGS=--force` "
-              f"(replaces them), {COLD_TIME}")
-    print(f"total wall time {fmt_seconds(progress.elapsed)}", flush=True)
-    return 1 if failures or table.empty else 0
-
-
-def _run_runset(execute: Execute, args, runs: list[Run], fig: Step, beyond: Step | None, current: dict | None,
-                progress: _Progress):
-    """Execute the runs, then 05 and 06, each step keeping what it replaces until it succeeded.
-    Returns (summary rows, failures, backbones skipped as up to date)."""
-    root, runset = args.root, args.runset
-    runset_dir, figs_dir = Path(fig.parameters["runs_dir"]), Path(fig.parameters["figures_dir"])
-    version, lib = __version__, lib_hash()
-    nb_hashes = {_notebook_path(n): notebook_hash(_notebook_path(n)) for n in NOTEBOOKS}
-    weight_hashes = {path: file_sha256(path) for path in args.weights.values()}
-    rows, failures, skipped = [], [], []
-    print(f"study {runset}: backbones {args.backbones}, tasks {args.tasks}, seeds {args.seeds} -> {runset_dir}",
-          flush=True)
-
-    for i, run in enumerate(runs, 1):
-        tag = f"[{i}/{len(runs)} backbones] {run.backbone}"
-        run_dir = Path(run.run_dir)
-        parameters = {s.notebook: s.parameters for s in run.steps}
-        inputs = {s.input_path: nb_hashes[s.input_path] for s in run.steps}
-        weights = args.weights.get(run.backbone)
-        if weights:
-            inputs[weights] = weight_hashes[weights]
-        fp = run_fingerprint(parameters, inputs, version, lib)
-        if not args.force and is_up_to_date(run_dir, fp):
-            progress.update(len(run.steps))
-            progress.say(f"{tag}: up to date (skipped)")
-            skipped.append(run.backbone)
-            rows.append((run.backbone, "up to date", "-", ""))
-            continue
-
-        failed_dir = side_path(run_dir, FAILED)
-        with Swap([run_dir]) as swap:     # the previous run waits in <run_dir>.previous
-            run_dir.mkdir(parents=True)
-            wall, failure, t_run, done = {}, None, time.perf_counter(), 0
-            for step in run.steps:
-                progress.say(f"{tag}: {step.notebook} ...")
-                t = time.perf_counter()
-                try:
-                    wall[step.notebook] = _execute_step(execute, step, root)
-                except Exception as exc:  # noqa: BLE001 - isolate any failure to its backbone
-                    wall[step.notebook] = time.perf_counter() - t
-                    failure = {"backbone": run.backbone, "notebook": step.notebook, **failure_info(exc),
-                               "output": f"{failed_dir}/{Path(step.output_path).name}"}
-                    progress.say(f"{tag}: {step.notebook} FAILED ({failure['ename']}: {failure['evalue'][:200]})")
-                    break
-                done += 1
-                progress.update()
-                progress.say(f"{tag}: {step.notebook} done in {fmt_seconds(wall[step.notebook])}")
-            if failure is None and not (run_dir / RESULTS).is_file():
-                failure = {"backbone": run.backbone, "notebook": BACKBONE_NOTEBOOKS[-1], "ename": "MissingResults",
-                           "evalue": f"{run_dir / RESULTS} was not written",
-                           "output": f"{failed_dir}/{Path(run.steps[-1].output_path).name}"}
-            if failure:
-                _unlink(run_dir / RESULTS)    # results.csv only ever comes from a successful run
-                progress.update(len(run.steps) - done)
-            total = time.perf_counter() - t_run
-            write_json(run_dir / RUN_JSON, {
-                "backbone": run.backbone, "runset": run.runset, "status": "failed" if failure else "ok",
-                "fingerprint": fp, "parameters": parameters, "inputs": inputs, "attrboost_version": version,
-                "lib_sha256": lib, "cache_id": cache_id(create=True),
-                "wall_s": {k: round(v, 3) for k, v in wall.items()}, "total_wall_s": round(total, 3),
-                "finished": _now(), "failure": failure})
-            if failure:
-                swap.rollback()
-                kept = (run_dir / RUN_JSON).is_file()
-                failures.append(failure)
-                progress.say(f"{tag}: failed; its notebooks are in {failed_dir}/"
-                             + ("; the previous results are kept" if kept else ""))
-                rows.append((run.backbone, "failed", fmt_seconds(total), f"{_failure_note(failure)}; see {failed_dir}/"
-                             + ("; previous results kept" if kept else "")))
-            else:
-                swap.commit()
-                rows.append((run.backbone, "ok", fmt_seconds(total), ""))
-
-    # the run set: every backbone with a successful run under the run-set parameters, not only this call's
-    present = finished_runs(runset_dir)
-    members = [b for b, p in present.items() if current is None or p == current]
-    if args.figures_only:
-        absent = [b for b in args.backbones if b not in members]
-        if absent:
-            print(f"no successful run for {absent} under {runset_dir}; figures use {members}", flush=True)
-    if not members:
-        print(f"no successful backbone in {runset_dir}: 05 not run; the figures are left as they were")
-        rows.append((FIGURES_NOTEBOOK, "not run", "-", "no successful backbone"))
-        progress.update(1 + (beyond is not None))
-        _write_failures(runset_dir, failures)
-        return rows, failures, skipped
-
-    write_aggregate(runset_dir, aggregate(runset_dir, members))
-    # 05 depends on the notebook, its parameters, the backbone runs it reads and their aggregate
-    runs_fp = {b: (read_json(runset_dir / b / RUN_JSON) or {}).get("fingerprint") for b in members}
-    inputs = {fig.input_path: nb_hashes[fig.input_path], RESULTS: file_sha256(runset_dir / RESULTS)}
-    fig_fp = run_fingerprint(dict(fig.parameters, runs=runs_fp), inputs, version, lib)
-    info = read_json(runset_dir / RUN_JSON) or {}
-    fig_ok = (not args.force and info.get("figures_status") == "ok" and info.get("figures_fingerprint") == fig_fp
-              and Path(fig.output_path).is_file() and figs_dir.is_dir())
-    tag = f"[figures] {runset}"
-    fig_wall, fig_note = None, ""
-    if fig_ok:
-        progress.say(f"{tag}: {FIGURES_NOTEBOOK}: up to date (skipped)")
-        fig_status = "up to date"
-    else:
-        progress.say(f"{tag}: {FIGURES_NOTEBOOK} ...")
-        t = time.perf_counter()
-        with Swap([figs_dir, fig.output_path], copy=[figs_dir]) as swap:
-            try:
-                fig_wall = _execute_step(execute, fig, root)
-                fig_status = "ok"
-                swap.commit()
-                progress.say(f"{tag}: {FIGURES_NOTEBOOK} done in {fmt_seconds(fig_wall)}")
-            except Exception as exc:  # noqa: BLE001
-                fig_wall = time.perf_counter() - t
-                fig_status = "failed"
-                kept = swap.rollback()
-                failure = {"backbone": None, "notebook": FIGURES_NOTEBOOK, **failure_info(exc),
-                           "output": str(side_path(fig.output_path, FAILED))}
-                failures.append(failure)
-                fig_note = f"{_failure_note(failure)}; see {', '.join(map(str, kept))}; previous figures kept"
-                progress.say(f"{tag}: {FIGURES_NOTEBOOK} FAILED ({failure['ename']}: {failure['evalue'][:200]})")
-    progress.update()
-    rows.append((FIGURES_NOTEBOOK, fig_status, fmt_seconds(fig_wall) if fig_wall is not None else "-", fig_note))
-    if not fig_ok:
-        info.update({"runset": runset, "parameters": current, "backbones": members, "figures_status": fig_status,
-                     "figures_fingerprint": fig_fp, "figures_parameters": fig.parameters,
-                     "figures_wall_s": round(fig_wall, 3), "finished": _now()})
-        write_json(runset_dir / RUN_JSON, info)
-    if beyond is not None:
-        status, wall, failure, note = _run_beyond(execute, beyond, args, runset_dir, figs_dir, version, lib,
-                                                  nb_hashes, progress, root)
-        if failure:
-            failures.append(failure)
-        rows.append((BEYOND_NOTEBOOK, status, fmt_seconds(wall) if wall is not None else "-", note))
-    _write_failures(runset_dir, failures)
-    return rows, failures, skipped
-
-
-def _write_failures(runset_dir: Path, failures: list[dict]) -> None:
-    if failures:
-        write_json(runset_dir / FAILURES_JSON, failures)
-    else:
-        _unlink(runset_dir / FAILURES_JSON)
-
-
-def _run_beyond(execute, step: Step, args, runset_dir: Path, figs_dir: Path, version: str, lib: str,
-                nb_hashes: dict, progress, root: Path):
-    """Run 06 unless up to date; it needs a successful run of its backbone in the run set. beyond.csv,
-    06's notebook and the figures stay as they were unless it succeeds.
-    Returns (status, wall seconds or None, failure or None, summary note)."""
-    bb = args.beyond_backbone
-    tag = f"[beyond] {args.runset}"
-    progress.update()
-    if bb not in successful_backbones(runset_dir, [bb]):
-        progress.say(f"{tag}: {BEYOND_NOTEBOOK} not run: no successful {bb} run in {runset_dir} "
-                     f"(add it to --backbones, or pick another with --beyond-backbone)")
-        return f"not run (no {bb} run)", None, None, ""
-    bb_fp = (read_json(runset_dir / bb / RUN_JSON) or {}).get("fingerprint")
-    inputs = {step.input_path: nb_hashes[step.input_path]}
-    weights = args.weights.get(bb)
-    if weights:
-        inputs[weights] = file_sha256(weights)
-    fp = run_fingerprint(dict(step.parameters, backbone_run=bb_fp), inputs, version, lib)
-    info = read_json(runset_dir / RUN_JSON) or {}
-    beyond_csv = runset_dir / BEYOND_RESULTS
-    if (not args.force and info.get("beyond_status") == "ok" and info.get("beyond_fingerprint") == fp
-            and Path(step.output_path).is_file() and beyond_csv.is_file()):
-        progress.say(f"{tag}: {BEYOND_NOTEBOOK}: up to date (skipped)")
-        return "up to date", None, None, ""
-    progress.say(f"{tag}: {BEYOND_NOTEBOOK} ({bb}) ...")
-    t = time.perf_counter()
-    failure, note = None, ""
-    with Swap([beyond_csv, step.output_path, figs_dir], copy=[figs_dir]) as swap:   # old beyond.csv waits aside
-        try:
-            wall = _execute_step(execute, step, root)
-            if not beyond_csv.is_file():
-                raise RuntimeError(f"{beyond_csv} was not written")
-            swap.commit()
-            progress.say(f"{tag}: {BEYOND_NOTEBOOK} done in {fmt_seconds(wall)}")
-        except Exception as exc:  # noqa: BLE001
-            wall = time.perf_counter() - t
-            kept = swap.rollback()
-            failure = {"backbone": bb, "notebook": BEYOND_NOTEBOOK, **failure_info(exc),
-                       "output": str(side_path(step.output_path, FAILED))}
-            note = (f"{_failure_note(failure)}; see {', '.join(map(str, kept))}"
-                    + (f"; previous {BEYOND_RESULTS} kept" if beyond_csv.is_file() else ""))
-            progress.say(f"{tag}: {BEYOND_NOTEBOOK} FAILED ({failure['ename']}: {failure['evalue'][:200]})")
-    status = "failed" if failure else "ok"
-    info = read_json(runset_dir / RUN_JSON) or {}
-    info.update({"beyond_status": status, "beyond_fingerprint": fp, "beyond_parameters": step.parameters,
-                 "beyond_wall_s": round(wall, 3)})
-    write_json(runset_dir / RUN_JSON, info)
-    return status, wall, failure, note
-
-
-# ----------------------------------------------------------------------------- reproduce
-def reproduce(args: argparse.Namespace, execute: Execute | None = None) -> int:
-    """Re-execute the committed run set ``<root>/papermill_runs/<runset>`` with its own run-set parameters,
-    backbones, weights and 06 backbone into ``args.out`` (``runs/reproduce/...``), then print, per results
-    table, how its rows compare with the committed ones (:func:`compare_results`)."""
-    committed = Path(PUBLISH_OUT) / args.runset
-    existing = finished_runs(committed)
-    variants = {json.dumps(p, sort_keys=True) for p in existing.values()}
-    if len(variants) != 1:
-        print(f"error: --reproduce: {committed} has " + ("no successful run" if not variants else
-              "runs with different run-set parameters") + "; nothing to reproduce", file=sys.stderr)
-        return 2
-    params = next(iter(existing.values()))
-    for k in RUNSET_KEYS:
-        setattr(args, k, params[k])
-    summary = read_json(committed / RUN_JSON) or {}
-    args.backbones = _backbone_order(existing)
-    args.weights = {b: w for b in existing
-                    if (w := ((read_json(committed / b / RUN_JSON) or {}).get("parameters", {})
-                              .get("02_embeddings", {}).get("weights")))}
-    absent = {b: w for b, w in args.weights.items() if not Path(w).is_file()}
-    if absent:
-        print(f"error: --reproduce: {committed} used local weights files that are not here: {absent}", file=sys.stderr)
-        return 2
-    args.no_beyond = summary.get("beyond_status") != "ok" or not (committed / BEYOND_RESULTS).is_file()
-    if not args.no_beyond:
-        args.beyond_backbone = summary["beyond_parameters"]["backbone"]
-    print(f"reproducing {committed} ({', '.join(args.backbones)}; "
-          + ", ".join(f"{k}={params[k]}" for k in RUNSET_KEYS) + f") into {args.out}/{args.runset}", flush=True)
-    code = run_study(args, execute)
-    print(f"\nreproduction of run set {args.runset} ({committed} vs {args.out}/{args.runset}):")
-    for name in (RESULTS, BEYOND_RESULTS):
-        old, new = committed / name, Path(args.out) / args.runset / name
-        if old.is_file() and new.is_file():
-            try:
-                print("  " + format_comparison(name, compare_results(pd.read_csv(old), pd.read_csv(new))))
-            except ValueError as exc:
-                print(f"  {name}: cannot compare: {exc}")
-        elif old.is_file():
-            print(f"  {name}: not reproduced ({new} was not written)")
-    return code
 
 
 def main(argv: Sequence[str] | None = None, *, execute: Execute | None = None,
          root: str | os.PathLike | None = None) -> int:
     """CLI entry point; ``execute`` (default papermill) and ``root`` (default the repo) are for tests."""
-    args = parse_args(argv, root)
-    with contextlib.chdir(args.root):  # papermill resolves the relative in/out paths from here
-        if args.refresh_notebooks:
-            return refresh_notebooks(execute or papermill_execute, args.root)
-        unknown = unknown_parameters(args)
+    cfg = parse_args(argv, root)
+    with contextlib.chdir(cfg.root):  # papermill resolves the relative in/out paths from here
+        if cfg.refresh_notebooks:
+            return refresh_notebooks(execute or papermill_execute, cfg.root)
+        unknown = unknown_parameters(cfg)
         if unknown:
             print(f"error: {unknown}", file=sys.stderr)
             return 2
-        if args.reproduce:
-            return reproduce(args, execute)
-        return run_study(args, execute)
+        if cfg.reproduce:
+            return reproduce(cfg, execute)
+        return run_study(cfg, execute)
 
 
 if __name__ == "__main__":
