@@ -134,6 +134,7 @@ def _run_store(ctx):
 
 
 def _run_features(ctx):
+    """extract_features called directly (not through get_features): the same kind of store."""
     paths, ids = ctx["images"]
     got_ids, feats = E.extract_features(BACKBONE, paths, ids, dataset_fp="fp", **CPU)
     return {"ids": got_ids, "features": feats}
@@ -177,8 +178,8 @@ def _run_baseline(ctx):
 
 KINDS = {
     "feature_store": (_run_store, f"features/{BACKBONE}/store-*.npz", "X", True),
-    "feature_call": (_run_features, f"features/{BACKBONE}/[0-9a-f]*.npz", "features", True),
-    "chunk_checkpoint": (_run_chunks, f"features/{BACKBONE}/*.partial/chunk_0000.npz", "features", True),
+    "feature_call": (_run_features, f"features/{BACKBONE}/store-*.npz", "X", True),
+    "interrupted_store": (_run_chunks, f"features/{BACKBONE}/store-*.npz", "X", True),
     "pixel_cache": (_run_pca, "pixels/*.npz", "pixels", True),
     "pca_features": (_run_pca, "features/pca/*.npz", "features", True),
     "head_cache": (_run_head, "heads/toy/task1-*.npz", "emb_train", False),
@@ -258,18 +259,15 @@ def _first_run(kind: str, ctx: dict, cache: Path, monkeypatch) -> tuple[dict, Pa
     """Run the normal code path once; return its results and the cache file of this kind."""
     run, pattern, _, _ = KINDS[kind]
     patch_model(monkeypatch)
-    if kind == "chunk_checkpoint":
+    if kind == "interrupted_store":
         first = run(ctx)  # the reference: an uninterrupted run
         shutil.rmtree(cache / "features")
-        patch_model(monkeypatch, fail_at=2)  # chunk 0 = forward call 1: checkpointed, then killed
+        patch_model(monkeypatch, fail_at=2)  # chunk 0 = forward call 1: stored, then killed
         with pytest.raises(Interrupted):
             run(ctx)
     else:
         first = run(ctx)
     (path,) = cache.glob(pattern)
-    if kind == "feature_store":  # the per-call feature file would serve the rerun: make it extract again
-        for f in cache.glob(KINDS["feature_call"][1]):
-            f.unlink()
     if kind == "pixel_cache":  # the pca features would serve the rerun: make it read the pixels again
         for f in cache.glob(KINDS["pca_features"][1]):
             f.unlink()
@@ -292,14 +290,11 @@ def test_damaged_cache_file_is_reported_moved_aside_and_recomputed(kind, damage,
     # (b) moved aside, unchanged, for inspection
     moved = list((cache / "quarantine").glob(f"{path.relative_to(cache)}.*"))
     assert len(moved) == 1 and moved[0].read_bytes() == damaged
-    if kind == "chunk_checkpoint":
-        assert made[0].images == len(images[0])  # the damaged checkpoint was not used
+    if kind == "interrupted_store":
+        assert made[0].images == len(images[0])  # the damaged store's rows were not used
     # the rewritten entry is valid: the next run reads it without a warning and computes nothing
     forbid_compute(monkeypatch)
-    if kind == "chunk_checkpoint":  # a finished run leaves the final file, not the checkpoints
-        assert not path.exists()
-    else:
-        assert path.exists()
+    assert path.exists()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         third = run(ctx)
@@ -314,7 +309,7 @@ def test_warning_says_what_is_wrong(cache, images, monkeypatch):
     reasons = {truncate: "unreadable", wrong_width: "no stored key and checksum", shuffled_rows: "checksum mismatch",
                other_ids: "checksum mismatch"}
     for damage, reason in reasons.items():
-        damage(path, "features", True)
+        damage(path, "X", True)
         with pytest.warns(C.CacheWarning, match=rf"damaged cache entry {re.escape(str(path))}: .*{reason}"
                                                 rf".*moved it to {re.escape(str(cache / 'quarantine'))}"):
             _run_features(ctx)
@@ -391,10 +386,10 @@ def test_cached_computes_once_and_enabled_false_never_touches_the_cache(cache):
 
 # ----------------------------------------------------------------------------- moving folders
 def test_moving_the_cache_folder_keeps_every_entry_valid(tmp_path, cache, images, sample, monkeypatch):
-    """Copy the whole cache to a new $ATTRBOOST_CACHE: every entry (and a checkpoint) is used as it is."""
+    """Copy the whole cache to a new $ATTRBOOST_CACHE: every entry (and an interrupted store) is used as it is."""
     ctx = {"images": images, "sample": sample}
     patch_model(monkeypatch, fail_at=2)
-    with pytest.raises(Interrupted):  # leaves the checkpoint of chunk 0
+    with pytest.raises(Interrupted):  # leaves a store holding chunk 0
         _run_chunks(ctx)
     patch_model(monkeypatch)
     kinds = ["feature_store", "feature_call", "pca_features", "head_cache", "baseline_cache"]
@@ -405,7 +400,7 @@ def test_moving_the_cache_folder_keeps_every_entry_valid(tmp_path, cache, images
     monkeypatch.setenv("ATTRBOOST_CACHE", str(moved))
     made = patch_model(monkeypatch)
     resumed = _run_chunks(ctx)["features"]
-    assert made[0].images == len(images[0]) - 4  # the checkpoint of chunk 0 was reused
+    assert made[0].images == len(images[0]) - 4  # the stored chunk 0 was reused
     forbid_compute(monkeypatch)
     (moved / "pixels").rename(moved / "pixels-gone")  # the pca features alone must serve the rerun
     with warnings.catch_warnings():
