@@ -30,6 +30,7 @@ from attrboost import extract as E
 from attrboost import heads as H
 from attrboost import pipeline as P
 from attrboost.data import load_kaggle, sample_protocol
+from test_extract import Counting, Interrupted
 
 BACKBONE = "efficientnet_lite0"  # its width (1280) is what the caches are checked against
 WIDTH = 1280
@@ -45,39 +46,25 @@ def cache(tmp_path, monkeypatch):
     return path
 
 
-class Interrupted(Exception):
-    """Stands in for a killed run in the middle of an extraction."""
-
-
-class TinyNet(torch.nn.Module):
+def tiny_net(fail_at=None) -> Counting:
     """A fixed, randomly initialised stand-in for the backbone (1280 outputs): the cache logic is the same
-    and each extraction takes milliseconds. Raises on forward call number ``fail_at`` (1-based)."""
-
-    def __init__(self, fail_at=None):
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
-                                           torch.nn.Flatten(), torch.nn.Linear(16, WIDTH))
-        self.fail_at, self.calls, self.images = fail_at, 0, 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.fail_at is not None and self.calls == self.fail_at:
-            raise Interrupted("simulated interruption")
-        self.images += len(x)
-        return self.net(x)
+    and each extraction takes milliseconds. Counts images; raises on forward call number ``fail_at``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                                  torch.nn.Flatten(), torch.nn.Linear(16, WIDTH))
+    return Counting(net, fail_at)
 
 
 def _tiny_transform(img):
     return torch.from_numpy(np.asarray(img.resize((12, 12)), dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
-def patch_model(monkeypatch, fail_at=None) -> list[TinyNet]:
+def patch_model(monkeypatch, fail_at=None) -> list[Counting]:
     made = []
 
     def create(*args, **kwargs):
-        made.append(TinyNet(fail_at))
+        made.append(tiny_net(fail_at))
         return made[-1], _tiny_transform
     monkeypatch.setattr(backbones, "create_backbone", create)
     monkeypatch.setattr(backbones, "fold_batchnorm", lambda model, *a, **k: model)

@@ -60,7 +60,7 @@ class Interrupted(Exception):
     """Stands in for a Ctrl-C / killed kernel in the middle of an extraction."""
 
 
-class _Counting(torch.nn.Module):
+class Counting(torch.nn.Module):
     """Wraps a backbone, counts forwarded images, raises on forward call number ``fail_at`` (1-based)."""
 
     def __init__(self, inner, fail_at=None):
@@ -93,14 +93,14 @@ def small_reference(images):
         return torch.cat([model(b.contiguous(memory_format=torch.channels_last)) for b in x.split(4)]).numpy()
 
 
-def _patch_model(monkeypatch, fail_at=None) -> list[_Counting]:
+def _patch_model(monkeypatch, fail_at=None) -> list[Counting]:
     """create_backbone -> (counting wrapper around the real model, small-input transform); no BN folding."""
     made = []
     real = _REAL_CREATE_BACKBONE
 
     def create(*args, **kwargs):
         model, _ = real(*args, **kwargs)
-        made.append(_Counting(model, fail_at))
+        made.append(Counting(model, fail_at))
         return made[-1], _small_transform
     monkeypatch.setattr(backbones, "create_backbone", create)
     monkeypatch.setattr(backbones, "fold_batchnorm", lambda model, *a, **k: model)  # count only real batches
