@@ -30,6 +30,7 @@ from attrboost import extract as E
 from attrboost import heads as H
 from attrboost import pipeline as P
 from attrboost.data import load_kaggle, sample_protocol
+from test_extract import Counting, Interrupted
 
 BACKBONE = "efficientnet_lite0"  # its width (1280) is what the caches are checked against
 WIDTH = 1280
@@ -45,39 +46,25 @@ def cache(tmp_path, monkeypatch):
     return path
 
 
-class Interrupted(Exception):
-    """Stands in for a killed run in the middle of an extraction."""
-
-
-class TinyNet(torch.nn.Module):
+def tiny_net(fail_at=None) -> Counting:
     """A fixed, randomly initialised stand-in for the backbone (1280 outputs): the cache logic is the same
-    and each extraction takes milliseconds. Raises on forward call number ``fail_at`` (1-based)."""
-
-    def __init__(self, fail_at=None):
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
-                                           torch.nn.Flatten(), torch.nn.Linear(16, WIDTH))
-        self.fail_at, self.calls, self.images = fail_at, 0, 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.fail_at is not None and self.calls == self.fail_at:
-            raise Interrupted("simulated interruption")
-        self.images += len(x)
-        return self.net(x)
+    and each extraction takes milliseconds. Counts images; raises on forward call number ``fail_at``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                                  torch.nn.Flatten(), torch.nn.Linear(16, WIDTH))
+    return Counting(net, fail_at)
 
 
 def _tiny_transform(img):
     return torch.from_numpy(np.asarray(img.resize((12, 12)), dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
-def patch_model(monkeypatch, fail_at=None) -> list[TinyNet]:
+def patch_model(monkeypatch, fail_at=None) -> list[Counting]:
     made = []
 
     def create(*args, **kwargs):
-        made.append(TinyNet(fail_at))
+        made.append(tiny_net(fail_at))
         return made[-1], _tiny_transform
     monkeypatch.setattr(backbones, "create_backbone", create)
     monkeypatch.setattr(backbones, "fold_batchnorm", lambda model, *a, **k: model)
@@ -134,6 +121,7 @@ def _run_store(ctx):
 
 
 def _run_features(ctx):
+    """extract_features called directly (not through get_features): the same kind of store."""
     paths, ids = ctx["images"]
     got_ids, feats = E.extract_features(BACKBONE, paths, ids, dataset_fp="fp", **CPU)
     return {"ids": got_ids, "features": feats}
@@ -177,8 +165,8 @@ def _run_baseline(ctx):
 
 KINDS = {
     "feature_store": (_run_store, f"features/{BACKBONE}/store-*.npz", "X", True),
-    "feature_call": (_run_features, f"features/{BACKBONE}/[0-9a-f]*.npz", "features", True),
-    "chunk_checkpoint": (_run_chunks, f"features/{BACKBONE}/*.partial/chunk_0000.npz", "features", True),
+    "feature_call": (_run_features, f"features/{BACKBONE}/store-*.npz", "X", True),
+    "interrupted_store": (_run_chunks, f"features/{BACKBONE}/store-*.npz", "X", True),
     "pixel_cache": (_run_pca, "pixels/*.npz", "pixels", True),
     "pca_features": (_run_pca, "features/pca/*.npz", "features", True),
     "head_cache": (_run_head, "heads/toy/task1-*.npz", "emb_train", False),
@@ -258,18 +246,15 @@ def _first_run(kind: str, ctx: dict, cache: Path, monkeypatch) -> tuple[dict, Pa
     """Run the normal code path once; return its results and the cache file of this kind."""
     run, pattern, _, _ = KINDS[kind]
     patch_model(monkeypatch)
-    if kind == "chunk_checkpoint":
+    if kind == "interrupted_store":
         first = run(ctx)  # the reference: an uninterrupted run
         shutil.rmtree(cache / "features")
-        patch_model(monkeypatch, fail_at=2)  # chunk 0 = forward call 1: checkpointed, then killed
+        patch_model(monkeypatch, fail_at=2)  # chunk 0 = forward call 1: stored, then killed
         with pytest.raises(Interrupted):
             run(ctx)
     else:
         first = run(ctx)
     (path,) = cache.glob(pattern)
-    if kind == "feature_store":  # the per-call feature file would serve the rerun: make it extract again
-        for f in cache.glob(KINDS["feature_call"][1]):
-            f.unlink()
     if kind == "pixel_cache":  # the pca features would serve the rerun: make it read the pixels again
         for f in cache.glob(KINDS["pca_features"][1]):
             f.unlink()
@@ -292,14 +277,11 @@ def test_damaged_cache_file_is_reported_moved_aside_and_recomputed(kind, damage,
     # (b) moved aside, unchanged, for inspection
     moved = list((cache / "quarantine").glob(f"{path.relative_to(cache)}.*"))
     assert len(moved) == 1 and moved[0].read_bytes() == damaged
-    if kind == "chunk_checkpoint":
-        assert made[0].images == len(images[0])  # the damaged checkpoint was not used
+    if kind == "interrupted_store":
+        assert made[0].images == len(images[0])  # the damaged store's rows were not used
     # the rewritten entry is valid: the next run reads it without a warning and computes nothing
     forbid_compute(monkeypatch)
-    if kind == "chunk_checkpoint":  # a finished run leaves the final file, not the checkpoints
-        assert not path.exists()
-    else:
-        assert path.exists()
+    assert path.exists()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         third = run(ctx)
@@ -314,7 +296,7 @@ def test_warning_says_what_is_wrong(cache, images, monkeypatch):
     reasons = {truncate: "unreadable", wrong_width: "no stored key and checksum", shuffled_rows: "checksum mismatch",
                other_ids: "checksum mismatch"}
     for damage, reason in reasons.items():
-        damage(path, "features", True)
+        damage(path, "X", True)
         with pytest.warns(C.CacheWarning, match=rf"damaged cache entry {re.escape(str(path))}: .*{reason}"
                                                 rf".*moved it to {re.escape(str(cache / 'quarantine'))}"):
             _run_features(ctx)
@@ -391,10 +373,10 @@ def test_cached_computes_once_and_enabled_false_never_touches_the_cache(cache):
 
 # ----------------------------------------------------------------------------- moving folders
 def test_moving_the_cache_folder_keeps_every_entry_valid(tmp_path, cache, images, sample, monkeypatch):
-    """Copy the whole cache to a new $ATTRBOOST_CACHE: every entry (and a checkpoint) is used as it is."""
+    """Copy the whole cache to a new $ATTRBOOST_CACHE: every entry (and an interrupted store) is used as it is."""
     ctx = {"images": images, "sample": sample}
     patch_model(monkeypatch, fail_at=2)
-    with pytest.raises(Interrupted):  # leaves the checkpoint of chunk 0
+    with pytest.raises(Interrupted):  # leaves a store holding chunk 0
         _run_chunks(ctx)
     patch_model(monkeypatch)
     kinds = ["feature_store", "feature_call", "pca_features", "head_cache", "baseline_cache"]
@@ -405,7 +387,7 @@ def test_moving_the_cache_folder_keeps_every_entry_valid(tmp_path, cache, images
     monkeypatch.setenv("ATTRBOOST_CACHE", str(moved))
     made = patch_model(monkeypatch)
     resumed = _run_chunks(ctx)["features"]
-    assert made[0].images == len(images[0]) - 4  # the checkpoint of chunk 0 was reused
+    assert made[0].images == len(images[0]) - 4  # the stored chunk 0 was reused
     forbid_compute(monkeypatch)
     (moved / "pixels").rename(moved / "pixels-gone")  # the pca features alone must serve the rerun
     with warnings.catch_warnings():

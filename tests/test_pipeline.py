@@ -1,6 +1,8 @@
 """The cached study steps the notebooks call: parameter checks, the feature store, head caching."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -43,14 +45,15 @@ def test_check_choice_names_parameter_and_allowed_values():
 def test_feature_store_extracts_each_image_once(tiny, monkeypatch):
     import attrboost.extract as E
 
-    calls = []
-    real = E.extract_features
+    calls = []  # the ids (= file names) of the images forwarded through the model, per extraction
+    real = E._forward
 
-    def spy(backbone, paths, ids, **kw):
-        calls.append(list(ids))
-        return real(backbone, paths, ids, **{**kw, "num_workers": 0, "progress": False})
+    def spy(resolved, paths, rows, on_chunk, **kw):
+        if len(rows):
+            calls.append([Path(paths[r]).stem for r in rows])
+        return real(resolved, paths, rows, on_chunk, **{**kw, "num_workers": 0, "progress": False})
 
-    monkeypatch.setattr(E, "extract_features", spy)
+    monkeypatch.setattr(E, "_forward", spy)
     a = sample_protocol(tiny, n_groups=4, per_group=4, n_test=4, seed=0)
     b = sample_protocol(tiny, n_groups=4, per_group=4, n_test=4, seed=1)
     Xa = P.get_features(a, "efficientnet_lite0", progress=False)

