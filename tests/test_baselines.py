@@ -55,9 +55,9 @@ def test_pca_whitening_matches_sklearn_and_whitens_the_training_data():
     np.testing.assert_allclose(Z, ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.cov(Z, rowvar=False, ddof=1), np.eye(6), atol=1e-3)
     assert PCAWhitening().fit(X[:10]).transform(X).shape == (len(X), 10)  # None: min(n, d)
-    with pytest.raises(ValueError, match="n_components must be None or a positive integer"):
+    with pytest.raises(ValueError, match="n_components == 0, must be >= 1"):
         PCAWhitening(n_components=0).fit(X)
-    with pytest.raises(ValueError, match="X has 5 features, the estimator was fitted with 32"):
+    with pytest.raises(ValueError, match="X has 5 features, but the estimator was fitted with 32"):
         w.transform(X[:, :5])
     with pytest.raises(ValueError, match="NaN or infinite"):
         PCAWhitening().fit(np.full((4, 3), np.nan))
@@ -74,7 +74,7 @@ def test_lda_uses_the_group_and_beats_raw_features_on_hidden_groups():
     assert map_at_r(lda.transform(X), g) > map_at_r(X, g) + 20
     with pytest.raises(ValueError, match="at least 2 different groups"):
         GroupLDA().fit(X[:5], attrs.iloc[:5])  # one group only
-    with pytest.raises(ValueError, match="n_components must be between 1 and"):
+    with pytest.raises(ValueError, match=r"n_components must be at most min\(n_groups - 1, n_features\) = 7, got 50"):
         GroupLDA(n_components=50).fit(X, attrs)
 
 
@@ -85,7 +85,7 @@ def test_nca_learns_to_ignore_noise_dimensions_and_is_deterministic():
     np.testing.assert_array_equal(a.transform(X), b.transform(X))
     assert map_at_r(a.transform(X), g) > map_at_r(X, g) + 20
     assert GroupNCA(n_components=4, pca_components=8, max_iter=5).fit(X, attrs).transform(X).shape == (len(X), 4)
-    with pytest.raises(ValueError, match="max_iter must be a positive integer"):
+    with pytest.raises(ValueError, match="max_iter == 0, must be >= 1"):
         GroupNCA(max_iter=0).fit(X, attrs)
 
 
@@ -114,10 +114,32 @@ def test_metric_head_rejects_bad_parameters():
     X, attrs, _ = toy()
     with pytest.raises(ValueError, match="loss must be one of"):
         MetricHead(loss="triplet").fit(X, attrs)
-    with pytest.raises(ValueError, match="batch_size must be an integer >= 2"):
+    with pytest.raises(ValueError, match="batch_size == 1, must be >= 2"):
         MetricHead(batch_size=1).fit(X, attrs)
     with pytest.raises(ValueError, match="X_val has 3 features"):
         MetricHead().fit(X, attrs, X[:, :3], attrs)
+    with pytest.raises(ValueError, match="num_threads == 0, must be >= 1"):
+        MetricHead(num_threads=0).fit(X, attrs)
+    with pytest.raises(TypeError, match=r"hidden_dim .*got 8.0; expected an integer >= 1 or None"):
+        MetricHead(hidden_dim=8.0).fit(X, attrs)
+
+
+@pytest.mark.parametrize("cls, first", [(GroupLDA, 4), (GroupNCA, 4), (MetricHead, "multisimilarity")])
+def test_baseline_parameters_after_the_first_are_keyword_only(cls, first):
+    with pytest.raises(TypeError, match="positional argument"):
+        cls(first, None)
+    name = next(iter(cls.__init__.__code__.co_varnames[1:]))
+    assert cls(first).get_params()[name] == first
+
+
+def test_integer_parameters_name_the_bad_value():
+    X, attrs, _ = toy()
+    with pytest.raises(TypeError, match=r"n_components must be an instance of int, not float \(got 2.5; expected an "
+                                        r"integer >= 1 or None\)"):
+        PCAWhitening(n_components=2.5).fit(X)
+    with pytest.raises(TypeError, match=r"n_components must be an integer >= 1 or None, got True"):
+        GroupLDA(n_components=True).fit(X, attrs)
+    assert GroupLDA(n_components=np.int64(3)).fit(X, attrs).transform(X).shape == (len(X), 3)
 
 
 # ----------------------------------------------------------------------------- beyond helpers
@@ -209,5 +231,5 @@ def test_get_baseline_errors():
         B.get_baseline(s, X, "toy", "supcon", 0, temperature=0)
     with pytest.raises(ValueError, match="lr must be a positive number, got 'fast'"):
         B.get_baseline(s, X, "toy", "supcon", 0, lr="fast")
-    with pytest.raises(ValueError, match="pca_components must be None or a positive integer"):
+    with pytest.raises(ValueError, match="pca_components == 0, must be >= 1"):
         B.get_baseline(s, X, "toy", "nca", 0, pca_components=0)

@@ -274,13 +274,36 @@ def test_bad_parameters_and_transform(task1_head, data):
     X, y, _, Xv, _, _ = data
     with pytest.raises(NotFittedError):
         BoostHead().transform(X)
-    with pytest.raises(ValueError, match=r"X has \d+ features, but the head was fitted on \d+"):
+    with pytest.raises(ValueError, match=r"X has \d+ features, but the estimator was fitted with \d+"):
         task1_head.transform(X[:, :-1])
     with pytest.raises(ValueError, match="X contains NaN"):
         task1_head.transform(np.full_like(Xv, np.nan))
     with pytest.raises(ValueError, match="selection must be one of"):
         BoostHead(selection="test_map").fit(X, y)
-    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
-        BoostHead(batch_size=0, selection="last").fit(X, y)
     with pytest.raises(ValueError, match="no tag decoder"):
         task1_head.predict_tags(Xv)
+
+
+@pytest.mark.parametrize("param, value, error, msg", [
+    ("batch_size", 0, ValueError, r"batch_size == 0, must be >= 1"),
+    ("max_epochs", 2.0, TypeError, r"max_epochs must be an instance of int, not float \(got 2.0; expected an integer"),
+    ("gru_hidden", True, TypeError, r"gru_hidden must be an integer >= 1, got True"),
+    ("max_tag_len", None, TypeError, r"max_tag_len .*got None; expected an integer >= 1\)"),
+    ("hidden_dim", "64", TypeError, r"hidden_dim .*got '64'; expected an integer >= 1 or None\)"),
+    ("patience", 0, ValueError, r"patience == 0, must be >= 1"),
+    ("num_threads", -1, ValueError, r"num_threads == -1, must be >= 1"),
+])
+def test_integer_parameters_are_checked_by_name_and_value(data, param, value, error, msg):
+    X, y, _, _, _, _ = data
+    with pytest.raises(error, match=msg):
+        BoostHead(**{"selection": "last", "max_epochs": 1, param: value}).fit(X, y)
+
+
+def test_parameters_after_task_are_keyword_only(data):
+    X, y, _, _, _, _ = data
+    with pytest.raises(TypeError, match="positional argument"):
+        BoostHead("task1", 16)
+    head = BoostHead("task1", hidden_dim=16, max_epochs=1, selection="last", patience=None,
+                     num_threads=None).fit(X, y)  # None is allowed for these three
+    assert head.transform(X[:3]).shape == (3, 16)
+    assert clone(head).get_params() == head.get_params()

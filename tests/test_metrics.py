@@ -340,7 +340,9 @@ def test_bad_k_and_bad_tags():
     emb, attrs, tags = continuous(0, n=20)
     with pytest.raises(ValueError, match="k=20 exceeds"):
         M.knn(emb, 20)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="k == 0, must be >= 1"):
         M.recall_at_k(emb, attrs, k=0)
+    with pytest.raises(TypeError, match=r"k must be an integer >= 1, got True"):
+        M.knn(emb, True)
     with pytest.raises(TypeError, match=r"tags\[0\] must be a list of tokens"):
         M.paper_map_at_10(emb, attrs, ["men tshirt"] * 20)

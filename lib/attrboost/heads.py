@@ -25,7 +25,8 @@ Training: Kaiming-uniform weights (``nn.init.kaiming_uniform_`` defaults) and bi
 Linear layer (the GRU and the token embedding keep PyTorch's default init); Adam(lr=1e-3,
 weight_decay=1e-5); batch 32 from an in-memory seeded permutation (no DataLoader); at most 200
 epochs; training stops when the epoch's training loss (mean of the batch losses weighted by batch
-size) falls below ``stop_loss`` = 0.002.
+size) falls below ``stop_loss`` = 0.002. The epoch loop (shuffle, train, score, keep the best
+weights, stop) is :func:`attrboost.training.fit_epochs`, shared with :class:`~attrboost.baselines.MetricHead`.
 
 Model selection (``selection``) uses the validation split only -- never pass the test set:
 
@@ -39,14 +40,13 @@ Model selection (``selection``) uses the validation split only -- never pass the
   (e.g. a retrieval metric on the validation split); best epoch kept, same ``patience`` rule.
 
 Determinism: the whole fit runs under ``torch.random.fork_rng`` seeded with ``seed`` (the global
-RNG is left untouched) with ``torch.use_deterministic_algorithms(True)``; the same seed, data and
+RNG is left untouched; :func:`attrboost.training.deterministic`) with ``torch.use_deterministic_algorithms(True)``; the same seed, data and
 thread count give bit-identical :meth:`transform` output. Results can differ across thread counts
 (``torch.get_num_threads()``) and devices.
 """
 from __future__ import annotations
 
-import contextlib
-import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -56,6 +56,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
+
+from .checks import check_features, check_int
+from .training import EpochLog, deterministic, fit_epochs, torch_threads
 
 TASKS = ("task1", "task2", "task3")
 SELECTIONS = ("val_loss", "last")
@@ -100,23 +103,28 @@ class _HeadNet(nn.Module):
         return self.tok_out(out)
 
 
+@dataclass
+class _Split:
+    """One split as tensors: features, attribute codes (or None), teacher-forcing tokens in/out
+    and sequence lengths including BOS/EOS (or None)."""
+
+    X: torch.Tensor
+    Y: torch.Tensor | None = None
+    tin: torch.Tensor | None = None
+    tout: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None  # on the CPU
+
+    def batch(self, idx: torch.Tensor):
+        """(x, y, tokens_in, tokens_out) of rows ``idx``, the tokens cut to the batch's longest sequence."""
+        idx_d = idx.to(self.X.device)
+        tin = tout = None
+        if self.tin is not None:
+            L = int(self.lengths[idx].max())
+            tin, tout = self.tin[idx_d, :L], self.tout[idx_d, :L]
+        return self.X[idx_d], None if self.Y is None else self.Y[idx_d], tin, tout
+
+
 # ----------------------------------------------------------------------------- input checks
-def _check_X(X, name: str, n_features: int | None = None) -> np.ndarray:
-    try:
-        arr = np.asarray(X, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array of shape (n_samples, n_features): {exc}") from exc
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} has no samples")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values (after conversion to float32)")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features, but the head was fitted on {n_features}")
-    return np.ascontiguousarray(arr)
-
-
 def _as_label_frame(y, name: str, columns: list | None = None) -> pd.DataFrame:
     """Labels as a DataFrame of strings; with ``columns`` (y_val), match the training attributes."""
     if isinstance(y, pd.DataFrame):
@@ -164,35 +172,11 @@ def _check_len(n: int, other, name: str, ref: str) -> None:
         raise ValueError(f"{name} has {len(other)} samples but {ref} has {n}")
 
 
-@contextlib.contextmanager
-def _threads(num_threads: int | None):
-    """Temporarily set torch's intra-op thread count (None: unchanged)."""
-    old = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-@contextlib.contextmanager
-def _deterministic(seed: int):
-    """Seeded, deterministic torch section that restores the global RNG and flags afterwards."""
-    was_on = torch.are_deterministic_algorithms_enabled()
-    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(was_on, warn_only=was_warn)
-
-
 # ----------------------------------------------------------------------------- the estimator
 class BoostHead(BaseEstimator, TransformerMixin):
     """Shallow multi-task head whose hidden-layer activations are the boosted embedding.
+
+    Every parameter but ``task`` is keyword-only, as in scikit-learn.
 
     Parameters
     ----------
@@ -243,7 +227,7 @@ class BoostHead(BaseEstimator, TransformerMixin):
     model_ : the fitted torch module (on ``device``).
     """
 
-    def __init__(self, task="task1", hidden_dim=None, lr=1e-3, weight_decay=1e-5, batch_size=32,
+    def __init__(self, task="task1", *, hidden_dim=None, lr=1e-3, weight_decay=1e-5, batch_size=32,
                  max_epochs=200, stop_loss=0.002, selection="val_loss", patience=10, gru_hidden=512,
                  max_tag_len=12, seed=0, device="cpu", progress=False, num_threads=1):
         self.task = task
@@ -277,15 +261,9 @@ class BoostHead(BaseEstimator, TransformerMixin):
         if not (callable(self.selection) or self.selection in SELECTIONS):
             raise ValueError(f"selection must be one of {SELECTIONS} or a callable scorer, got {self.selection!r}")
         for name in ("batch_size", "max_epochs", "gru_hidden", "max_tag_len"):
-            val = getattr(self, name)
-            if not isinstance(val, (int, np.integer)) or val < 1:
-                raise ValueError(f"{name} must be a positive integer, got {val!r}")
-        if self.hidden_dim is not None and (not isinstance(self.hidden_dim, (int, np.integer)) or self.hidden_dim < 1):
-            raise ValueError(f"hidden_dim must be None or a positive integer, got {self.hidden_dim!r}")
-        if self.num_threads is not None and (not isinstance(self.num_threads, (int, np.integer)) or self.num_threads < 1):
-            raise ValueError(f"num_threads must be None or a positive integer, got {self.num_threads!r}")
-        if self.patience is not None and (not isinstance(self.patience, (int, np.integer)) or self.patience < 1):
-            raise ValueError(f"patience must be None or a positive integer, got {self.patience!r}")
+            check_int(getattr(self, name), name)
+        for name in ("hidden_dim", "num_threads", "patience"):
+            check_int(getattr(self, name), name, allow_none=True)
         for name in ("lr", "weight_decay", "stop_loss"):
             val = getattr(self, name)
             if not np.isfinite(val) or val < 0:
@@ -336,13 +314,14 @@ class BoostHead(BaseEstimator, TransformerMixin):
         return total, attr_loss, tag_loss, logits
 
     @torch.no_grad()
-    def _evaluate(self, net, X, Y, tin, tout, lengths) -> dict:
+    def _evaluate(self, net, val: "_Split") -> dict:
         """Validation loss (training definition, exact over the whole set) and accuracies.
 
         Parts whose labels are missing (Y or tin None) are skipped; val_loss is NaN unless every
         part the task trains on is available.
         """
         net.eval()
+        X, Y, tin, tout, lengths = val.X, val.Y, val.tin, val.tout, val.lengths
         n = X.shape[0]
         attr_sum = torch.zeros(len(self.attributes_), dtype=torch.float64)
         correct = torch.zeros(len(self.attributes_), dtype=torch.float64)
@@ -389,20 +368,43 @@ class BoostHead(BaseEstimator, TransformerMixin):
         """
         self._check_params()
         self.__dict__.pop("model_", None)  # a failed refit must not leave a stale fitted model
-        X = _check_X(X, "X")
-        n, d = X.shape
-        _check_len(n, y, "y", "X")
-        _check_len(n, tags, "tags", "X")
-        has_val = X_val is not None
-        if has_val:
-            X_val = _check_X(X_val, "X_val", d)
+        X, X_val = self._check_inputs(X, y, tags, X_val, y_val, tags_val)
+        train_targets = self._learn_targets(y, tags)
+        self._check_validation(X_val, y_val, tags_val)
+        val_targets = self._encode_val_targets(y_val, tags_val)
+        self.n_features_in_ = X.shape[1]
+        self.hidden_dim_ = int(self.hidden_dim or X.shape[1])
+        with torch_threads(self.num_threads), deterministic(int(self.seed)):
+            net, opt = self._build()
+            train = self._tensors(X, *train_targets)
+            val = None if X_val is None else self._tensors(X_val, *val_targets)
+            log = fit_epochs(net, lambda perm: self._train_epoch(net, opt, train, perm),
+                             lambda epoch: self._score_epoch(net, val, y_val, tags_val, epoch),
+                             n=len(X), seed=self.seed, max_epochs=self.max_epochs, patience=self.patience,
+                             stop_loss=self.stop_loss, name="BoostHead",
+                             progress=f"BoostHead {self.task}" if self.progress else None)
+        self._record(log, net)
+        return self
+
+    def _check_inputs(self, X, y, tags, X_val, y_val, tags_val):
+        """Checked (X, X_val): finite 2-D features of one width, labels of matching lengths."""
+        X = check_features(X, "X")
+        _check_len(len(X), y, "y", "X")
+        _check_len(len(X), tags, "tags", "X")
+        if X_val is not None:
+            X_val = check_features(X_val, "X_val", X.shape[1])
             _check_len(len(X_val), y_val, "y_val", "X_val")
             _check_len(len(X_val), tags_val, "tags_val", "X_val")
         elif y_val is not None or tags_val is not None:
             raise ValueError("y_val / tags_val were given without X_val")
+        return X, X_val
 
-        # attributes
+    def _learn_targets(self, y, tags):
+        """Learn ``attributes_``/``classes_`` (Tasks 1/3) and ``vocab_`` (Tasks 2/3) from the training
+        labels; return them encoded: (attribute codes or None, teacher-forcing arrays or None)."""
         self.attributes_, self.classes_ = [], {}
+        self.vocab_, self._word_index = [], {}
+        Y = tokens = None
         if self._uses_attrs:
             if y is None:
                 raise ValueError(f"y (attribute labels) is required for task={self.task!r}")
@@ -415,8 +417,6 @@ class BoostHead(BaseEstimator, TransformerMixin):
                                      f"labels; a classifier needs at least 2 (drop the attribute)")
                 self.classes_[attr] = cls
             Y = self._encode_attrs(frame, "y")
-        # tags
-        self.vocab_, self._word_index = [], {}
         if self._uses_tags:
             if tags is None:
                 raise ValueError(f"tags (token lists) are required for task={self.task!r}")
@@ -425,122 +425,86 @@ class BoostHead(BaseEstimator, TransformerMixin):
             if not self.vocab_:
                 raise ValueError("tags: the training tags are all empty, so the tag vocabulary is empty")
             self._word_index = {w: i for i, w in enumerate(self.vocab_)}
-            tin, tout, lengths = self._encode_tags(tags)
+            tokens = self._encode_tags(tags)
+        return Y, tokens
 
-        # validation requirements
-        need_val = self.selection != "last"
-        if need_val and not has_val:
+    def _check_validation(self, X_val, y_val, tags_val) -> None:
+        """The validation data that ``selection`` needs is there."""
+        if self.selection != "last" and X_val is None:
             raise ValueError(f"selection={self.selection!r} needs a validation split: pass X_val "
                              f"(and y_val / tags_val), or use selection='last'")
-        val_labels_ok = has_val and (not self._uses_attrs or y_val is not None) and \
-            (not self._uses_tags or tags_val is not None)
-        if self.selection == "val_loss" and not val_labels_ok:
-            need = [p for p, ok in (("y_val", not self._uses_attrs or y_val is not None),
-                                    ("tags_val", not self._uses_tags or tags_val is not None)) if not ok]
-            raise ValueError(f"selection='val_loss' with task={self.task!r} requires {' and '.join(need)}")
-        Yv = tvin = tvout = vlen = None
-        if has_val:
-            if self._uses_attrs and y_val is not None:
-                Yv = self._encode_attrs(_as_label_frame(y_val, "y_val", self.attributes_), "y_val")
-            if self._uses_tags and tags_val is not None:
-                tvin, tvout, vlen = self._encode_tags(_check_tags(tags_val, "tags_val"))
+        if self.selection == "val_loss":
+            parts = (("y_val", self._uses_attrs, y_val), ("tags_val", self._uses_tags, tags_val))
+            need = [p for p, used, given in parts if used and given is None]
+            if need:
+                raise ValueError(f"selection='val_loss' with task={self.task!r} requires {' and '.join(need)}")
 
-        self.n_features_in_ = d
-        self.hidden_dim_ = int(self.hidden_dim or d)
+    def _encode_val_targets(self, y_val, tags_val):
+        """Validation labels encoded like the training ones (the parts the task uses and that are given)."""
+        Y = tokens = None
+        if self._uses_attrs and y_val is not None:
+            Y = self._encode_attrs(_as_label_frame(y_val, "y_val", self.attributes_), "y_val")
+        if self._uses_tags and tags_val is not None:
+            tokens = self._encode_tags(_check_tags(tags_val, "tags_val"))
+        return Y, tokens
+
+    def _build(self):
+        """The network (seeded initialisation) and its Adam optimiser, on ``device``."""
+        dev = torch.device(self.device)
+        net = _HeadNet(self.n_features_in_, self.hidden_dim_, [len(self.classes_[a]) for a in self.attributes_],
+                       len(self.vocab_) + 3 if self._uses_tags else 0, self.gru_hidden).to(dev)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay,
+                               fused=dev.type in ("cpu", "cuda"))
+        return net, opt
+
+    def _tensors(self, X, Y, tokens) -> "_Split":
         dev = torch.device(self.device)
         to = lambda a: None if a is None else torch.as_tensor(a, device=dev)  # noqa: E731
+        tin, tout, lengths = tokens if tokens is not None else (None, None, None)
+        return _Split(to(X), to(Y), to(tin), to(tout), None if lengths is None else torch.as_tensor(lengths))
 
-        with _threads(self.num_threads), _deterministic(int(self.seed)):
-            net = _HeadNet(d, self.hidden_dim_, [len(self.classes_[a]) for a in self.attributes_],
-                           len(self.vocab_) + 3 if self._uses_tags else 0, self.gru_hidden).to(dev)
-            opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay,
-                                   fused=dev.type in ("cpu", "cuda"))
-            gen = torch.Generator().manual_seed(int(self.seed))
-            Xt = to(X)
-            Yt = to(Y) if self._uses_attrs else None
-            if self._uses_tags:
-                Tin, Tout, Lt = to(tin), to(tout), torch.as_tensor(lengths)
-            Xv, Yvt, Tvin, Tvout = to(X_val), to(Yv), to(tvin), to(tvout)
-            rows, best_state, best_score, best_epoch, bad_epochs = [], None, -np.inf, 0, 0
-            epochs = range(1, self.max_epochs + 1)
-            bar = None
-            if self.progress:
-                from tqdm.auto import tqdm
-                bar = tqdm(epochs, desc=f"BoostHead {self.task}", leave=False)
-                epochs = bar
-            net.train()
-            for epoch in epochs:
-                t0 = time.perf_counter()
-                perm = torch.randperm(n, generator=gen)
-                sums = {"train_loss": 0.0, "train_attr_loss": 0.0, "train_tag_loss": 0.0}
-                for s in range(0, n, self.batch_size):
-                    idx = perm[s: s + self.batch_size]
-                    idx_d = idx.to(dev)
-                    tb_in = tb_out = None
-                    if self._uses_tags:
-                        L = int(Lt[idx].max())
-                        tb_in, tb_out = Tin[idx_d, :L], Tout[idx_d, :L]
-                    loss, a, t, _ = self._losses(net, Xt[idx_d], None if Yt is None else Yt[idx_d], tb_in, tb_out)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    b = len(idx)
-                    sums["train_loss"] += loss.item() * b
-                    if a is not None:
-                        sums["train_attr_loss"] += a.item() * b
-                    if t is not None:
-                        sums["train_tag_loss"] += t.item() * b
-                row = {"epoch": epoch, "train_loss": sums["train_loss"] / n}
-                if not np.isfinite(row["train_loss"]):
-                    raise RuntimeError(f"training diverged (non-finite loss) at epoch {epoch}; lower lr")
-                if self.task == "task3":
-                    row["train_attr_loss"] = sums["train_attr_loss"] / n
-                    row["train_tag_loss"] = sums["train_tag_loss"] / n
-                if has_val:
-                    row.update(self._evaluate(net, Xv, Yvt, Tvin, Tvout, vlen))
-                # selection
-                if self.selection == "last":
-                    score = float(epoch)
-                elif self.selection == "val_loss":
-                    score = -row["val_loss"]
-                else:
-                    emb = self._embed_numpy(net, Xv)
-                    score = float(self.selection(emb, y_val, tags_val))
-                    row["val_score"] = score
-                    if not np.isfinite(score):
-                        raise ValueError(f"selection scorer returned a non-finite score {score!r} at epoch {epoch}")
-                if best_state is None or score > best_score:
-                    best_score, best_epoch, bad_epochs = score, epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                else:
-                    bad_epochs += 1
-                row["seconds"] = time.perf_counter() - t0
-                rows.append(row)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row.get('val_loss', np.nan):.4f}")
-                stop_reason = "max_epochs"
-                if row["train_loss"] < self.stop_loss:
-                    stop_reason = "stop_loss"
-                    break
-                if self.selection != "last" and self.patience is not None and bad_epochs >= self.patience:
-                    stop_reason = "patience"
-                    break
-            if bar is not None:
-                bar.close()
-            net.load_state_dict(best_state)
-            net.eval()
+    def _train_epoch(self, net, opt, train: "_Split", perm: torch.Tensor) -> dict:
+        """One pass over ``train`` in the order ``perm``; the epoch's losses (batch means weighted by size)."""
+        n = len(perm)
+        sums = {"train_loss": 0.0, "train_attr_loss": 0.0, "train_tag_loss": 0.0}
+        for s in range(0, n, self.batch_size):
+            idx = perm[s: s + self.batch_size]
+            loss, a, t, _ = self._losses(net, *train.batch(idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            b = len(idx)
+            sums["train_loss"] += loss.item() * b
+            if a is not None:
+                sums["train_attr_loss"] += a.item() * b
+            if t is not None:
+                sums["train_tag_loss"] += t.item() * b
+        if self.task == "task3":
+            return {k: v / n for k, v in sums.items()}
+        return {"train_loss": sums["train_loss"] / n}
 
-        hist = pd.DataFrame(rows)
+    def _score_epoch(self, net, val: "_Split | None", y_val, tags_val, epoch: int) -> tuple[dict, float | None]:
+        """The epoch's validation columns and selection score (None: keep the last epoch)."""
+        row = {} if val is None else self._evaluate(net, val)
+        if self.selection == "last":
+            return row, None
+        if self.selection == "val_loss":
+            return row, -row["val_loss"]
+        score = float(self.selection(self._embed_numpy(net, val.X), y_val, tags_val))
+        row["val_score"] = score
+        if not np.isfinite(score):
+            raise ValueError(f"selection scorer returned a non-finite score {score!r} at epoch {epoch}")
+        return row, score
+
+    def _record(self, log: EpochLog, net) -> None:
+        hist = log.history
         first = [c for c in ("epoch", "train_loss", "train_attr_loss", "train_tag_loss", "val_loss",
                              "val_attr_loss", "val_tag_loss") if c in hist.columns]
-        hist = hist[first + [c for c in hist.columns if c not in first]]
-        hist["selected"] = hist["epoch"] == best_epoch
-        self.history_ = hist
-        self.best_epoch_ = int(best_epoch)
-        self.n_epochs_ = len(rows)
-        self.stop_reason_ = stop_reason
+        self.history_ = hist[first + [c for c in hist.columns if c not in first]]
+        self.best_epoch_ = log.best_epoch
+        self.n_epochs_ = len(hist)
+        self.stop_reason_ = log.stop_reason
         self.model_ = net
-        return self
 
     @torch.no_grad()
     def _embed_numpy(self, net, Xt: torch.Tensor) -> np.ndarray:
@@ -553,13 +517,13 @@ class BoostHead(BaseEstimator, TransformerMixin):
     # ------------------------------------------------------------------ inference
     def _check_fitted(self, X) -> torch.Tensor:
         check_is_fitted(self, "model_")
-        X = _check_X(X, "X", self.n_features_in_)
+        X = check_features(X, "X", self.n_features_in_)
         return torch.as_tensor(X, device=torch.device(self.device))
 
     def transform(self, X) -> np.ndarray:
         """Boosted embedding: hidden-layer ReLU activations, float32 array (n, hidden_dim_)."""
         Xt = self._check_fitted(X)
-        with _threads(self.num_threads):
+        with torch_threads(self.num_threads):
             return self._embed_numpy(self.model_, Xt)
 
     @torch.no_grad()
@@ -569,7 +533,7 @@ class BoostHead(BaseEstimator, TransformerMixin):
         if not self._uses_attrs:
             raise ValueError(f"task={self.task!r} has no attribute classifiers (use task1 or task3)")
         net = self.model_
-        with _threads(self.num_threads):
+        with torch_threads(self.num_threads):
             parts = [net.attr_logits(net.embed(Xt[s: s + _EVAL_BATCH])) for s in range(0, len(Xt), _EVAL_BATCH)]
         logits = [torch.cat(p) for p in zip(*parts)]
         return {a: torch.softmax(lg.double(), dim=1).cpu().numpy() for a, lg in zip(self.attributes_, logits)}

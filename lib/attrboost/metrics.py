@@ -39,6 +39,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .checks import check_int
+
 METRICS = ("paper_map@10", "map@r", "precision@1", "recall@10", "ndcg@10")
 
 _U32 = 2.0**-24  # unit roundoff of float32
@@ -115,8 +117,7 @@ def _as_tags(tags, n: int, name: str = "tags") -> list[frozenset]:
 
 
 def _check_k(k, n_max: int, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"{name} must be a positive integer; got {k!r}")
+    k = check_int(k, name)
     if k > n_max:
         raise ValueError(f"{name}={k} exceeds the number of items that can be returned ({n_max})")
     return int(k)
