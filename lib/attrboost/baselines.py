@@ -24,7 +24,6 @@ sees each attribute separately, which is the point of the comparison.
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -34,8 +33,13 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.neighbors import NeighborhoodComponentsAnalysis
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["group_labels", "PCAWhitening", "GroupLDA", "GroupNCA", "MetricHead", "METRIC_LOSSES"]
+from .metrics import encode_attributes, group_codes, map_at_r_quiet
 
+__all__ = ["BASELINES", "group_labels", "make_baseline", "PCAWhitening", "GroupLDA", "GroupNCA", "MetricHead",
+           "METRIC_LOSSES"]
+
+#: The registry's names (:func:`make_baseline`), in the order the tables show them.
+BASELINES = ("pca_whiten", "lda", "nca", "supcon", "multisimilarity")
 METRIC_LOSSES = ("supcon", "multisimilarity")
 MULTISIMILARITY = dict(alpha=2, beta=50, base=0.5)  # the loss's published defaults
 
@@ -58,22 +62,11 @@ def group_labels(y, n: int | None = None, name: str = "y") -> np.ndarray:
     Codes come from the metrics' own encoding (:mod:`attrboost.metrics`): raw values (1 and "1"
     differ), missing values an ordinary value, so the baselines' groups are the metrics' groups.
     """
-    from .metrics import _encode_attrs, _groups
-
     if y is None:
         raise ValueError(f"{name} (the attribute labels) is required")
     if n is not None and len(y) != n:
         raise ValueError(f"{name} has {len(y)} rows, X has {n}")
-    return _groups(_encode_attrs(y, len(y), name)).astype(np.int64)
-
-
-def _quiet_map_at_r(emb: np.ndarray, codes: np.ndarray) -> float:
-    """MAP@R for model selection; all-zero rows (early ReLU embeddings) are scored as documented, silently."""
-    from .metrics import map_at_r
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(map_at_r(emb, codes))
+    return group_codes(encode_attributes(y, len(y), name)).astype(np.int64)
 
 
 def _need_groups(codes: np.ndarray, who: str, minimum: int = 2) -> int:
@@ -275,7 +268,7 @@ class MetricHead(BaseEstimator, TransformerMixin):
                     net.eval()
                     with torch.no_grad():
                         emb = net(Xv).numpy()
-                    row["val_map@r"] = _quiet_map_at_r(emb, val_codes)
+                    row["val_map@r"] = map_at_r_quiet(emb, val_codes)
                     score = row["val_map@r"]
                 else:
                     score = float(epoch)
@@ -305,3 +298,20 @@ class MetricHead(BaseEstimator, TransformerMixin):
         X = _check_X(X, n_features=self.n_features_in_)
         with _threads(self.num_threads), torch.no_grad():
             return self.model_(torch.as_tensor(X)).numpy().astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- registry
+def make_baseline(name: str, seed: int = 0, **params):
+    """A fresh, unfitted baseline transformer by name (``params`` override its defaults)."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; known: {list(BASELINES)}")
+    cls = {"pca_whiten": PCAWhitening, "lda": GroupLDA, "nca": GroupNCA}.get(name, MetricHead)
+    known = set(cls().get_params()) - {"loss", "seed"}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for baseline {name!r}; known: {sorted(known)}")
+    if name == "nca":
+        return GroupNCA(**{"seed": seed, **params})
+    if cls is MetricHead:
+        return MetricHead(**{"loss": name, "seed": seed, **params})
+    return cls(**params)
