@@ -5,8 +5,8 @@
     head = BoostHead(task="task1").fit(X_train, y_train, X_val=X_val, y_val=y_val)
     Z = head.transform(X_test)            # hidden-layer ReLU activations, float32
 
-Architecture (see docs/protocol.md, "Heads")
-------------------------------------
+Architecture (see docs/protocol.md, "The three heads")
+------------------------------------------------------
 * ``hidden``: ``Linear(d, hidden_dim)`` + ReLU, ``hidden_dim = d`` by default. Its activations are
   the boosted embedding returned by :meth:`BoostHead.transform`.
 * Task 1 (``"task1"``): one softmax classifier (``Linear(hidden_dim, n_classes)``) per attribute,
