@@ -169,6 +169,9 @@ def test_every_default_is_the_librarys():
     assert params.PARAMS["tasks"].default == list(heads.TASKS)
     assert params.PARAMS["baselines"].default == list(BASELINES)
     assert params.PARAMS["budgets"].default == list(beyond.BUDGETS)
+    # 05's retrieval example calls get_boosted without overrides: the same head (and cache key) as 03/04's
+    cell = params.defaults("04_evaluate")
+    assert pipeline.head_params() == pipeline.head_params(**{n: cell[n] for n in params._HEAD})
     # one home per name
     assert params.TASKS is heads.TASKS and params.SPLITS is sampling.SPLITS and params.SELECTIONS is heads.SELECTIONS
 

@@ -7,20 +7,8 @@ import pytest
 
 from attrboost import pipeline as P
 from attrboost import report as R
-from attrboost.data import load_kaggle
 from attrboost.metrics import paper_ground_truth
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    from test_data import make_kaggle
-
-    return load_kaggle(make_kaggle(tmp_path / "data", n_groups=6, per_group=8, small_groups=0))
+from test_pipeline import _cache, tiny  # noqa: F401 - the same fixtures: an empty cache, a tiny catalogue
 
 
 def test_load_results_prefers_the_aggregate_and_names_the_folder(tmp_path):
