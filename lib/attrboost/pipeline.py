@@ -12,6 +12,10 @@ by the fingerprint of the sample, the features, the task, the seed and every hyp
 All writes are atomic (:mod:`attrboost.cache`), so an interrupted run resumes where it stopped;
 every read is validated (key, checksum, arrays, shapes, ids), and a damaged file is moved to
 ``<cache>/quarantine/`` with a warning and recomputed.
+
+Reporting (the original table, results files, the retrieval example) is :mod:`attrboost.report`;
+facts about a backbone (width, preprocessing, GFLOPs) are :mod:`attrboost.backbones`'; the notebooks'
+parameters are :mod:`attrboost.params`.
 """
 from __future__ import annotations
 
