@@ -17,8 +17,7 @@ import time
 
 import numpy as np
 
-from attrboost.baselines import group_labels
-from attrboost.beyond import BASELINES, make_baseline
+from attrboost.baselines import BASELINES, group_labels, make_baseline
 from attrboost.heads import BoostHead
 from attrboost.metrics import map_at_r
 

@@ -9,7 +9,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from attrboost import beyond as B
 from attrboost.baselines import GroupLDA, GroupNCA, MetricHead, PCAWhitening, group_labels
-from attrboost.data import Sample
+from attrboost.data import Sample, subsample_train, without_attribute
 from attrboost.metrics import map_at_r
 
 
@@ -142,13 +142,13 @@ def test_integer_parameters_name_the_bad_value():
     assert GroupLDA(n_components=np.int64(3)).fit(X, attrs).transform(X).shape == (len(X), 3)
 
 
-# ----------------------------------------------------------------------------- beyond helpers
+# ----------------------------------------------------------------------------- sample transforms, cached step
 def toy_sample(seed=0):
     X, attrs, g = toy(per_group=20, seed=seed)
     rng = np.random.default_rng(seed)
-    split = np.array(["train"] * 100 + ["val"] * 20 + ["test"] * 40)
-    rng.shuffle(split)
-    items = attrs.assign(id=[f"i{i}" for i in range(len(g))], group=g, split=split,
+    part = np.array(["train"] * 100 + ["val"] * 20 + ["test"] * 40)
+    rng.shuffle(part)
+    items = attrs.assign(id=[f"i{i}" for i in range(len(g))], group=g, part=part,
                          tags=[[f"w{k}"] for k in g])
     s = Sample(items=items, attributes=("colour", "kind"), vocab=[f"w{k}" for k in range(8)],
                params={"split": "random"}, fingerprint=f"toy{seed}", dataset="toy", dataset_fingerprint="toy")
@@ -157,29 +157,29 @@ def toy_sample(seed=0):
 
 def test_subsample_train_is_nested_and_leaves_val_and_test_alone():
     s, X = toy_sample()
-    a, Xa = B.subsample_train(s, X, 30, seed=0)
-    b, Xb = B.subsample_train(s, X, 60, seed=0)
-    assert (a.items["split"] == "train").sum() == 30 and len(Xa) == len(a.items)
+    a, Xa = subsample_train(s, X, 30, seed=0)
+    b, Xb = subsample_train(s, X, 60, seed=0)
+    assert (a.items["part"] == "train").sum() == 30 and len(Xa) == len(a.items)
     assert set(a.part("train")["id"]) < set(b.part("train")["id"])
     for p in ("val", "test"):
         assert a.part(p)["id"].tolist() == s.part(p)["id"].tolist()
     rows = s.items.index.get_indexer(a.items.index)
     np.testing.assert_array_equal(Xa, X[rows])
     assert len({a.fingerprint, b.fingerprint, s.fingerprint}) == 3
-    same, Xs = B.subsample_train(s, X, 100, seed=0)
+    same, Xs = subsample_train(s, X, 100, seed=0)
     assert same is s and Xs is X
-    assert B.subsample_train(s, X, 30, seed=1)[0].part("train")["id"].tolist() != a.part("train")["id"].tolist()
+    assert subsample_train(s, X, 30, seed=1)[0].part("train")["id"].tolist() != a.part("train")["id"].tolist()
     with pytest.raises(ValueError, match="between 2 and the training part's size 100"):
-        B.subsample_train(s, X, 101, seed=0)
+        subsample_train(s, X, 101, seed=0)
     assert B.budgets_for(s, (10, 50, 100, 500)) == [10, 50, 100]
 
 
 def test_without_attribute_changes_targets_only():
     s, _ = toy_sample()
-    w = B.without_attribute(s, "kind")
+    w = without_attribute(s, "kind")
     assert w.attributes == ("colour",) and w.fingerprint != s.fingerprint and w.items is s.items
     with pytest.raises(ValueError, match="unknown attribute 'size'"):
-        B.without_attribute(s, "size")
+        without_attribute(s, "size")
 
 
 @pytest.mark.parametrize("name", ["pca_whiten", "lda", "supcon"])

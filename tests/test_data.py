@@ -322,7 +322,7 @@ def test_load_image_converts_every_mode_to_the_expected_rgb(tmp_path, kind):
 
 def test_all_decoders_share_the_conversion(tmp_path, monkeypatch):
     """Sampling, Catalogue.load_image, pixel loading (PCA), feature extraction and figures decode alike."""
-    from attrboost import backbones, pipeline
+    from attrboost import backbones
     from attrboost.data import load_image
     from attrboost.extract import ImageFiles
 
@@ -331,7 +331,6 @@ def test_all_decoders_share_the_conversion(tmp_path, monkeypatch):
         exp = np.asarray(exp, dtype=float)
         size = Image.open(path).size
         np.testing.assert_allclose(np.asarray(load_image(path), float), exp, atol=1)
-        np.testing.assert_allclose(np.asarray(pipeline.load_image(path), float), exp, atol=1)
         pixels = backbones.load_pixels([path], size=size, progress=False)[0].reshape(exp.shape) * 255
         np.testing.assert_allclose(pixels, exp, atol=1)
         item = ImageFiles([path], transform=lambda im: np.asarray(im, dtype=float))[0]
@@ -384,7 +383,7 @@ def test_sample_sizes_groups_and_parts(tiny):
     tuples = s.items.groupby("group")[list(ATTRIBUTES)].nunique()
     assert (tuples == 1).all().all()
     assert len(s.items.drop_duplicates(list(ATTRIBUTES))) == 5
-    counts = s.items["split"].value_counts()
+    counts = s.items["part"].value_counts()
     assert counts["test"] == 8 and counts["val"] == 3 and counts["train"] == 9
     assert not s.items["id"].duplicated().any()
     assert set(s.part("train")["id"]).isdisjoint(s.part("test")["id"])
@@ -503,5 +502,5 @@ def test_real_data_protocol_sample():
     s = sample_protocol(cat, seed=0)
     assert len(s.items) == 4000 and s.items["group"].nunique() == 100
     assert (s.items.groupby("group").size() == 40).all()
-    assert s.items["split"].value_counts().to_dict() == {"train": 2700, "test": 1000, "val": 300}
+    assert s.items["part"].value_counts().to_dict() == {"train": 2700, "test": 1000, "val": 300}
     assert 200 < len(s.vocab) < 600  # the original kept 292 words

@@ -18,7 +18,7 @@ import pytest
 from attrboost import params
 from attrboost import study as S
 from attrboost.backbones import list_backbones
-from attrboost.beyond import BASELINES
+from attrboost.baselines import BASELINES
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -149,10 +149,31 @@ def test_values_are_normalised():
     assert type(out["seed"]) is int and type(out["lr"]) is float and type(out["n_groups"]) is int
 
 
-def test_pipeline_helpers_are_re_exported():
-    from attrboost import pipeline as P
+def test_every_default_is_the_librarys():
+    """One home per default: the spec reads the head's from BoostHead, the sample's from
+    sample_protocol, 06's from beyond/baselines; DataConfig and head_params agree with them."""
+    import inspect
 
-    assert P.check_choice is params.check_choice and P.as_list is params.as_list and P.TASKS == params.TASKS
+    from attrboost import beyond, heads, pipeline
+    from attrboost.data import sampling
+
+    head = inspect.signature(heads.BoostHead).parameters
+    assert head["patience"].default == 5  # the notebooks' and README's value (was 10: 05's example differed)
+    for name in params._HEAD:  # the head's hyper-parameters in the notebooks
+        assert params.PARAMS[name].default == head[name].default == pipeline.head_params()[name], name
+    sample = inspect.signature(sampling.sample_protocol).parameters
+    cfg = pipeline.DataConfig()
+    for name in ("n_groups", "per_group", "split"):
+        assert params.PARAMS[name].default == sample[name].default == getattr(cfg, name), name
+    assert (cfg.n_test, cfg.val_fraction) == (sample["n_test"].default, sample["val_fraction"].default)
+    assert params.PARAMS["tasks"].default == list(heads.TASKS)
+    assert params.PARAMS["baselines"].default == list(BASELINES)
+    assert params.PARAMS["budgets"].default == list(beyond.BUDGETS)
+    # 05's retrieval example calls get_boosted without overrides: the same head (and cache key) as 03/04's
+    cell = params.defaults("04_evaluate")
+    assert pipeline.head_params() == pipeline.head_params(**{n: cell[n] for n in params._HEAD})
+    # one home per name
+    assert params.TASKS is heads.TASKS and params.SPLITS is sampling.SPLITS and params.SELECTIONS is heads.SELECTIONS
 
 
 # ------------------------------------------------------------------------------ notebooks
@@ -170,6 +191,8 @@ def test_spec_defaults_equal_the_notebooks_parameter_cells(notebook):
     spec = params.spec(notebook)
     assert list(declared) == list(spec)
     assert {n: ast.literal_eval(p["default"]) for n, p in declared.items()} == params.defaults(notebook)
+    head = {n: v for n, v in params.defaults(notebook).items() if n in params._HEAD}
+    assert head == {n: params.HEAD_DEFAULTS[n] for n in head}  # the cells' head settings are BoostHead's
     params.validate(params.defaults(notebook), notebook=notebook)  # the defaults are valid
 
 

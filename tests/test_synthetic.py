@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from attrboost.data import ATTRIBUTES
+from attrboost.data.catalogue import KAGGLE_COLUMNS
 from attrboost.data import synthetic as syn
 
 SMALL = dict(n_groups=6, per_group=5, n_extra=9, progress=False)
@@ -87,7 +88,7 @@ def test_categories_are_consistent_and_names_mention_attributes():
 def test_plan_matches_written_csv(small):
     planned = pd.DataFrame(syn.plan_catalogue(seed=1, **{k: v for k, v in SMALL.items() if k != "progress"}))
     written = pd.read_csv(small / "styles.csv")
-    pd.testing.assert_frame_equal(planned[list(syn.COLUMNS)].reset_index(drop=True), written,
+    pd.testing.assert_frame_equal(planned[list(KAGGLE_COLUMNS)].reset_index(drop=True), written,
                                   check_dtype=False)
 
 

@@ -16,9 +16,13 @@ Where the weights come from (``BackboneSpec.source``):
   ``weights=path``. Without any of them :func:`create_backbone` fails within seconds and says so.
 
 ``pretrained=False`` gives a deterministic random initialisation: only for tests of shapes and plumbing.
+
+Facts about a backbone for the reports: :func:`describe_backbone` (width, weights, preprocessing) and
+:func:`flops_per_image` (GFLOPs of one forward pass).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -461,6 +465,40 @@ def fold_batchnorm(model: torch.nn.Module, input_size: Sequence[int] = (3, 64, 6
 def create_classifier(name: str | ResolvedWeights, *, weights: str | os.PathLike | None = None, pretrained: bool = True):
     """``create_backbone(name, with_classifier=True)``: the ImageNet classifier (logits) and its transform."""
     return create_backbone(name, weights=weights, pretrained=pretrained, with_classifier=True)
+
+
+# ------------------------------------------------------------------------------------------------ backbone facts
+@functools.lru_cache(maxsize=None)
+def flops_per_image(backbone: str) -> float:
+    """GFLOPs of one forward pass (multiply-adds counted as 2), from the architecture alone.
+
+    Counted with ``torch.utils.flop_counter`` on a randomly initialised copy (weights do not change
+    the count); ``pca`` is one projection of the 60x80x3 pixels onto 2048 components.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = get_spec(backbone)
+    if backbone == "pca":
+        return 2 * 60 * 80 * 3 * spec.width / 1e9
+    model, transform = create_backbone(backbone, pretrained=False)
+    size = describe_backbone(backbone)["input size"]
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+@functools.lru_cache(maxsize=None)
+def describe_backbone(backbone: str) -> dict:
+    """Feature width, weights source and preprocessing of a registered backbone."""
+    spec = get_spec(backbone)
+    info = {"features": spec.width, "weights": spec.description}
+    if backbone == "pca":
+        info.update({"input size": "60x80 RGB pixels in [0, 1]", "fitted on": "training part only"})
+        return info
+    cfg = data_config(backbone)
+    info.update({"input size": cfg["input_size"][-1], "interpolation": cfg["interpolation"],
+                 "mean": tuple(round(m, 3) for m in cfg["mean"]), "std": tuple(round(s, 3) for s in cfg["std"])})
+    return info
 
 
 # ------------------------------------------------------------------------------------------------- pixels / PCA

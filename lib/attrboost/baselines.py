@@ -25,8 +25,6 @@ sees each attribute separately, which is the point of the comparison.
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
@@ -35,9 +33,13 @@ from sklearn.neighbors import NeighborhoodComponentsAnalysis
 from sklearn.utils.validation import check_is_fitted
 
 from .checks import check_features, check_int
+from .metrics import encode_attributes, group_codes, map_at_r_quiet
 
-__all__ = ["group_labels", "PCAWhitening", "GroupLDA", "GroupNCA", "MetricHead", "METRIC_LOSSES"]
+__all__ = ["BASELINES", "group_labels", "make_baseline", "PCAWhitening", "GroupLDA", "GroupNCA", "MetricHead",
+           "METRIC_LOSSES"]
 
+#: The registry's names (:func:`make_baseline`), in the order the tables show them.
+BASELINES = ("pca_whiten", "lda", "nca", "supcon", "multisimilarity")
 METRIC_LOSSES = ("supcon", "multisimilarity")
 MULTISIMILARITY = dict(alpha=2, beta=50, base=0.5)  # the loss's published defaults
 
@@ -50,22 +52,11 @@ def group_labels(y, n: int | None = None, name: str = "y") -> np.ndarray:
     Codes come from the metrics' own encoding (:mod:`attrboost.metrics`): raw values (1 and "1"
     differ), missing values an ordinary value, so the baselines' groups are the metrics' groups.
     """
-    from .metrics import _encode_attrs, _groups
-
     if y is None:
         raise ValueError(f"{name} (the attribute labels) is required")
     if n is not None and len(y) != n:
         raise ValueError(f"{name} has {len(y)} rows, X has {n}")
-    return _groups(_encode_attrs(y, len(y), name)).astype(np.int64)
-
-
-def _quiet_map_at_r(emb: np.ndarray, codes: np.ndarray) -> float:
-    """MAP@R for model selection; all-zero rows (early ReLU embeddings) are scored as documented, silently."""
-    from .metrics import map_at_r
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(map_at_r(emb, codes))
+    return group_codes(encode_attributes(y, len(y), name)).astype(np.int64)
 
 
 def _need_groups(codes: np.ndarray, who: str, minimum: int = 2) -> int:
@@ -252,7 +243,7 @@ class MetricHead(BaseEstimator, TransformerMixin):
                     return {}, None  # keep the last epoch
                 net.eval()
                 with torch.no_grad():
-                    score = _quiet_map_at_r(net(Xv).numpy(), val_codes)
+                    score = map_at_r_quiet(net(Xv).numpy(), val_codes)
                 return {"val_map@r": score}, score
 
             log = fit_epochs(net, train_epoch, score_epoch, n=n, seed=self.seed, max_epochs=self.max_epochs,
@@ -270,3 +261,20 @@ class MetricHead(BaseEstimator, TransformerMixin):
         X = check_features(X, n_features=self.n_features_in_)
         with torch_threads(self.num_threads), torch.no_grad():
             return self.model_(torch.as_tensor(X)).numpy().astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- registry
+def make_baseline(name: str, seed: int = 0, **params):
+    """A fresh, unfitted baseline transformer by name (``params`` override its defaults)."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; known: {list(BASELINES)}")
+    cls = {"pca_whiten": PCAWhitening, "lda": GroupLDA, "nca": GroupNCA}.get(name, MetricHead)
+    known = set(cls().get_params()) - {"loss", "seed"}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for baseline {name!r}; known: {sorted(known)}")
+    if name == "nca":
+        return GroupNCA(**{"seed": seed, **params})
+    if cls is MetricHead:
+        return MetricHead(**{"loss": name, "seed": seed, **params})
+    return cls(**params)

@@ -1,12 +1,21 @@
 """Beyond the original study: label-aware baselines, a label budget, an attribute ablation.
 
-Cached steps in the style of :mod:`attrboost.pipeline` (same cache, same atomic writes):
+The cached step (same cache, same atomic writes as :mod:`attrboost.pipeline`) and the experiments
+notebook 06 runs, each returning a tidy table (one row per experiment, method, n_train, seed, part,
+metric: the columns of ``beyond.csv``)::
 
     run = get_baseline(sample, X, "efficientnet_lite0", "supcon", seed=0)   # a baseline's embeddings
-    sub, X_sub = subsample_train(sample, X, 500, seed=0)                   # 500 labelled train images
-    s_wo = without_attribute(sample, "baseColour")                          # Task 1 without one attribute
+    base = run_baselines(cfg, "efficientnet_lite0", seeds=[0, 1, 2])        # raw, Task 1, every baseline
+    bud = label_budget(base.samples, base.features, "efficientnet_lite0", [250, 500], "lda")
+    abl = ablation(base.samples, base.features, "efficientnet_lite0", ["baseColour"])
+    paired_deltas(test_scores, reference="task1")                           # paired by seed, 95% CI
+    write_results(scores, "runs/synthetic", dataset="synthetic", split="random", backbone=...)
 
-Protocol choices (stated again in notebook 06):
+The baselines and their registry are :mod:`attrboost.baselines`; the sample transforms the budget
+and the ablation use (:func:`~attrboost.data.sampling.subsample_train`,
+:func:`~attrboost.data.sampling.without_attribute`) are :mod:`attrboost.data.sampling`'s.
+
+Protocol choices (stated again in notebook 06; see docs/protocol.md):
 
 * Every method sees the same frozen features, the same training part and the same validation
   part; the test part is only transformed.
@@ -22,43 +31,33 @@ Protocol choices (stated again in notebook 06):
 """
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from . import __version__
-from .baselines import (MULTISIMILARITY, GroupLDA, GroupNCA, MetricHead, PCAWhitening, _quiet_map_at_r,
-                        group_labels)
-from .cache import cache_dir, check_embeddings, embeddings_expect, fingerprint, load_checked, save_checked
+from . import pipeline as P
+from .baselines import BASELINES, MULTISIMILARITY, MetricHead, group_labels, make_baseline
+from .cache import (atomic_write, cache_dir, check_embeddings, embeddings_expect, fingerprint, load_checked,
+                    save_checked)
 from .data import Sample
+from .data.sampling import subsample_train, without_attribute
+from .metrics import map_at_r_quiet
+from .stats import mean_ci
 
-BASELINES = ("pca_whiten", "lda", "nca", "supcon", "multisimilarity")
 BASELINE_LABELS = {"pca_whiten": "PCA whitening", "lda": "LDA (group)", "nca": "NCA (group)",
                    "supcon": "SupCon head (group)", "multisimilarity": "Multi-similarity head (group)"}
 PCA_GRID = (32, 64, 128, 256)
 BUDGETS = (250, 500, 1000, 2000, 3000)
 
-__all__ = ["BASELINES", "BASELINE_LABELS", "PCA_GRID", "BUDGETS", "BaselineRun", "make_baseline",
-           "get_baseline", "subsample_train", "budgets_for", "without_attribute"]
-
-
-def make_baseline(name: str, seed: int = 0, **params):
-    """A fresh, unfitted baseline transformer by name (``params`` override its defaults)."""
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; known: {list(BASELINES)}")
-    cls = {"pca_whiten": PCAWhitening, "lda": GroupLDA, "nca": GroupNCA}.get(name, MetricHead)
-    known = set(cls().get_params()) - {"loss", "seed"}
-    unknown = set(params) - known
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for baseline {name!r}; known: {sorted(known)}")
-    if name == "nca":
-        return GroupNCA(**{"seed": seed, **params})
-    if cls is MetricHead:
-        return MetricHead(**{"loss": name, "seed": seed, **params})
-    return cls(**params)
+__all__ = ["BASELINE_LABELS", "PCA_GRID", "BUDGETS", "BaselineRun", "get_baseline", "budgets_for", "Baselines",
+           "score_rows", "run_baselines", "label_budget", "ablation", "paired_deltas", "ablation_deltas",
+           "labels_needed", "write_results"]
 
 
 @dataclass
@@ -107,7 +106,7 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
         grid = [k for k in PCA_GRID if k <= cap] or [cap]
         est = make_baseline(name, seed, n_components=max(grid)).fit(X[part["train"]])
         wide = {p: est.transform(X[m]) for p, m in part.items()}
-        scores = {k: _quiet_map_at_r(wide["val"][:, :k], val_codes) for k in grid}
+        scores = {k: map_at_r_quiet(wide["val"][:, :k], val_codes) for k in grid}
         k_best = max(scores, key=scores.get)  # first best on ties (grid order)
         chosen["n_components"] = int(k_best)
         chosen["val_map@r"] = {str(k): round(v, 4) for k, v in scores.items()}  # str keys: JSON round trip
@@ -127,46 +126,142 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
     return BaselineRun(name, seed, emb, fit_s, chosen)
 
 
-# ----------------------------------------------------------------------------- label budget
+# ----------------------------------------------------------------------------- the experiments of notebook 06
 def budgets_for(sample: Sample, budgets=BUDGETS) -> list[int]:
     """The budgets that fit the sample's training part; the full training part is always last."""
-    n = int((sample.items["split"] == "train").sum())
+    n = int((sample.items["part"] == "train").sum())
     return sorted({int(b) for b in budgets if int(b) < n} | {n})
 
 
-def subsample_train(sample: Sample, X: np.ndarray, n_train: int, seed: int) -> tuple[Sample, np.ndarray]:
-    """The sample with only ``n_train`` labelled training images (validation and test unchanged).
+def score_rows(emb: np.ndarray, sample: Sample, part: str, **keys) -> list[dict]:
+    """One row per metric of ``emb`` on ``part`` of ``sample``: ``keys`` + part, metric, value."""
+    return [dict(keys, part=part, metric=m, value=v) for m, v in P.evaluate(emb, sample, part).items()]
 
-    The kept images are the first ``n_train`` of a permutation seeded by ``seed`` alone, so budgets
-    are nested. ``n_train`` equal to the training part returns ``sample`` and ``X`` unchanged (and so
-    shares their caches).
+
+@dataclass
+class Baselines:
+    """What :func:`run_baselines` leaves: the scores, the fit times, and each seed's sample and features
+    (the label budget and the ablation reuse them)."""
+
+    scores: pd.DataFrame
+    fit_seconds: pd.DataFrame
+    samples: dict[int, Sample]
+    features: dict[int, np.ndarray]
+
+
+def _progress(items, desc: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, disable=not progress)
+
+
+def run_baselines(cfg: P.DataConfig, backbone: str, seeds, baselines=BASELINES, *, weights=None,
+                  progress: bool = True, **head_params) -> Baselines:
+    """Raw features, the Task 1 head (``head_params``) and every baseline, scored on the validation
+    and test parts for each seed (experiment ``"baselines"``); every fit is a cached step."""
+    rows, fit_s = [], []
+    samples, feats = {}, {}
+    for seed in _progress(seeds, "seeds", progress):
+        sample = samples[seed] = P.get_sample(cfg, seed)
+        X = feats[seed] = P.get_features(sample, backbone, weights=weights, progress=False)
+        embs = {"raw": {p: X[sample.mask(p)] for p in ("val", "test")}}
+        head = P.get_boosted(sample, X, backbone, "task1", seed, **head_params)
+        embs["task1"], fit_s = head.emb, fit_s + [dict(method="task1", seed=seed, seconds=head.fit_seconds)]
+        for name in baselines:
+            run = get_baseline(sample, X, backbone, name, seed)
+            embs[name] = run.emb
+            fit_s.append(dict(method=name, seed=seed, seconds=run.fit_seconds, params=run.params))
+        for method, e in embs.items():
+            for part in ("val", "test"):
+                rows += score_rows(e[part], sample, part, experiment="baselines", method=method, n_train=None,
+                                   seed=seed)
+    return Baselines(pd.DataFrame(rows), pd.DataFrame(fit_s), samples, feats)
+
+
+def label_budget(samples: dict[int, Sample], features: dict[int, np.ndarray], backbone: str, budgets,
+                 baseline: str, *, progress: bool = True, **head_params) -> pd.DataFrame:
+    """Task 1 and ``baseline`` trained on the first ``n`` training images of each seed's sample
+    (:func:`~attrboost.data.sampling.subsample_train`), for each ``n`` in ``budgets``; test scores
+    (experiment ``"budget"``)."""
+    rows = []
+    jobs = [(seed, n) for seed in samples for n in budgets]
+    for seed, n in _progress(jobs, "label budget", progress):
+        sub, Xs = subsample_train(samples[seed], features[seed], n, seed)
+        embs = {"task1": P.get_boosted(sub, Xs, backbone, "task1", seed, **head_params).emb["test"],
+                baseline: get_baseline(sub, Xs, backbone, baseline, seed).emb["test"]}
+        for method, e in embs.items():
+            rows += score_rows(e, sub, "test", experiment="budget", method=method, n_train=n, seed=seed)
+    return pd.DataFrame(rows)
+
+
+def ablation(samples: dict[int, Sample], features: dict[int, np.ndarray], backbone: str, attributes, *,
+             progress: bool = True, **head_params) -> pd.DataFrame:
+    """Task 1 trained without one attribute at a time, scored on the test part with every attribute
+    (method ``"without <attribute>"``, experiment ``"ablation"``)."""
+    rows = []
+    jobs = [(seed, a) for seed in samples for a in attributes]
+    for seed, attr in _progress(jobs, "ablation", progress):
+        sample = samples[seed]
+        run = P.get_boosted(without_attribute(sample, attr), features[seed], backbone, "task1", seed, **head_params)
+        rows += score_rows(run.emb["test"], sample, "test", experiment="ablation", method=f"without {attr}",
+                           n_train=None, seed=seed)
+    return pd.DataFrame(rows)
+
+
+def paired_deltas(scores: pd.DataFrame, reference: str = "task1", methods=None, metrics=None) -> pd.DataFrame:
+    """``method - reference`` per metric, paired by seed: mean and Student-t 95% CI over seeds.
+
+    ``scores`` has columns method, seed, metric, value (one part); ``methods`` defaults to every
+    method but the reference (in order of appearance), ``metrics`` to every metric. One row per
+    method and metric, in that order: method, metric, delta, ci_low, ci_high.
     """
-    items = sample.items
-    if len(X) != len(items):
-        raise ValueError(f"X has {len(X)} rows, the sample has {len(items)} items")
-    train_pos = np.flatnonzero((items["split"] == "train").to_numpy())
-    if not isinstance(n_train, (int, np.integer)) or not 2 <= n_train <= len(train_pos):
-        raise ValueError(f"n_train must be an integer between 2 and the training part's size "
-                         f"{len(train_pos)}, got {n_train!r}")
-    if n_train == len(train_pos):
-        return sample, X
-    order = np.random.default_rng([int(seed), 20261127]).permutation(len(train_pos))
-    drop = np.zeros(len(items), dtype=bool)
-    drop[train_pos[order[n_train:]]] = True
-    keep = ~drop
-    sub = dataclasses.replace(
-        sample, items=items[keep], fingerprint=fingerprint(sample.fingerprint, "train_subset", int(n_train), int(seed)),
-        report={**sample.report, "train_subset": int(n_train)})
-    return sub, np.ascontiguousarray(X[keep])
+    wide = scores.pivot_table(index=["seed", "metric"], columns="method", values="value").reset_index()
+    methods = [m for m in dict.fromkeys(scores["method"]) if m != reference] if methods is None else list(methods)
+    metrics = list(dict.fromkeys(scores["metric"])) if metrics is None else list(metrics)
+    out = []
+    for name in methods:
+        for metric in metrics:
+            w = wide[wide["metric"] == metric]
+            m, lo, hi = mean_ci((w[name] - w[reference]).to_numpy())
+            out.append(dict(method=name, metric=metric, delta=m, ci_low=lo, ci_high=hi))
+    return pd.DataFrame(out, columns=["method", "metric", "delta", "ci_low", "ci_high"])
 
 
-# ----------------------------------------------------------------------------- attribute ablation
-def without_attribute(sample: Sample, attribute: str) -> Sample:
-    """The sample with one attribute removed from the *training targets* (Task 1 ablation).
+def ablation_deltas(ablated: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """Each ablated head minus the full Task 1 head (``test``'s ``task1`` rows), paired by seed, with
+    ``gain_kept``: the % of the full head's mean gain over raw that remains (NaN without a gain > 0.01).
+    Columns: attribute, metric, delta, ci_low, ci_high, gain_kept."""
+    full = test[test["method"] == "task1"].set_index(["seed", "metric"])["value"]
+    raw_s = test[test["method"] == "raw"].set_index(["seed", "metric"])["value"]
+    out = []
+    for (method, metric), g in ablated.groupby(["method", "metric"]):
+        g = g.set_index(["seed", "metric"])["value"]
+        m, lo, hi = mean_ci((g - full.loc[g.index]).to_numpy())
+        gain = (full.loc[g.index] - raw_s.loc[g.index]).mean()
+        kept = (g - raw_s.loc[g.index]).mean() / gain if gain > 0.01 else np.nan  # undefined without a gain
+        out.append(dict(attribute=method.removeprefix("without "), metric=metric, delta=m, ci_low=lo, ci_high=hi,
+                        gain_kept=100 * kept))
+    return pd.DataFrame(out)
 
-    Evaluate the resulting embeddings with the original sample: the ground truth keeps every attribute.
-    """
-    if attribute not in sample.attributes:
-        raise ValueError(f"unknown attribute {attribute!r}; the sample's attributes are {list(sample.attributes)}")
-    return dataclasses.replace(sample, attributes=tuple(a for a in sample.attributes if a != attribute),
-                               fingerprint=fingerprint(sample.fingerprint, "without", attribute))
+
+def labels_needed(budget: pd.DataFrame, raw_test: pd.DataFrame, method: str, metric: str = "paper_map@10",
+                  share: float = 0.9) -> int | None:
+    """The smallest budget on the grid whose mean gain over raw reaches ``share`` of the gain with
+    every label (a grid point, so an upper bound at the grid's resolution; None when there is no
+    gain to reach). ``budget``: :func:`label_budget`'s rows; ``raw_test``: the raw test scores."""
+    s = budget[(budget["metric"] == metric) & (budget["method"] == method)].groupby("n_train")["value"].mean()
+    raw_m = raw_test[raw_test["metric"] == metric]["value"].mean()
+    full = s.iloc[-1] - raw_m
+    ok = s.index[(s - raw_m) >= share * full] if full > 0 else []
+    return int(ok[0]) if len(ok) else None
+
+
+def write_results(scores: pd.DataFrame, results_dir: str | os.PathLike, *, dataset: str, split: str,
+                  backbone: str) -> pd.DataFrame:
+    """Write ``<results_dir>/beyond.csv`` atomically (values rounded to 6 decimals) with the run's
+    dataset, split strategy and backbone as columns; returns the table written."""
+    out = Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keep = scores.assign(dataset=dataset, split=split, backbone=backbone)
+    atomic_write(out / "beyond.csv", lambda tmp: keep.round(6).to_csv(tmp, index=False))
+    return keep

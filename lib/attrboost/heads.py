@@ -5,8 +5,8 @@
     head = BoostHead(task="task1").fit(X_train, y_train, X_val=X_val, y_val=y_val)
     Z = head.transform(X_test)            # hidden-layer ReLU activations, float32
 
-Architecture (see STUDY.md, "Heads")
-------------------------------------
+Architecture (see docs/protocol.md, "The three heads")
+------------------------------------------------------
 * ``hidden``: ``Linear(d, hidden_dim)`` + ReLU, ``hidden_dim = d`` by default. Its activations are
   the boosted embedding returned by :meth:`BoostHead.transform`.
 * Task 1 (``"task1"``): one softmax classifier (``Linear(hidden_dim, n_classes)``) per attribute,
@@ -197,6 +197,9 @@ class BoostHead(BaseEstimator, TransformerMixin):
         A callable is ``scorer(embedding_val, y_val, tags_val) -> float``, higher is better.
     patience : int or None
         Early stop after this many epochs without improvement of the selection criterion.
+
+    Every default is the study's setting (``docs/protocol.md``); the notebooks' parameter cells use
+    these values (:mod:`attrboost.params` reads them from here).
     gru_hidden : int
         GRU hidden size (Tasks 2/3).
     max_tag_len : int
@@ -228,7 +231,7 @@ class BoostHead(BaseEstimator, TransformerMixin):
     """
 
     def __init__(self, task="task1", *, hidden_dim=None, lr=1e-3, weight_decay=1e-5, batch_size=32,
-                 max_epochs=200, stop_loss=0.002, selection="val_loss", patience=10, gru_hidden=512,
+                 max_epochs=200, stop_loss=0.002, selection="val_loss", patience=5, gru_hidden=512,
                  max_tag_len=12, seed=0, device="cpu", progress=False, num_threads=1):
         self.task = task
         self.hidden_dim = hidden_dim

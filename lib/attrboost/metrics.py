@@ -72,7 +72,7 @@ def _as_embedding(emb, name: str = "emb") -> np.ndarray:
     return x
 
 
-def _encode_attrs(attrs, n: int, name: str = "attrs") -> np.ndarray:
+def encode_attributes(attrs, n: int, name: str = "attrs") -> np.ndarray:
     """Integer-code each attribute column: ``(n, n_attrs)`` int64 (equal labels <=> equal codes)."""
     if isinstance(attrs, pd.Series):
         attrs = attrs.to_frame()
@@ -95,7 +95,7 @@ def _encode_attrs(attrs, n: int, name: str = "attrs") -> np.ndarray:
     return np.stack(codes, axis=1).astype(np.int64)
 
 
-def _groups(codes: np.ndarray) -> np.ndarray:
+def group_codes(codes: np.ndarray) -> np.ndarray:
     """Group id per item: equal full attribute tuples <=> equal ids."""
     return np.unique(codes, axis=0, return_inverse=True)[1].ravel()
 
@@ -326,8 +326,8 @@ def _ndcg_at_k(nbrs: np.ndarray, codes: np.ndarray, k: int) -> float:
 # ------------------------------------------------------------------------------ public metrics
 def _prepare(emb, attrs):
     x = _as_embedding(emb)
-    codes = _encode_attrs(attrs, x.shape[0])
-    return x, codes, _groups(codes)
+    codes = encode_attributes(attrs, x.shape[0])
+    return x, codes, group_codes(codes)
 
 
 def paper_map_at_10(emb, attrs, tags, k: int = 10) -> float:
@@ -364,10 +364,10 @@ def paper_ground_truth(attrs, tags, k: int = 10) -> np.ndarray:
     n = len(attrs)
     if n < 2:
         raise ValueError(f"attrs must have at least 2 items (rows); got {n}")
-    codes = _encode_attrs(attrs, n)
+    codes = encode_attributes(attrs, n)
     tag_sets = _as_tags(tags, n)
     k = min(_check_k(k, np.inf), n - 1)
-    return _paper_ground_truth(_groups(codes), tag_sets, k)
+    return _paper_ground_truth(group_codes(codes), tag_sets, k)
 
 
 def map_at_r(emb, attrs) -> float:
@@ -375,6 +375,14 @@ def map_at_r(emb, attrs) -> float:
     x, codes, groups = _prepare(emb, attrs)
     nbrs, _ = knn(x, max(1, int(_relevant_counts(groups).max())))
     return _map_at_r(nbrs, groups)
+
+
+def map_at_r_quiet(emb, attrs) -> float:
+    """:func:`map_at_r` for model selection: an all-zero row (an early ReLU embedding) is scored as
+    documented, without the warning (it would repeat every epoch)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(map_at_r(emb, attrs))
 
 
 def precision_at_1(emb, attrs) -> float:

@@ -12,8 +12,10 @@ normalised (``"0,1"`` -> ``[0, 1]``, ``1.0`` -> ``1`` for an integer). The study
 CLI values with the same function (:mod:`attrboost.study`) and, before executing anything, the
 parameters it passes against the notebooks' parameter cells (:func:`check_known`).
 
-The head's hyper-parameters here are the notebooks' values; ``BoostHead``'s own ``patience``
-default (10) differs from the notebooks' 5, and only the notebooks' value is used in the study.
+Each default is defined once in the library and read from there: the sample's from
+:func:`attrboost.data.sampling.sample_protocol`, the head's from :class:`attrboost.heads.BoostHead`,
+06's baselines and budgets from :mod:`attrboost.beyond`; the notebooks' parameter cells repeat them
+(papermill needs literals) and ``tests/test_params.py`` checks that they agree.
 """
 from __future__ import annotations
 
@@ -29,11 +31,13 @@ from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
 import numpy as np
 
+from .baselines import BASELINES
+from .beyond import BUDGETS
 from .data.catalogue import DATASETS
-from .data.sampling import SPLITS
+from .data.sampling import PROTOCOL_DEFAULTS, SPLITS
+from .heads import SELECTIONS, TASKS
+from .pipeline import head_params
 
-TASKS = ("task1", "task2", "task3")
-SELECTIONS = ("val_loss", "last")
 IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit"})
 _CHECKED = "_attrboost_params_checked"  # set in a notebook's globals by warn_unknown
 
@@ -200,32 +204,6 @@ def _backbones() -> list[str]:
     return list_backbones()
 
 
-def _baselines() -> tuple[str, ...]:
-    from .beyond import BASELINES
-
-    return BASELINES
-
-
-# the single-parameter helpers the notebooks used before validate() (kept: P.check_choice, P.as_list)
-def check_choice(name: str, value, allowed) -> None:
-    """Validate a notebook/CLI parameter against its allowed values with a helpful message."""
-    values = value if isinstance(value, (list, tuple)) else [value]
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise ValueError(f"parameter {name}={value!r}: unknown {bad}; expected one of {list(allowed)}")
-
-
-def as_list(name: str, value, kind=str) -> list:
-    """A list parameter from a list or a string (``"0,1,2"``, ``"[0, 1]"``: what ``papermill -p`` passes)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, list, tuple, numbers.Integral)) \
-            or not _listed(value):
-        raise ValueError(f"parameter {name}={value!r}: expected a non-empty list, e.g. {name}=[0, 1, 2]")
-    try:
-        return [kind(v) for v in _listed(value)]
-    except (TypeError, ValueError):
-        raise ValueError(f"parameter {name}={value!r}: expected a list of {kind.__name__}") from None
-
-
 # ----------------------------------------------------------------------------- the spec
 @dataclass(frozen=True)
 class Param:
@@ -234,13 +212,16 @@ class Param:
     doc: str = ""
 
 
+#: The head's hyper-parameters and their defaults: BoostHead's own (the study's settings).
+HEAD_DEFAULTS: dict[str, Any] = head_params()
+
 PARAMS: dict[str, Param] = {
     # data and sample
     "dataset": Param(choice(DATASETS), "synthetic", "data set"),
     "data_dir": Param(path(), None, "data folder (Kaggle layout); None: the default location"),
-    "n_groups": Param(integer(1), 100, "attribute groups sampled"),
-    "per_group": Param(integer(1), 40, "images per group (and the minimum group size)"),
-    "split": Param(choice(SPLITS), "random", "train/test split"),
+    "n_groups": Param(integer(1), PROTOCOL_DEFAULTS["n_groups"], "attribute groups sampled"),
+    "per_group": Param(integer(1), PROTOCOL_DEFAULTS["per_group"], "images per group (and the minimum group size)"),
+    "split": Param(choice(SPLITS), PROTOCOL_DEFAULTS["split"], "train/test split"),
     "seed": Param(integer(0), 0, "the sample (and the head's initialisation)"),
     "seeds": Param(integers(0), [0, 1, 2], "the samples"),
     "show_images": Param(boolean(optional=True), None, "None: only for the synthetic data"),
@@ -248,24 +229,24 @@ PARAMS: dict[str, Param] = {
     "backbone": Param(choice(_backbones), "efficientnet_lite0", "feature extractor"),
     "weights": Param(path(kind="file"), None, "local weights file"),
     "device": Param(device, "auto", "feature-extraction device"),
-    "batch_size": Param(integer(1), 32, "batch size (feature extraction in 02, head training in 03/04/06)"),
-    # head hyper-parameters (STUDY.md; patience is the notebooks' 5, BoostHead's own default is 10)
-    "tasks": Param(choices(TASKS), ["task1", "task2", "task3"], "head tasks"),
-    "hidden_dim": Param(integer(1, optional=True), None, "None: the input width"),
-    "lr": Param(number(0), 1e-3, "learning rate"),
-    "weight_decay": Param(number(0), 1e-5, "weight decay"),
-    "max_epochs": Param(integer(1), 200, "most epochs"),
-    "stop_loss": Param(number(0), 0.002, "stop when the training loss falls below this"),
-    "selection": Param(choice(SELECTIONS), "val_loss", "model selection on the validation part"),
-    "patience": Param(integer(1), 5, "epochs without validation improvement before stopping"),
+    "batch_size": Param(integer(1), HEAD_DEFAULTS["batch_size"],
+                        "batch size (feature extraction in 02, head training in 03/04/06)"),
+    # head hyper-parameters (docs/protocol.md): BoostHead's defaults
+    "tasks": Param(choices(TASKS), list(TASKS), "head tasks"),
+    "hidden_dim": Param(integer(1, optional=True), HEAD_DEFAULTS["hidden_dim"], "None: the input width"),
+    "lr": Param(number(0), HEAD_DEFAULTS["lr"], "learning rate"),
+    "weight_decay": Param(number(0), HEAD_DEFAULTS["weight_decay"], "weight decay"),
+    "max_epochs": Param(integer(1), HEAD_DEFAULTS["max_epochs"], "most epochs"),
+    "stop_loss": Param(number(0), HEAD_DEFAULTS["stop_loss"], "stop when the training loss falls below this"),
+    "selection": Param(choice(SELECTIONS), HEAD_DEFAULTS["selection"], "model selection on the validation part"),
+    "patience": Param(integer(1), HEAD_DEFAULTS["patience"], "epochs without validation improvement before stopping"),
     # outputs and 05/06
     "results_dir": Param(path(kind="writable"), None, "where 04/06 write their tables; None: nowhere"),
     "runs_dir": Param(path(), None, "run set folder 05 reads; None: papermill_runs/<dataset>"),
     "figures_dir": Param(path(kind="writable"), None, "figures folder; None: figures/<run set>"),
     "example_backbone": Param(choice(_backbones, optional=True), None, "05's retrieval example"),
-    "baselines": Param(choices(_baselines), ["pca_whiten", "lda", "nca", "supcon", "multisimilarity"],
-                       "06's label-aware baselines"),
-    "budgets": Param(integers(2), [250, 500, 1000, 2000, 3000], "06's label budgets (>= 2 images each)"),
+    "baselines": Param(choices(BASELINES), list(BASELINES), "06's label-aware baselines"),
+    "budgets": Param(integers(2), list(BUDGETS), "06's label budgets (>= 2 images each)"),
     "ablation": Param(boolean(), True, "06's attribute ablation"),
 }
 

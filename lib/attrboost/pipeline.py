@@ -12,38 +12,38 @@ by the fingerprint of the sample, the features, the task, the seed and every hyp
 All writes are atomic (:mod:`attrboost.cache`), so an interrupted run resumes where it stopped;
 every read is validated (key, checksum, arrays, shapes, ids), and a damaged file is moved to
 ``<cache>/quarantine/`` with a warning and recomputed.
+
+Reporting (the original table, results files, the retrieval example) is :mod:`attrboost.report`;
+facts about a backbone (width, preprocessing, GFLOPs) are :mod:`attrboost.backbones`'; the notebooks'
+parameters are :mod:`attrboost.params`.
 """
 from __future__ import annotations
 
 import functools
 import io
-import json
-import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from . import __version__
-from .cache import atomic_write, cache_dir, check_embeddings, embeddings_expect, fingerprint, load_checked, save_checked
+from .cache import cache_dir, check_embeddings, embeddings_expect, fingerprint, load_checked, save_checked
 from .data import Catalogue, Sample, load_dataset, sample_protocol
-from .params import TASKS, as_list, check_choice  # noqa: F401 - re-exported for the notebooks (P.TASKS, ...)
-
-TASK_LABELS = {"raw": "raw", "task1": "Task 1: attributes", "task2": "Task 2: tags", "task3": "Task 3: both"}
+from .data.sampling import PROTOCOL_DEFAULTS
+from .heads import TASKS, BoostHead
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data and which protocol sample (STUDY.md defaults)."""
+    """Which data and which protocol sample (defaults: :func:`~attrboost.data.sampling.sample_protocol`'s)."""
 
     dataset: str = "synthetic"
     data_dir: str | None = None
-    n_groups: int = 100
-    per_group: int = 40
-    n_test: int | None = None
-    split: str = "random"
-    val_fraction: float = 0.1
+    n_groups: int = PROTOCOL_DEFAULTS["n_groups"]
+    per_group: int = PROTOCOL_DEFAULTS["per_group"]
+    n_test: int | None = PROTOCOL_DEFAULTS["n_test"]
+    split: str = PROTOCOL_DEFAULTS["split"]
+    val_fraction: float = PROTOCOL_DEFAULTS["val_fraction"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -97,9 +97,8 @@ class HeadRun:
 
 
 def head_params(**overrides) -> dict:
-    """The head's hyper-parameters: the reported defaults (STUDY.md) with ``overrides`` applied."""
-    from .heads import BoostHead
-
+    """The head's hyper-parameters: :class:`~attrboost.heads.BoostHead`'s defaults (the study's
+    settings, docs/protocol.md; the notebooks' parameter cells use them too) with ``overrides`` applied."""
     params = BoostHead().get_params()
     unknown = set(overrides) - set(params)
     if unknown:
@@ -116,9 +115,8 @@ def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
     return the boosted embeddings of every part. The test part is only transformed, never used."""
     import time
 
-    from .heads import BoostHead
-
-    check_choice("task", task, TASKS)
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}: expected one of {list(TASKS)}")
     params = head_params(**head_overrides)
     key = fingerprint("head", __version__, sample.fingerprint, fingerprint(X), backbone, task, seed, params)
     path = cache_dir() / "heads" / backbone / f"{task}-{key}.npz"
@@ -159,148 +157,8 @@ def evaluate(emb: np.ndarray, sample: Sample, part: str = "test") -> dict[str, f
 
 
 def tidy(rows: list[dict]) -> pd.DataFrame:
-    """Results as the tidy table every notebook and the study share."""
+    """Results as the tidy table every notebook and the study share (``split``: the split strategy)."""
     cols = ["dataset", "split", "backbone", "embedding", "seed", "metric", "value"]
     return pd.DataFrame(rows, columns=cols)
 
 
-def write_json(path: str | os.PathLike, obj) -> Path:
-    text = json.dumps(obj, indent=2, sort_keys=True, default=str)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
-
-
-def runs_dir(dataset: str, root: str | os.PathLike | None = None) -> Path:
-    """``papermill_runs/<dataset>`` under the repository (or ``root``)."""
-    from .cache import repo_root
-
-    base = Path(root) if root else (repo_root() or Path.cwd()) / "papermill_runs"
-    return base / dataset
-
-
-def config_dict(cfg: DataConfig) -> dict:
-    return asdict(cfg)
-
-
-# ----------------------------------------------------------------------------- reference and results
-BACKBONE_ORDER = ("pca", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet34",
-                  "resnet50", "resnet101", "vit_b_16")
-
-#: The original report's table (mAP x100, their protocol; Task 1 is "Ours").
-ORIGINAL_TABLE = pd.DataFrame(
-    [[5.99, 6.09, 6.23, 6.71], [10.34, 13.05, 11.56, 12.08], [9.90, 12.04, 10.71, 11.85],
-     [10.04, 13.26, 11.59, 12.55], [11.05, 14.90, 15.24, 13.39], [12.08, 16.24, 13.71, 14.78]],
-    index=pd.Index(["pca", "resnet18", "resnet34", "resnet50", "resnet101", "vit_b_16"], name="backbone"),
-    columns=["raw", "Task 1: attributes", "Task 2: tags", "Task 3: both"])
-
-
-def load_results(runs: str | os.PathLike) -> pd.DataFrame:
-    """All results of a run set: its aggregated ``results.csv``, else the per-backbone ones."""
-    runs = Path(runs)
-    agg = runs / "results.csv"
-    files = [agg] if agg.exists() else sorted(runs.glob("*/results.csv"))
-    if not files:
-        raise FileNotFoundError(f"no results.csv under {runs}: run the study first "
-                                f"(`python -m attrboost.study --dataset ...`, or `make study`)")
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-
-
-def load_image(path: str | os.PathLike):
-    from .data.catalogue import load_image as _load
-
-    return _load(path)
-
-
-# ----------------------------------------------------------------------------- backbone facts
-@functools.lru_cache(maxsize=None)
-def flops_per_image(backbone: str) -> float:
-    """GFLOPs of one forward pass (multiply-adds counted as 2), from the architecture alone.
-
-    Counted with ``torch.utils.flop_counter`` on a randomly initialised copy (weights do not change
-    the count); ``pca`` is one projection of the 60x80x3 pixels onto 2048 components.
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from .backbones import create_backbone, get_spec
-
-    spec = get_spec(backbone)
-    if backbone == "pca":
-        return 2 * 60 * 80 * 3 * spec.width / 1e9
-    model, transform = create_backbone(backbone, pretrained=False)
-    size = describe_backbone(backbone)["input size"]
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, size, size))
-    return counter.get_total_flops() / 1e9
-
-
-@functools.lru_cache(maxsize=None)
-def describe_backbone(backbone: str) -> dict:
-    """Feature width, weights source and preprocessing of a registered backbone."""
-    from .backbones import data_config, get_spec
-
-    spec = get_spec(backbone)
-    info = {"features": spec.width, "weights": spec.description}
-    if backbone == "pca":
-        info.update({"input size": "60x80 RGB pixels in [0, 1]", "fitted on": "training part only"})
-        return info
-    cfg = data_config(backbone)
-    info.update({"input size": cfg["input_size"][-1], "interpolation": cfg["interpolation"],
-                 "mean": tuple(round(m, 3) for m in cfg["mean"]), "std": tuple(round(s, 3) for s in cfg["std"])})
-    return info
-
-
-# ----------------------------------------------------------------------------- retrieval example
-def retrieval_example(cfg: DataConfig, backbone: str, *, seed: int = 0, task: str = "task1", k: int = 10,
-                      query: int | None = None, **head_overrides) -> dict:
-    """One test query with its paper-metric ground truth and the raw and boosted top-k (cached work)."""
-    from .metrics import knn, paper_ground_truth
-
-    sample = get_sample(cfg, seed)
-    X = get_features(sample, backbone, progress=False)
-    run = get_boosted(sample, X, backbone, task, seed, **head_overrides)
-    test = sample.part("test").reset_index(drop=True)
-    raw, boosted = X[sample.mask("test")], run.emb["test"]
-    gt = paper_ground_truth(sample.labels("test"), sample.tags("test"), k=k)
-    valid = np.flatnonzero((gt >= 0).any(axis=1))
-    q = int(np.random.default_rng(seed).choice(valid)) if query is None else query
-    out = {"query": q, "query_id": test["id"][q], "items": test, "truth": gt[q][gt[q] >= 0], "ap": {}}
-    for name, emb in (("raw", raw), ("boosted", boosted)):
-        idx, _ = knn(emb, k)
-        out[name] = idx[q]
-        hits = np.isin(idx[q], out["truth"])
-        prec = np.cumsum(hits) / np.arange(1, k + 1)
-        out["ap"][name] = float(100 * (prec * hits).sum() / min(k, len(out["truth"])))
-    return out
-
-
-def plot_retrieval_example(ex: dict):
-    """Rows: query | ground truth | raw top-k | boosted top-k; frames: green = hit, red = miss."""
-    import matplotlib.pyplot as plt
-
-    items, k = ex["items"], len(ex["raw"])
-    rows = [("ground truth", ex["truth"]), (f"raw (AP {ex['ap']['raw']:.0f})", ex["raw"]),
-            (f"boosted (AP {ex['ap']['boosted']:.0f})", ex["boosted"])]
-    fig, axes = plt.subplots(3, k + 1, figsize=(1.1 * (k + 1), 5.2))
-    for r, (label, idx) in enumerate(rows):
-        ax = axes[r, 0]
-        ax.axis("off")
-        if r == 0:
-            ax.imshow(load_image(items["image_path"][ex["query"]]))
-            ax.set_title("query", fontsize=8)
-        ax.text(-0.1, 0.5 if r else -0.15, label, transform=ax.transAxes, ha="right", va="center", fontsize=8)
-        for c in range(k):
-            ax = axes[r, c + 1]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= len(idx):
-                ax.axis("off")
-                continue
-            ax.imshow(load_image(items["image_path"][idx[c]]))
-            hit = r == 0 or idx[c] in set(ex["truth"])
-            for s in ax.spines.values():
-                s.set_color("tab:green" if hit else "tab:red")
-                s.set_linewidth(2.5)
-    fig.suptitle(f"query {ex['query_id']}: {' / '.join(items.loc[ex['query'], ['articleType', 'baseColour']])}",
-                 fontsize=9)
-    fig.tight_layout()
-    return fig

@@ -53,11 +53,14 @@ import pandas as pd
 from PIL import Image
 
 from ..cache import fingerprint
-from . import ATTRIBUTES
 
 ENV_DATA_DIR = "ATTRBOOST_DATA_DIR"
+#: The 7 categorical attributes of the Kaggle catalogue: a group is a full tuple of them.
+ATTRIBUTES = ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage")
+#: The header of the Kaggle ``styles.csv`` (written by the download and the synthetic generator).
 KAGGLE_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                   "season", "year", "usage", "productDisplayName")
+#: The data sets :func:`load_dataset` knows by name.
 DATASETS = ("synthetic", "fashion")
 DATA_HELP = (
     "Get the real data with `make data` (downloads ashraq/fashion-product-images-small from the "

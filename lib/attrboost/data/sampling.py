@@ -1,6 +1,6 @@
-"""The original sampling protocol, seeded, plus a validation split for honest model selection.
+"""The original sampling protocol, seeded, plus a validation part for honest model selection.
 
-Protocol (STUDY.md): group products by the full tuple of attributes; drop groups with fewer than
+Protocol (docs/protocol.md): group products by the full tuple of attributes; drop groups with fewer than
 ``min_group_size`` (40) images; pick ``n_groups`` (100) groups at random; sample ``per_group`` (40)
 images from each (4,000); split off ``n_test`` (1,000) test images. The split is
 
@@ -10,9 +10,10 @@ images from each (4,000); split off ``n_test`` (1,000) test images. The split is
   set is the last ``n_test`` images, i.e. groups never seen in training (when ``n_test`` is not a
   multiple of ``per_group`` one group straddles the boundary, as a positional split would do).
 
-A validation split (``val_fraction`` of the training part, default 10%) is carved from the training
+Each row's part (``items["part"]``: ``train``, ``val`` or ``test``) is set by the split. A
+validation part (``val_fraction`` of the training part, default 10%) is carved from the training
 part *the same way* (random, or the last positions for ``by_group``); it is the only data used for
-model selection. The test split is used once, for the final numbers.
+model selection. The test part is used once, for the final numbers.
 
 Images are checked for readability as they are sampled: an unreadable file is skipped (counted in
 ``report["skipped_unreadable"]`` with the first ids) and the group's next image is taken; a group
@@ -24,6 +25,8 @@ metric and as Task 2 targets), like the attribute set, and is fixed before any t
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,7 +42,11 @@ PARTS = ("train", "val", "test")
 
 @dataclass
 class Sample:
-    """A protocol sample: ``items`` adds ``group`` (int), ``split`` (train/val/test) and ``tags``."""
+    """A protocol sample: ``items`` adds ``group`` (int), ``part`` (train/val/test) and ``tags``.
+
+    ``part`` is the row's part of the sample; ``params["split"]`` is how the parts were drawn
+    (:data:`SPLITS`: ``random`` or ``by_group``).
+    """
 
     items: pd.DataFrame
     attributes: tuple[str, ...]
@@ -53,10 +60,10 @@ class Sample:
     def part(self, name: str) -> pd.DataFrame:
         """Rows of one part: ``train`` (fit), ``val`` (selection), ``test`` (final), ``trainval``."""
         if name == "trainval":
-            return self.items[self.items["split"] != "test"]
+            return self.items[self.items["part"] != "test"]
         if name not in PARTS:
             raise ValueError(f"unknown part {name!r}; expected one of {[*PARTS, 'trainval']}")
-        return self.items[self.items["split"] == name]
+        return self.items[self.items["part"] == name]
 
     def labels(self, name: str) -> np.ndarray:
         return self.part(name)[list(self.attributes)].to_numpy(dtype=object)
@@ -68,7 +75,7 @@ class Sample:
         return self.items.index.isin(self.part(name).index)
 
     def __repr__(self) -> str:
-        counts = self.items["split"].value_counts().to_dict()
+        counts = self.items["part"].value_counts().to_dict()
         return (f"Sample({self.dataset!r}, {len(self.items)} items in {self.items['group'].nunique()} groups, "
                 f"split={self.params['split']!r}, parts={counts}, vocab={len(self.vocab)} words)")
 
@@ -155,7 +162,7 @@ def sample_protocol(cat: Catalogue, *, n_groups: int = 100, per_group: int = 40,
     part[perm[:n_trainval - n_val]] = "train"
     part[perm[n_trainval - n_val:n_trainval]] = "val"
     part[perm[n_trainval:]] = "test"
-    df["split"] = part
+    df["part"] = part
 
     words = [normalise_name(t) for t in df["text"]]
     vocab = build_vocab(words, tag_min_count)
@@ -167,3 +174,47 @@ def sample_protocol(cat: Catalogue, *, n_groups: int = 100, per_group: int = 40,
                   unreadable_ids=unreadable[:10], catalogue=dict(cat.report))
     fp = _fingerprint(cat.fingerprint, params, df["id"].tolist())
     return Sample(df, tuple(attrs), vocab, params, fp, cat.name, cat.fingerprint, report)
+
+
+#: The protocol's defaults (n_groups, per_group, split, ...): :func:`sample_protocol`'s keyword defaults,
+#: read by :class:`attrboost.pipeline.DataConfig` and :mod:`attrboost.params` (defined once, here).
+PROTOCOL_DEFAULTS = {n: p.default for n, p in inspect.signature(sample_protocol).parameters.items()
+                     if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+# ----------------------------------------------------------------------------- sample transforms (06)
+def subsample_train(sample: Sample, X: np.ndarray, n_train: int, seed: int) -> tuple[Sample, np.ndarray]:
+    """The sample with only ``n_train`` labelled training images (validation and test unchanged).
+
+    The kept images are the first ``n_train`` of a permutation seeded by ``seed`` alone, so budgets
+    are nested. ``n_train`` equal to the training part returns ``sample`` and ``X`` unchanged (and so
+    shares their caches).
+    """
+    items = sample.items
+    if len(X) != len(items):
+        raise ValueError(f"X has {len(X)} rows, the sample has {len(items)} items")
+    train_pos = np.flatnonzero((items["part"] == "train").to_numpy())
+    if not isinstance(n_train, (int, np.integer)) or not 2 <= n_train <= len(train_pos):
+        raise ValueError(f"n_train must be an integer between 2 and the training part's size "
+                         f"{len(train_pos)}, got {n_train!r}")
+    if n_train == len(train_pos):
+        return sample, X
+    order = np.random.default_rng([int(seed), 20261127]).permutation(len(train_pos))
+    drop = np.zeros(len(items), dtype=bool)
+    drop[train_pos[order[n_train:]]] = True
+    keep = ~drop
+    sub = dataclasses.replace(
+        sample, items=items[keep], fingerprint=_fingerprint(sample.fingerprint, "train_subset", int(n_train), int(seed)),
+        report={**sample.report, "train_subset": int(n_train)})
+    return sub, np.ascontiguousarray(X[keep])
+
+
+def without_attribute(sample: Sample, attribute: str) -> Sample:
+    """The sample with one attribute removed from the *training targets* (Task 1 ablation).
+
+    Evaluate the resulting embeddings with the original sample: the ground truth keeps every attribute.
+    """
+    if attribute not in sample.attributes:
+        raise ValueError(f"unknown attribute {attribute!r}; the sample's attributes are {list(sample.attributes)}")
+    return dataclasses.replace(sample, attributes=tuple(a for a in sample.attributes if a != attribute),
+                               fingerprint=_fingerprint(sample.fingerprint, "without", attribute))

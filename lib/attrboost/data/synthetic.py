@@ -48,15 +48,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..cache import atomic_write, cache_dir, fingerprint
+from .catalogue import KAGGLE_COLUMNS
 
-__all__ = ["VERSION", "COLUMNS", "ARTICLES", "COLOURS", "generate_synthetic", "plan_catalogue",
+__all__ = ["VERSION", "ARTICLES", "COLOURS", "generate_synthetic", "plan_catalogue",
            "default_synthetic_dir", "ensure_synthetic", "render_image", "verify_synthetic"]
 
 #: Bump when the generator's output changes, so cached copies are regenerated.
 VERSION = 1
-
-COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
-           "season", "year", "usage", "productDisplayName")
 
 WIDTH, HEIGHT = 60, 80          # output size, like the real data
 _SS = 2                         # drawing supersampling factor
@@ -261,7 +259,7 @@ def _default_extra(n_groups: int, per_group: int) -> int:
 
 
 def _draw_tuple(rng) -> tuple[str, ...]:
-    """One random 7-attribute tuple in ATTRIBUTES order."""
+    """One random 7-attribute tuple in :data:`~attrboost.data.catalogue.ATTRIBUTES` order."""
     article_names = list(ARTICLES)
     colour_names = list(COLOURS)
     w = np.array([_COLOUR_WEIGHTS[c] for c in colour_names])
@@ -278,7 +276,7 @@ def plan_catalogue(*, n_groups: int = 110, per_group: int = 44, seed: int = 0,
                    n_extra: int | None = None) -> list[dict]:
     """The catalogue's rows, without drawing any image.
 
-    Returns one dict per product, sorted by ``id``: the :data:`COLUMNS` plus the private render keys
+    Returns one dict per product, sorted by ``id``: the :data:`~attrboost.data.catalogue.KAGGLE_COLUMNS` plus the private render keys
     ``_pattern`` (one of PATTERNS) and ``_seed`` (the image's own integer seed). Cheap: lets tests
     and callers check the group structure of a large catalogue without writing it.
 
@@ -493,9 +491,9 @@ def generate_synthetic(out_dir, *, n_groups: int = 110, per_group: int = 44, see
 
     with open(out / "styles.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(COLUMNS)
+        writer.writerow(KAGGLE_COLUMNS)
         for row in rows:
-            writer.writerow([row[c] for c in COLUMNS])
+            writer.writerow([row[c] for c in KAGGLE_COLUMNS])
     manifest = {"version": VERSION, "params": _params(n_groups, per_group, seed, n_extra),
                 "count": len(rows), "files": _file_table(out)}
     atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=0, sort_keys=True)))

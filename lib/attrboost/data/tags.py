@@ -1,6 +1,6 @@
 """Tags: the words of a product name, normalised as in the original study.
 
-``"Puma Men's T-Shirts & Tops"`` -> ``["puma", "men", "tshirt", "-", "tops"]``. Rules (STUDY.md):
+``"Puma Men's T-Shirts & Tops"`` -> ``["puma", "men", "tshirt", "-", "tops"]``. Rules (docs/protocol.md):
 lower-case; ``women's`` -> ``women`` and ``men's`` -> ``men`` (``women's`` first, since it
 contains ``men's``); ``&`` -> ``-``; ``t-shirts`` / ``tshirts`` -> ``tshirt``; drop ``'``; split on
 whitespace. The vocabulary keeps words seen more than ``min_count`` (5) times.

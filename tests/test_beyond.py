@@ -1,0 +1,128 @@
+"""Notebook 06's experiments in the library: baselines over seeds, label budget, ablation, paired deltas,
+the written table. Tiny data (the toy sample of test_baselines), a few seconds."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from attrboost import beyond as B
+from attrboost import pipeline as P
+from attrboost.data import subsample_train, without_attribute
+from attrboost.metrics import METRICS, evaluate
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """Two seeds of the toy sample served by get_sample/get_features, as the notebook's cfg would be."""
+    from test_baselines import toy_sample
+
+    data = {seed: toy_sample(seed) for seed in (0, 1)}
+    monkeypatch.setattr(P, "get_sample", lambda cfg, seed: data[seed][0])
+    monkeypatch.setattr(P, "get_features", lambda sample, backbone, **kw: data[int(sample.fingerprint[-1])][1])
+    return data
+
+
+HEAD = dict(max_epochs=2, batch_size=32)
+
+
+def scores_of(emb, sample, part):
+    return evaluate(emb, sample.labels(part), sample.tags(part))
+
+
+def test_run_baselines_scores_raw_task1_and_each_baseline_on_val_and_test(toy):
+    base = B.run_baselines(P.DataConfig(), "toy", [0, 1], ["lda", "pca_whiten"], progress=False, **HEAD)
+    res = base.scores
+    assert list(res.columns) == ["experiment", "method", "n_train", "seed", "part", "metric", "value"]
+    assert set(res["method"]) == {"raw", "task1", "lda", "pca_whiten"} and set(res["part"]) == {"val", "test"}
+    assert set(res["metric"]) == set(METRICS) and len(res) == 2 * 4 * 2 * len(METRICS)  # seeds, methods, parts
+    for seed, (sample, X) in toy.items():
+        raw = res[(res["method"] == "raw") & (res["seed"] == seed) & (res["part"] == "test")]
+        assert dict(zip(raw["metric"], raw["value"])) == scores_of(X[sample.mask("test")], sample, "test")
+        lda = B.get_baseline(sample, X, "toy", "lda", seed).emb["val"]
+        got = res[(res["method"] == "lda") & (res["seed"] == seed) & (res["part"] == "val")]
+        assert dict(zip(got["metric"], got["value"])) == scores_of(lda, sample, "val")
+    assert base.samples[1] is toy[1][0] and base.features[0] is toy[0][1]
+    assert sorted(zip(base.fit_seconds["method"], base.fit_seconds["seed"])) == sorted(
+        (m, s) for m in ("task1", "lda", "pca_whiten") for s in (0, 1))
+
+
+def test_label_budget_and_ablation_score_the_right_heads(toy):
+    samples, feats = {s: v[0] for s, v in toy.items()}, {s: v[1] for s, v in toy.items()}
+    bud = B.label_budget(samples, feats, "toy", [30, 100], "lda", progress=False, **HEAD)
+    assert set(bud["experiment"]) == {"budget"} and set(bud["part"]) == {"test"}
+    assert sorted(set(zip(bud["seed"], bud["n_train"]))) == [(0, 30), (0, 100), (1, 30), (1, 100)]
+    sub, Xs = subsample_train(samples[1], feats[1], 30, 1)
+    want = scores_of(P.get_boosted(sub, Xs, "toy", "task1", 1, **HEAD).emb["test"], sub, "test")
+    got = bud[(bud["seed"] == 1) & (bud["n_train"] == 30) & (bud["method"] == "task1")]
+    assert dict(zip(got["metric"], got["value"])) == want
+
+    abl = B.ablation(samples, feats, "toy", ["kind"], progress=False, **HEAD)
+    assert set(abl["method"]) == {"without kind"} and abl["n_train"].isna().all()
+    run = P.get_boosted(without_attribute(samples[0], "kind"), feats[0], "toy", "task1", 0, **HEAD)
+    got = abl[abl["seed"] == 0]  # scored against every attribute: the original sample's labels
+    assert dict(zip(got["metric"], got["value"])) == scores_of(run.emb["test"], samples[0], "test")
+    assert B.ablation(samples, feats, "toy", [], progress=False).empty
+
+
+def tidy(values: dict) -> pd.DataFrame:
+    """{(method, seed, metric): value} -> rows, in a scrambled order."""
+    rows = [dict(method=m, seed=s, metric=k, value=v) for (m, s, k), v in values.items()]
+    return pd.DataFrame(rows).sample(frac=1, random_state=0)
+
+
+def t_ci(d):
+    d = np.asarray(d, float)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return d.mean(), d.mean() - half, d.mean() + half
+
+
+def test_paired_deltas_pair_by_seed():
+    ref, other = [10.0, 20.0, 30.0], [11.0, 23.0, 30.5]
+    scores = tidy({**{("task1", s, "map@r"): v for s, v in enumerate(ref)},
+                   **{("lda", s, "map@r"): v for s, v in enumerate(other)},
+                   **{("task1", s, "ndcg@10"): 1.0 for s in range(3)}, **{("lda", s, "ndcg@10"): 1.0 for s in range(3)}})
+    d = B.paired_deltas(scores, reference="task1")
+    assert list(d.columns) == ["method", "metric", "delta", "ci_low", "ci_high"] and set(d["method"]) == {"lda"}
+    row = d.set_index("metric").loc["map@r"]
+    np.testing.assert_allclose(row[["delta", "ci_low", "ci_high"]].to_numpy(float), t_ci([1.0, 3.0, 0.5]))
+    assert d.set_index("metric").loc["ndcg@10", "delta"] == 0.0
+    d = B.paired_deltas(scores, reference="task1", methods=["task1", "lda"], metrics=["map@r"])
+    assert d[["method", "metric"]].values.tolist() == [["task1", "map@r"], ["lda", "map@r"]]
+
+
+def test_ablation_deltas_and_gain_kept():
+    test = tidy({**{("raw", s, "map@r"): 10.0 for s in range(3)}, **{("task1", s, "map@r"): 20.0 + s for s in range(3)},
+                 **{("raw", s, "p@1"): 5.0 for s in range(3)}, **{("task1", s, "p@1"): 5.0 for s in range(3)}})
+    abl = tidy({**{("without kind", s, "map@r"): 15.0 + s for s in range(3)},
+                **{("without kind", s, "p@1"): 4.0 for s in range(3)}})
+    out = B.ablation_deltas(abl, test).set_index("metric")
+    assert list(out.columns) == ["attribute", "delta", "ci_low", "ci_high", "gain_kept"]
+    assert (out["attribute"] == "kind").all()
+    assert out.loc["map@r", "delta"] == -5.0 and out.loc["map@r", "gain_kept"] == pytest.approx(100 * 6 / 11)
+    assert out.loc["p@1", "delta"] == -1.0 and np.isnan(out.loc["p@1", "gain_kept"])  # no gain to keep
+
+
+def test_labels_needed_is_the_first_budget_reaching_the_share():
+    raw = pd.DataFrame({"metric": ["m"] * 2, "value": [10.0, 10.0]})
+    bud = pd.DataFrame({"metric": "m", "method": "task1", "n_train": [50, 100, 200, 400],
+                        "value": [12.0, 18.0, 19.5, 20.0]})
+    assert B.labels_needed(bud, raw, "task1", metric="m") == 200      # 9.5 >= 0.9 * 10
+    assert B.labels_needed(bud, raw, "task1", metric="m", share=0.8) == 100
+    flat = bud.assign(value=9.0)
+    assert B.labels_needed(flat, raw, "task1", metric="m") is None    # no gain over raw to reach
+
+
+def test_write_results_adds_the_run_and_rounds(tmp_path):
+    scores = pd.DataFrame({"experiment": ["budget"], "method": ["task1"], "n_train": [30], "seed": [0],
+                           "part": ["test"], "metric": ["map@r"], "value": [1 / 3]})
+    keep = B.write_results(scores, tmp_path / "out", dataset="synthetic", split="by_group", backbone="pca")
+    back = pd.read_csv(tmp_path / "out" / "beyond.csv")
+    assert list(back.columns) == [*scores.columns, "dataset", "split", "backbone"] and len(keep) == 1
+    assert back.loc[0, "value"] == 0.333333 and back.loc[0, "split"] == "by_group"
