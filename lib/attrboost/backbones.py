@@ -19,6 +19,7 @@ Where the weights come from (``BackboneSpec.source``):
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import os
@@ -446,6 +447,23 @@ def create_classifier(name: str, *, weights: str | os.PathLike | None = None, pr
 
 
 # ------------------------------------------------------------------------------------------------- pixels / PCA
+@contextlib.contextmanager
+def _one_thread():
+    """Run BLAS/LAPACK (and OpenMP) calls in this block on one thread, so their result does not depend on
+    the thread count.
+
+    OpenBLAS's multi-threaded kernels split sums differently than its single-threaded ones (measured here:
+    float32 GEMM and ``gesdd`` give different bits with 1 and 2 threads), and fits that amplify rounding
+    (the near-degenerate trailing components of :class:`PixelPCA`, NCA's optimiser) turn that into
+    different results. Libraries must already be loaded when the block is entered (threadpoolctl only
+    limits loaded ones): import scikit-learn / scipy first.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
 def load_pixels(image_paths: Sequence[str | os.PathLike], size: tuple[int, int] = (60, 80), *,
                 progress: bool = True) -> np.ndarray:
     """Pixel matrix of the images: each resized to ``size`` = (width, height), RGB, scaled to [0, 1],
@@ -481,7 +499,8 @@ class PixelPCA:
     = (60, 80), RGB, scaled to [0, 1], flattened (n_samples, 60*80*3). ``fit`` must be given the
     **training split only** (the PCA basis is part of the model; fitting on test images would leak);
     ``transform`` then projects any split onto the ``n_components`` leading components (centred by the
-    training mean, not whitened). Full SVD (``svd_solver="full"``): deterministic given the data.
+    training mean, not whitened). Full SVD (``svd_solver="full"``), fit and transform on one BLAS thread
+    (:func:`_one_thread`): bit-identical given the data, whatever the thread count.
     """
 
     def __init__(self, n_components: int = 2048, image_size: tuple[int, int] = (60, 80), seed: int = 0):
@@ -511,7 +530,8 @@ class PixelPCA:
         if X.shape[0] < self.n_components:
             raise ValueError(f"PixelPCA: n_components={self.n_components} needs at least that many training "
                              f"images, got {X.shape[0]}; lower n_components or use a larger training split")
-        self.pca_ = PCA(n_components=int(self.n_components), svd_solver="full", random_state=self.seed).fit(X)
+        with _one_thread():
+            self.pca_ = PCA(n_components=int(self.n_components), svd_solver="full", random_state=self.seed).fit(X)
         self.n_features_in_ = X.shape[1]
         self.explained_variance_ratio_ = self.pca_.explained_variance_ratio_
         return self
@@ -520,7 +540,9 @@ class PixelPCA:
         """Project pixels onto the fitted components: float32 (n_samples, n_components)."""
         if not hasattr(self, "pca_"):
             raise RuntimeError("PixelPCA is not fitted yet: call fit(train_pixels) first")
-        return self.pca_.transform(self._validate(X, fitting=False)).astype(np.float32, copy=False)
+        X = self._validate(X, fitting=False)
+        with _one_thread():
+            return self.pca_.transform(X).astype(np.float32, copy=False)
 
     def fit_transform(self, X, y=None) -> np.ndarray:
         return self.fit(X).transform(X)

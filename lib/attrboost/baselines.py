@@ -20,6 +20,11 @@ then ``transform(X)`` gives the new embedding, compared with cosine similarity l
 
 The *group* is what every baseline can use from the labels; the boosting head (Task 1) instead
 sees each attribute separately, which is the point of the comparison.
+
+Determinism: the scikit-learn baselines fit and transform on one BLAS thread
+(:func:`attrboost.backbones._one_thread`), so their output is bit-identical whatever the thread count
+(multi-threaded OpenBLAS changes the last bits, which NCA's optimiser amplifies); :class:`MetricHead`
+pins torch's threads with ``num_threads``.
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.neighbors import NeighborhoodComponentsAnalysis
 from sklearn.utils.validation import check_is_fitted
+
+from .backbones import _one_thread
 
 __all__ = ["group_labels", "PCAWhitening", "GroupLDA", "GroupNCA", "MetricHead", "METRIC_LOSSES"]
 
@@ -96,14 +103,16 @@ class PCAWhitening(BaseEstimator, TransformerMixin):
         if k is not None and (not isinstance(k, (int, np.integer)) or k < 1):
             raise ValueError(f"n_components must be None or a positive integer, got {k!r}")
         k = min(int(k or min(X.shape)), *X.shape)
-        self.pca_ = PCA(n_components=k, whiten=True, svd_solver="full").fit(X.astype(np.float64))
+        with _one_thread():
+            self.pca_ = PCA(n_components=k, whiten=True, svd_solver="full").fit(X.astype(np.float64))
         self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X):
         check_is_fitted(self, "pca_")
         X = _check_X(X, n_features=self.n_features_in_)
-        return self.pca_.transform(X.astype(np.float64)).astype(np.float32)
+        with _one_thread():
+            return self.pca_.transform(X.astype(np.float64)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- LDA
@@ -123,19 +132,22 @@ class GroupLDA(BaseEstimator, TransformerMixin):
             raise ValueError(f"n_components must be between 1 and min(n_groups - 1, n_features) = "
                              f"{min(k - 1, X.shape[1])}, got {self.n_components!r}")
         self.lda_ = LinearDiscriminantAnalysis(solver="eigen", shrinkage=self.shrinkage, n_components=int(n_comp))
-        self.lda_.fit(X.astype(np.float64), codes)
+        with _one_thread():
+            self.lda_.fit(X.astype(np.float64), codes)
         self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X):
         check_is_fitted(self, "lda_")
         X = _check_X(X, n_features=self.n_features_in_)
-        return self.lda_.transform(X.astype(np.float64)).astype(np.float32)
+        with _one_thread():
+            return self.lda_.transform(X.astype(np.float64)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- NCA
 class GroupNCA(BaseEstimator, TransformerMixin):
-    """NCA on the group after a PCA to ``pca_components`` (None: no PCA); deterministic per seed."""
+    """NCA on the group after a PCA to ``pca_components`` (None: no PCA); deterministic per seed, on one
+    BLAS thread (bit-identical whatever the thread count)."""
 
     def __init__(self, n_components=64, pca_components=256, max_iter=50, seed=0):
         self.n_components = n_components
@@ -156,22 +168,24 @@ class GroupNCA(BaseEstimator, TransformerMixin):
             raise ValueError(f"pca_components must be None or a positive integer, got {v!r}")
         Z = X.astype(np.float64)
         self.pca_ = None
-        if self.pca_components is not None:
-            k = min(int(self.pca_components), *X.shape)
-            self.pca_ = PCA(n_components=k, svd_solver="full").fit(Z)
-            Z = self.pca_.transform(Z)
-        self.nca_ = NeighborhoodComponentsAnalysis(n_components=min(int(self.n_components), Z.shape[1]),
-                                                   max_iter=int(self.max_iter), random_state=int(self.seed))
-        self.nca_.fit(Z, codes)
+        with _one_thread():
+            if self.pca_components is not None:
+                k = min(int(self.pca_components), *X.shape)
+                self.pca_ = PCA(n_components=k, svd_solver="full").fit(Z)
+                Z = self.pca_.transform(Z)
+            self.nca_ = NeighborhoodComponentsAnalysis(n_components=min(int(self.n_components), Z.shape[1]),
+                                                       max_iter=int(self.max_iter), random_state=int(self.seed))
+            self.nca_.fit(Z, codes)
         self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X):
         check_is_fitted(self, "nca_")
         Z = _check_X(X, n_features=self.n_features_in_).astype(np.float64)
-        if self.pca_ is not None:
-            Z = self.pca_.transform(Z)
-        return self.nca_.transform(Z).astype(np.float32)
+        with _one_thread():
+            if self.pca_ is not None:
+                Z = self.pca_.transform(Z)
+            return self.nca_.transform(Z).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- metric-learning head
