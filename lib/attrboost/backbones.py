@@ -35,6 +35,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .training import one_blas_thread
+
 __all__ = [
     "BACKBONES", "BackboneSpec", "ResolvedWeights", "WeightsUnavailableError", "list_backbones", "get_spec",
     "data_config", "create_transform", "resolve_weights", "create_backbone", "create_classifier", "fold_batchnorm",
@@ -538,7 +540,8 @@ class PixelPCA:
     = (60, 80), RGB, scaled to [0, 1], flattened (n_samples, 60*80*3). ``fit`` must be given the
     **training split only** (the PCA basis is part of the model; fitting on test images would leak);
     ``transform`` then projects any split onto the ``n_components`` leading components (centred by the
-    training mean, not whitened). Full SVD (``svd_solver="full"``): deterministic given the data.
+    training mean, not whitened). Full SVD (``svd_solver="full"``), fit and transform on one BLAS thread
+    (:func:`attrboost.training.one_blas_thread`): bit-identical given the data, whatever the thread count.
     """
 
     def __init__(self, n_components: int = 2048, image_size: tuple[int, int] = (60, 80), seed: int = 0):
@@ -568,7 +571,8 @@ class PixelPCA:
         if X.shape[0] < self.n_components:
             raise ValueError(f"PixelPCA: n_components={self.n_components} needs at least that many training "
                              f"images, got {X.shape[0]}; lower n_components or use a larger training split")
-        self.pca_ = PCA(n_components=int(self.n_components), svd_solver="full", random_state=self.seed).fit(X)
+        with one_blas_thread():
+            self.pca_ = PCA(n_components=int(self.n_components), svd_solver="full", random_state=self.seed).fit(X)
         self.n_features_in_ = X.shape[1]
         self.explained_variance_ratio_ = self.pca_.explained_variance_ratio_
         return self
@@ -577,7 +581,9 @@ class PixelPCA:
         """Project pixels onto the fitted components: float32 (n_samples, n_components)."""
         if not hasattr(self, "pca_"):
             raise RuntimeError("PixelPCA is not fitted yet: call fit(train_pixels) first")
-        return self.pca_.transform(self._validate(X, fitting=False)).astype(np.float32, copy=False)
+        X = self._validate(X, fitting=False)
+        with one_blas_thread():
+            return self.pca_.transform(X).astype(np.float32, copy=False)
 
     def fit_transform(self, X, y=None) -> np.ndarray:
         return self.fit(X).transform(X)

@@ -22,6 +22,11 @@ Every estimator takes its first parameter by position, the others by keyword onl
 
 The *group* is what every baseline can use from the labels; the boosting head (Task 1) instead
 sees each attribute separately, which is the point of the comparison.
+
+Determinism: the scikit-learn baselines fit and transform on one BLAS thread
+(:func:`attrboost.training.one_blas_thread`), so their output is bit-identical whatever the thread count
+(multi-threaded OpenBLAS changes the last bits, which NCA's optimiser amplifies); :class:`MetricHead`
+pins torch's threads with ``num_threads``.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .checks import check_features, check_int
 from .metrics import encode_attributes, group_codes, map_at_r_quiet
+from .training import one_blas_thread
 
 __all__ = ["BASELINES", "group_labels", "make_baseline", "PCAWhitening", "GroupLDA", "GroupNCA", "MetricHead",
            "METRIC_LOSSES"]
@@ -77,14 +83,16 @@ class PCAWhitening(BaseEstimator, TransformerMixin):
         X = check_features(X)
         k = check_int(self.n_components, "n_components", allow_none=True)
         k = min(k or min(X.shape), *X.shape)
-        self.pca_ = PCA(n_components=k, whiten=True, svd_solver="full").fit(X.astype(np.float64))
+        with one_blas_thread():
+            self.pca_ = PCA(n_components=k, whiten=True, svd_solver="full").fit(X.astype(np.float64))
         self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X):
         check_is_fitted(self, "pca_")
         X = check_features(X, n_features=self.n_features_in_)
-        return self.pca_.transform(X.astype(np.float64)).astype(np.float32)
+        with one_blas_thread():
+            return self.pca_.transform(X.astype(np.float64)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- LDA
@@ -104,19 +112,22 @@ class GroupLDA(BaseEstimator, TransformerMixin):
         if n_comp > cap:
             raise ValueError(f"n_components must be at most min(n_groups - 1, n_features) = {cap}, got {n_comp}")
         self.lda_ = LinearDiscriminantAnalysis(solver="eigen", shrinkage=self.shrinkage, n_components=n_comp)
-        self.lda_.fit(X.astype(np.float64), codes)
+        with one_blas_thread():
+            self.lda_.fit(X.astype(np.float64), codes)
         self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X):
         check_is_fitted(self, "lda_")
         X = check_features(X, n_features=self.n_features_in_)
-        return self.lda_.transform(X.astype(np.float64)).astype(np.float32)
+        with one_blas_thread():
+            return self.lda_.transform(X.astype(np.float64)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- NCA
 class GroupNCA(BaseEstimator, TransformerMixin):
-    """NCA on the group after a PCA to ``pca_components`` (None: no PCA); deterministic per seed."""
+    """NCA on the group after a PCA to ``pca_components`` (None: no PCA); deterministic per seed, on one
+    BLAS thread (bit-identical whatever the thread count)."""
 
     def __init__(self, n_components=64, *, pca_components=256, max_iter=50, seed=0):
         self.n_components = n_components
@@ -133,22 +144,24 @@ class GroupNCA(BaseEstimator, TransformerMixin):
         check_int(self.pca_components, "pca_components", allow_none=True)
         Z = X.astype(np.float64)
         self.pca_ = None
-        if self.pca_components is not None:
-            k = min(int(self.pca_components), *X.shape)
-            self.pca_ = PCA(n_components=k, svd_solver="full").fit(Z)
-            Z = self.pca_.transform(Z)
-        self.nca_ = NeighborhoodComponentsAnalysis(n_components=min(int(self.n_components), Z.shape[1]),
-                                                   max_iter=int(self.max_iter), random_state=int(self.seed))
-        self.nca_.fit(Z, codes)
+        with one_blas_thread():
+            if self.pca_components is not None:
+                k = min(int(self.pca_components), *X.shape)
+                self.pca_ = PCA(n_components=k, svd_solver="full").fit(Z)
+                Z = self.pca_.transform(Z)
+            self.nca_ = NeighborhoodComponentsAnalysis(n_components=min(int(self.n_components), Z.shape[1]),
+                                                       max_iter=int(self.max_iter), random_state=int(self.seed))
+            self.nca_.fit(Z, codes)
         self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X):
         check_is_fitted(self, "nca_")
         Z = check_features(X, n_features=self.n_features_in_).astype(np.float64)
-        if self.pca_ is not None:
-            Z = self.pca_.transform(Z)
-        return self.nca_.transform(Z).astype(np.float32)
+        with one_blas_thread():
+            if self.pca_ is not None:
+                Z = self.pca_.transform(Z)
+            return self.nca_.transform(Z).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- metric-learning head

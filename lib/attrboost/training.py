@@ -2,6 +2,8 @@
 :class:`~attrboost.baselines.MetricHead`) share: thread and seed control, and the epoch loop.
 
 * :func:`torch_threads`: torch's intra-op thread count for a block, restored afterwards.
+* :func:`one_blas_thread`: BLAS/LAPACK (and OpenMP) on one thread for a block, so results do not
+  depend on the thread count.
 * :func:`deterministic`: a seeded, deterministic block that leaves the global RNG and flags alone.
 * :func:`fit_epochs`: shuffle, train one epoch, score it, keep the best weights, stop early.
 """
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["torch_threads", "deterministic", "fit_epochs", "EpochLog"]
+__all__ = ["torch_threads", "one_blas_thread", "deterministic", "fit_epochs", "EpochLog"]
 
 
 @contextlib.contextmanager
@@ -29,6 +31,23 @@ def torch_threads(num_threads: int | None):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Run BLAS/LAPACK (and OpenMP) calls in this block on one thread, so their result does not depend on
+    the thread count.
+
+    OpenBLAS's multi-threaded kernels split sums differently than its single-threaded ones (measured here:
+    float32 GEMM and ``gesdd`` give different bits with 1 and 2 threads), and fits that amplify rounding
+    (the near-degenerate trailing components of :class:`~attrboost.backbones.PixelPCA`, NCA's optimiser)
+    turn that into different results. Libraries must already be loaded when the block is entered
+    (threadpoolctl only limits loaded ones): import scikit-learn / scipy first.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
 
 
 @contextlib.contextmanager
