@@ -786,3 +786,17 @@ def test_run_json_layout_is_unchanged(repo):
     assert list(json.loads((repo / RUNSET / "run.json").read_text())) == [
         "runset", "parameters", "backbones", "figures_status", "figures_fingerprint", "figures_parameters",
         "figures_wall_s", "finished", "beyond_status", "beyond_fingerprint", "beyond_parameters", "beyond_wall_s"]
+
+
+def test_notebooks_run_alone_do_not_write_the_committed_figures():
+    """05 and 06 run without the runner (papermill, JupyterLab, nbval) write their figures under runs/
+    (git-ignored), never into the tracked figures/ folder."""
+    import nbformat
+
+    root = Path(S.__file__).resolve().parents[2]
+    for name in ("05_figures", "06_beyond"):
+        source = "\n".join(c.source for c in nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4).cells
+                           if c.cell_type == "code")
+        defaults = [line for line in source.splitlines() if line.startswith("figs = Path(figures_dir) if figures_dir")]
+        assert defaults, name
+        assert all('root / "runs" / "figures"' in line for line in defaults), (name, defaults)

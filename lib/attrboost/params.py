@@ -243,7 +243,7 @@ PARAMS: dict[str, Param] = {
     # outputs and 05/06
     "results_dir": Param(path(kind="writable"), None, "where 04/06 write their tables; None: nowhere"),
     "runs_dir": Param(path(), None, "run set folder 05 reads; None: papermill_runs/<dataset>"),
-    "figures_dir": Param(path(kind="writable"), None, "figures folder; None: figures/<run set>"),
+    "figures_dir": Param(path(kind="writable"), None, "figures folder; None: runs/figures/<run set> (git-ignored)"),
     "example_backbone": Param(choice(_backbones, optional=True), None, "05's retrieval example"),
     "baselines": Param(choices(BASELINES), list(BASELINES), "06's label-aware baselines"),
     "budgets": Param(integers(2), list(BUDGETS), "06's label budgets (>= 2 images each)"),
