@@ -206,3 +206,20 @@ def _catch(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - the test inspects it
         return exc
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_heads_train_on_the_gpu(toy_cfg, monkeypatch):
+    import attrboost.heads as H
+
+    devices = []
+    real_fit = H.BoostHead.fit
+    monkeypatch.setattr(H.BoostHead, "fit", lambda self, *a, **k: devices.append(self.device) or real_fit(self, *a, **k))
+    jobs = [(toy_cfg, 0, "toy", task, TINY_HEAD) for task in TASKS]
+    gpu = P.fit_heads(jobs, device="cuda")  # n_jobs "auto": one process on a GPU, so the spy sees every fit
+    cpu = P.fit_heads(jobs, device="cpu", n_jobs=1)
+    assert devices == ["cuda"] * 3 + ["cpu"] * 3
+    for g, c in zip(gpu, cpu):
+        assert g.params["device"] == "cuda" and c.params["device"] == "cpu"
+        assert g.emb["test"].dtype == np.float32 and g.emb["test"].shape == c.emb["test"].shape
+        assert np.abs(g.emb["test"] - c.emb["test"]).mean() < 0.05 * np.abs(c.emb["test"]).mean()  # close
