@@ -11,6 +11,10 @@ metric: the columns of ``beyond.csv``)::
     paired_deltas(test_scores, reference="task1")                           # paired by seed, 95% CI
     write_results(scores, "runs/synthetic", dataset="synthetic", split="random", backbone=...)
 
+Each experiment first fits what is not cached yet in worker processes (:func:`prefetch`, ``n_jobs``;
+the same bits as one fit after the other), then scores the cached fits; ``device`` is where the heads
+and the metric-learning baselines train.
+
 The baselines and their registry are :mod:`attrboost.baselines`; the sample transforms the budget
 and the ablation use (:func:`~attrboost.data.sampling.subsample_train`,
 :func:`~attrboost.data.sampling.without_attribute`) are :mod:`attrboost.data.sampling`'s.
@@ -89,10 +93,10 @@ def _baseline_entry(sample: Sample, X: np.ndarray, backbone: str, name: str, see
     return path, key, {**embeddings_expect(part), "fit_seconds": ("f", ()), "params": ("U", ())}, part
 
 
-def _cached_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: int, params: dict,
-                     device: str) -> BaselineRun | None:
-    """The cached :class:`BaselineRun` (validated; a damaged entry is quarantined), or None."""
-    path, key, expect, _ = _baseline_entry(sample, X, backbone, name, seed, params, device)
+def _cached_baseline(entry: tuple, name: str, seed: int) -> BaselineRun | None:
+    """The cached :class:`BaselineRun` of ``entry`` (:func:`_baseline_entry`), validated (a damaged entry
+    is quarantined), or None."""
+    path, key, expect, _ = entry
     d = load_checked(path, key, expect, check=check_embeddings(json_field="params"))
     if d is None:
         return None
@@ -114,10 +118,11 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
     cuda when available): where the metric-learning heads train; the scikit-learn baselines run on the CPU."""
     device = P.resolve_device(device)
     X = _features(sample, X)
-    run = _cached_baseline(sample, X, backbone, name, seed, params, device)
+    entry = _baseline_entry(sample, X, backbone, name, seed, params, device)
+    run = _cached_baseline(entry, name, seed)
     if run is not None:
         return run
-    path, key, _, part = _baseline_entry(sample, X, backbone, name, seed, params, device)
+    path, key, _, part = entry
     attrs = list(sample.attributes)
     y_tr, y_va = sample.part("train")[attrs], sample.part("val")[attrs]
     val_codes = group_labels(y_va)
@@ -164,13 +169,15 @@ def prefetch(fits, backbone: str, *, n_jobs="auto", device: str = "auto", progre
     calls = {}
     for sample, X, method, seed in fits:
         if method == "task1":
-            path = P._head_entry(sample, X, backbone, "task1", seed, head)[0]
-            if path not in calls and P._cached_head(sample, X, backbone, "task1", seed, head) is None:
+            entry = P._head_entry(sample, X, backbone, "task1", seed, head)
+            path = entry[0]
+            if path not in calls and P._cached_head(entry, "task1", seed, head) is None:
                 calls[path] = (P.get_boosted, (sample, X, backbone, "task1", seed), dict(head_params, device=device))
             continue
         X = _features(sample, X)
-        path = _baseline_entry(sample, X, backbone, method, seed, {}, device)[0]
-        if path not in calls and _cached_baseline(sample, X, backbone, method, seed, {}, device) is None:
+        entry = _baseline_entry(sample, X, backbone, method, seed, {}, device)
+        path = entry[0]
+        if path not in calls and _cached_baseline(entry, method, seed) is None:
             calls[path] = (get_baseline, (sample, X, backbone, method, seed), dict(device=device))
     P.run_fits(list(calls.values()), P.resolve_n_jobs(n_jobs, len(calls), device), progress=progress,
                desc="fits")

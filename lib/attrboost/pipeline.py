@@ -4,6 +4,7 @@
     X        = get_features(sample, "efficientnet_lite0")                # 02 embeddings (cached)
     run      = get_boosted(sample, X, "efficientnet_lite0", "task1", 0)  # 03 head (cached)
     scores   = evaluate(run.emb["test"], sample, "test")                 # 04 evaluation
+    runs     = fit_heads([(cfg, seed, "pca", task, {}) for seed in (0, 1, 2) for task in TASKS])  # in parallel
 
 Caching: features of a (dataset, backbone, weights) live in one *feature store* per backbone,
 keyed by item id, that grows as samples (seeds) need more images, so overlapping seeds never
@@ -12,6 +13,9 @@ by the fingerprint of the sample, the features, the task, the seed and every hyp
 All writes are atomic (:mod:`attrboost.cache`), so an interrupted run resumes where it stopped;
 every read is validated (key, checksum, arrays, shapes, ids), and a damaged file is moved to
 ``<cache>/quarantine/`` with a warning and recomputed.
+
+Independent fits (seeds x tasks, 06's baselines) run in worker processes (:func:`fit_heads`,
+:func:`run_fits`), one torch and one BLAS thread each: a fit gives the same bits wherever it runs.
 
 Reporting (the original table, results files, the retrieval example) is :mod:`attrboost.report`;
 facts about a backbone (width, preprocessing, GFLOPs) are :mod:`attrboost.backbones`'; the notebooks'
@@ -130,9 +134,10 @@ def _head_entry(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
     return path, key, expect, part
 
 
-def _cached_head(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: int, params: dict) -> HeadRun | None:
-    """The cached :class:`HeadRun` (validated; a damaged entry is quarantined), or None."""
-    path, key, expect, _ = _head_entry(sample, X, backbone, task, seed, params)
+def _cached_head(entry: tuple, task: str, seed: int, params: dict) -> HeadRun | None:
+    """The cached :class:`HeadRun` of ``entry`` (:func:`_head_entry`), validated (a damaged entry is
+    quarantined), or None."""
+    path, key, expect, _ = entry
     d = load_checked(path, key, expect, check=check_embeddings(json_field="history"))
     if d is None:
         return None
@@ -150,10 +155,11 @@ def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
     if task not in TASKS:
         raise ValueError(f"task={task!r}: expected one of {list(TASKS)}")
     params = head_params(**head_overrides)
-    run = _cached_head(sample, X, backbone, task, seed, params)
+    entry = _head_entry(sample, X, backbone, task, seed, params)
+    run = _cached_head(entry, task, seed, params)
     if run is not None:
         return run
-    path, key, _, part = _head_entry(sample, X, backbone, task, seed, params)
+    path, key, _, part = entry
     head = BoostHead(task=task, **params, seed=seed, progress=progress)
     t0 = time.perf_counter()
     train, val = sample.part("train"), sample.part("val")
@@ -211,8 +217,9 @@ def run_fits(calls: list, n_jobs: int, *, progress: bool = False, desc: str = "f
 
     A fit is deterministic given its inputs and thread count, so where it runs does not change a bit of
     its result. Every entry is written atomically: a worker killed mid-fit leaves no entry (and no
-    damaged one) behind, the fits finished before are kept, and calling again fits only the rest; a dead
-    worker is reported as a ``RuntimeError`` saying so."""
+    damaged one) behind (killed mid-write, at most an orphan ``.<name>.*.tmp`` that nothing reads), the
+    fits finished before are kept, and calling again fits only the rest; a dead worker is reported as a
+    ``RuntimeError`` saying so."""
     from tqdm.auto import tqdm
 
     if n_jobs <= 1 or len(calls) <= 1:
@@ -241,8 +248,8 @@ def fit_heads(jobs, *, n_jobs="auto", weights=None, device=None, progress: bool 
 
     ``jobs``: ``(data, seed, backbone, task, overrides)`` with ``data`` a :class:`DataConfig` (the sample
     is :func:`get_sample` ``(data, seed)``, its features :func:`get_features` with ``weights``) or a
-    ``(sample, X)`` pair; ``overrides``: the head's hyper-parameters (:func:`head_params`). ``device``
-    (None: each job's own, else BoostHead's default): the heads' device, unless a job's overrides set one.
+    ``(sample, X)`` pair; ``overrides``: the head's hyper-parameters (:func:`head_params`). ``device``: the
+    heads' device where a job's overrides set none (None: BoostHead's default, the CPU).
     ``n_jobs``: :func:`resolve_n_jobs` (``"auto"``: one process per core, capped by the fits to do; 1 on
     a GPU); 1: one fit after the other in this process, as a loop over :func:`get_boosted` would.
     Results are bit-identical for any ``n_jobs`` (each fit is deterministic and runs on one thread)."""
@@ -270,10 +277,11 @@ def fit_heads(jobs, *, n_jobs="auto", weights=None, device=None, progress: bool 
         prepared.append((sample, X, backbone, task, seed, overrides, params))
     done, todo, paths = {}, {}, []
     for sample, X, backbone, task, seed, overrides, params in prepared:
-        path = _head_entry(sample, X, backbone, task, seed, params)[0]
+        entry = _head_entry(sample, X, backbone, task, seed, params)
+        path = entry[0]
         paths.append(path)
         if path not in done and path not in todo:
-            run = _cached_head(sample, X, backbone, task, seed, params)
+            run = _cached_head(entry, task, seed, params)
             if run is None:
                 todo[path] = (get_boosted, (sample, X, backbone, task, seed), overrides)
             else:
