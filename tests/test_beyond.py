@@ -126,3 +126,77 @@ def test_write_results_adds_the_run_and_rounds(tmp_path):
     back = pd.read_csv(tmp_path / "out" / "beyond.csv")
     assert list(back.columns) == [*scores.columns, "dataset", "split", "backbone"] and len(keep) == 1
     assert back.loc[0, "value"] == 0.333333 and back.loc[0, "split"] == "by_group"
+
+
+# ----------------------------------------------------------------------------- fits in worker processes, device
+def test_06s_fits_in_two_processes_give_the_serial_bits(toy, tmp_path, monkeypatch):
+    import attrboost.baselines as BL
+    import attrboost.heads as H
+
+    samples, feats = {s: v[0] for s, v in toy.items()}, {s: v[1] for s, v in toy.items()}
+
+    def experiments(n_jobs):
+        base = B.run_baselines(P.DataConfig(), "toy", [0, 1], ["supcon", "lda"], n_jobs=n_jobs, progress=False, **HEAD)
+        bud = B.label_budget(samples, feats, "toy", [30], "supcon", n_jobs=n_jobs, progress=False, **HEAD)
+        abl = B.ablation(samples, feats, "toy", ["kind"], n_jobs=n_jobs, progress=False, **HEAD)
+        embs = {(m, s): B.get_baseline(samples[s], feats[s], "toy", m, s).emb for m in ("supcon", "lda") for s in (0, 1)}
+        return pd.concat([base.scores, bud, abl]), embs
+
+    serial, serial_emb = experiments(1)
+    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache2"))  # an empty cache: fit everything again
+    in_parent = []
+    for cls in (H.BoostHead, BL.MetricHead, BL.GroupLDA):
+        real = cls.fit
+        monkeypatch.setattr(cls, "fit", lambda self, *a, _real=real, **k: in_parent.append(self) or _real(self, *a, **k))
+    parallel, parallel_emb = experiments(2)
+    assert not in_parent  # every fit ran in a worker process
+    pd.testing.assert_frame_equal(parallel, serial)
+    for key, emb in serial_emb.items():
+        assert all(np.array_equal(emb[p], parallel_emb[key][p]) for p in ("train", "val", "test")), key
+
+
+def test_device_reaches_every_head_and_baseline_and_a_gpu_fits_in_one_process(toy, monkeypatch):
+    """device="cuda" (faked: no GPU needed) reaches the Task 1 heads and the baselines of the three
+    experiments; n_jobs "auto" is 1 on a GPU; the device is in the cache keys of the torch fits only."""
+    samples, feats = {s: v[0] for s, v in toy.items()}, {s: v[1] for s, v in toy.items()}
+    monkeypatch.setattr(P, "resolve_device", lambda d: "cuda" if d in ("auto", "cuda") else d)
+    seen, pools = [], []
+    real_run_fits = P.run_fits
+    monkeypatch.setattr(P, "run_fits", lambda calls, n, **kw: pools.append(n) or real_run_fits(calls, n, **kw))
+
+    def fake_head(sample, X, backbone, task, seed, **kw):
+        seen.append(("task1", kw["device"]))
+        return P.HeadRun(task, seed, {p: X[sample.mask(p)] for p in ("train", "val", "test")}, pd.DataFrame(), 1, 0.0)
+
+    def fake_baseline(sample, X, backbone, name, seed, **kw):
+        seen.append((name, kw["device"]))
+        return B.BaselineRun(name, seed, {p: X[sample.mask(p)] for p in ("train", "val", "test")}, 0.0)
+
+    monkeypatch.setattr(P, "get_boosted", fake_head)
+    monkeypatch.setattr(B, "get_baseline", fake_baseline)
+    B.run_baselines(P.DataConfig(), "toy", [0, 1], ["supcon", "lda"], device="cuda", progress=False, **HEAD)
+    B.label_budget(samples, feats, "toy", [30], "supcon", device="cuda", progress=False, **HEAD)
+    B.ablation(samples, feats, "toy", ["kind"], device="cuda", progress=False, **HEAD)
+    assert seen and {d for _, d in seen} == {"cuda"} and {m for m, _ in seen} == {"task1", "supcon", "lda"}
+    assert pools and set(pools) == {1}  # one process on a GPU
+
+    s, X = toy[0]
+    key = {dev: B._baseline_entry(s, X, "toy", name, 0, {}, dev)[1] for dev in ("cpu", "cuda") for name in ("supcon",)}
+    assert key["cpu"] != key["cuda"]
+    assert B._baseline_entry(s, X, "toy", "lda", 0, {}, "cpu")[1] == B._baseline_entry(s, X, "toy", "lda", 0, {}, "cuda")[1]
+    head = {dev: P._head_entry(s, X, "toy", "task1", 0, P.head_params(device=dev))[1] for dev in ("cpu", "cuda")}
+    assert head["cpu"] != head["cuda"]
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_metric_head_baselines_train_on_the_gpu(toy):
+    s, X = toy[0]
+    gpu = B.get_baseline(s, X, "toy", "supcon", 0, device="cuda", max_epochs=3)
+    cpu = B.get_baseline(s, X, "toy", "supcon", 0, device="cpu", max_epochs=3)
+    from attrboost.baselines import MetricHead
+
+    est = MetricHead(device="cuda", max_epochs=2)
+    est.fit(X[s.mask("train")], s.part("train")[list(s.attributes)])
+    assert next(est.model_.parameters()).device.type == "cuda"
+    assert gpu.emb["test"].dtype == np.float32 and gpu.emb["test"].shape == cpu.emb["test"].shape
+    assert np.abs(gpu.emb["test"] - cpu.emb["test"]).mean() < 0.05 * np.abs(cpu.emb["test"]).mean()  # close

@@ -147,9 +147,9 @@ def test_plan_order_paths_and_parameters(repo, tmp_path):
         w = "w/lite1.pt" if r.backbone == BACKBONES[2] else None
         assert p01 == dict(data, seed=3)
         assert p02 == dict(data, seeds=[3, 4], backbone=r.backbone, weights=w, device="auto", batch_size=32)
-        assert p03 == dict(data, backbone=r.backbone, weights=w, tasks=["task1", "task3"], seed=3)
+        assert p03 == dict(data, backbone=r.backbone, weights=w, tasks=["task1", "task3"], seed=3, device="auto")
         assert p04 == dict(data, backbone=r.backbone, weights=w, tasks=["task1", "task3"], seeds=[3, 4],
-                           results_dir=r.run_dir)
+                           results_dir=r.run_dir, device="auto")
     fig = S.plan_figures(args)
     assert fig.output_path == "runs/papermill_runs/synthetic/05_figures.ipynb"
     assert fig.parameters == dict(dataset="synthetic", runs_dir="runs/papermill_runs/synthetic",

@@ -171,16 +171,17 @@ class MetricHead(BaseEstimator, TransformerMixin):
     Parameters (keyword-only after ``loss``): ``loss`` ("supcon" | "multisimilarity"), ``hidden_dim`` (None: input width),
     ``lr``, ``weight_decay`` (Adam), ``batch_size`` (random batches; larger than the head's 32 so a
     batch holds positive pairs), ``max_epochs``, ``patience`` (epochs without a better validation
-    MAP@R), ``temperature`` (SupCon), ``seed``, ``num_threads`` (torch threads during fit/transform).
+    MAP@R), ``temperature`` (SupCon), ``seed``, ``num_threads`` (torch threads during fit/transform), ``device``.
 
     ``fit(X, y, X_val=None, y_val=None)``: with a validation split the epoch with the best
-    validation MAP@R (group relevance, cosine) is kept; without, the last epoch.
+    validation MAP@R (group relevance, cosine) is kept; without, the last epoch. ``device``: the torch
+    device it trains and transforms on ("cpu", "cuda", ...); results differ in the last bits between devices.
     Attributes: ``history_`` (epoch, train_loss, val_map@r, seconds, selected), ``best_epoch_``,
     ``model_``.
     """
 
     def __init__(self, loss="supcon", *, hidden_dim=None, lr=1e-3, weight_decay=1e-5, batch_size=256,
-                 max_epochs=100, patience=10, temperature=0.1, seed=0, num_threads=1):
+                 max_epochs=100, patience=10, temperature=0.1, seed=0, num_threads=1, device="cpu"):
         self.loss = loss
         self.hidden_dim = hidden_dim
         self.lr = lr
@@ -191,6 +192,7 @@ class MetricHead(BaseEstimator, TransformerMixin):
         self.temperature = temperature
         self.seed = seed
         self.num_threads = num_threads
+        self.device = device
 
     def _make_loss(self):
         from pytorch_metric_learning import losses
@@ -230,18 +232,20 @@ class MetricHead(BaseEstimator, TransformerMixin):
         n, d = X.shape
         self.hidden_dim_ = int(self.hidden_dim or d)
         loss_fn = self._make_loss()
+        dev = torch.device(self.device)
         with torch_threads(self.num_threads), deterministic(int(self.seed)):
             net = nn.Sequential(nn.Linear(d, self.hidden_dim_), nn.ReLU())
-            nn.init.kaiming_uniform_(net[0].weight)
+            nn.init.kaiming_uniform_(net[0].weight)  # on the CPU, then moved: the same initial weights anywhere
             nn.init.constant_(net[0].bias, 0.01)
+            net.to(dev)
             opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            Xt, Yt = torch.as_tensor(X), torch.as_tensor(codes)
-            Xv = None if X_val is None else torch.as_tensor(X_val)
+            Xt, Yt = torch.as_tensor(X, device=dev), torch.as_tensor(codes, device=dev)
+            Xv = None if X_val is None else torch.as_tensor(X_val, device=dev)
 
             def train_epoch(perm):
                 total = 0.0
                 for s in range(0, n, self.batch_size):
-                    idx = perm[s: s + self.batch_size]
+                    idx = perm[s: s + self.batch_size].to(dev)
                     if len(idx) < 2:  # a metric loss needs pairs
                         continue
                     loss = loss_fn(net(Xt[idx]), Yt[idx])
@@ -256,7 +260,7 @@ class MetricHead(BaseEstimator, TransformerMixin):
                     return {}, None  # keep the last epoch
                 net.eval()
                 with torch.no_grad():
-                    score = map_at_r_quiet(net(Xv).numpy(), val_codes)
+                    score = map_at_r_quiet(net(Xv).cpu().numpy(), val_codes)
                 return {"val_map@r": score}, score
 
             log = fit_epochs(net, train_epoch, score_epoch, n=n, seed=self.seed, max_epochs=self.max_epochs,
@@ -273,7 +277,7 @@ class MetricHead(BaseEstimator, TransformerMixin):
         check_is_fitted(self, "model_")
         X = check_features(X, n_features=self.n_features_in_)
         with torch_threads(self.num_threads), torch.no_grad():
-            return self.model_(torch.as_tensor(X)).numpy().astype(np.float32)
+            return self.model_(torch.as_tensor(X, device=torch.device(self.device))).cpu().numpy().astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- registry

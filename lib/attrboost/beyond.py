@@ -11,6 +11,10 @@ metric: the columns of ``beyond.csv``)::
     paired_deltas(test_scores, reference="task1")                           # paired by seed, 95% CI
     write_results(scores, "runs/synthetic", dataset="synthetic", split="random", backbone=...)
 
+Each experiment first fits what is not cached yet in worker processes (:func:`prefetch`, ``n_jobs``;
+the same bits as one fit after the other), then scores the cached fits; ``device`` is where the heads
+and the metric-learning baselines train.
+
 The baselines and their registry are :mod:`attrboost.baselines`; the sample transforms the budget
 and the ablation use (:func:`~attrboost.data.sampling.subsample_train`,
 :func:`~attrboost.data.sampling.without_attribute`) are :mod:`attrboost.data.sampling`'s.
@@ -42,7 +46,7 @@ import pandas as pd
 
 from . import __version__
 from . import pipeline as P
-from .baselines import BASELINES, MULTISIMILARITY, MetricHead, group_labels, make_baseline
+from .baselines import BASELINES, METRIC_LOSSES, MULTISIMILARITY, MetricHead, group_labels, make_baseline
 from .cache import (atomic_write, cache_dir, check_embeddings, embeddings_expect, fingerprint, load_checked,
                     save_checked)
 from .data import Sample
@@ -56,7 +60,7 @@ PCA_GRID = (32, 64, 128, 256)
 BUDGETS = (250, 500, 1000, 2000, 3000)
 
 __all__ = ["BASELINE_LABELS", "PCA_GRID", "BUDGETS", "BaselineRun", "get_baseline", "budgets_for", "Baselines",
-           "score_rows", "run_baselines", "label_budget", "ablation", "paired_deltas", "ablation_deltas",
+           "score_rows", "prefetch", "run_baselines", "label_budget", "ablation", "paired_deltas", "ablation_deltas",
            "labels_needed", "write_results"]
 
 
@@ -71,26 +75,54 @@ class BaselineRun:
     params: dict = field(default_factory=dict)
 
 
-def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: int, **params) -> BaselineRun:
-    """Fit (or load from cache) a baseline on the training part, select on the validation part, and
-    return its embeddings of every part. The test part is only transformed."""
+def _baseline_entry(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: int, params: dict, device: str):
+    """(path, key, expected arrays, part masks) of a baseline's cache entry."""
     settings = make_baseline(name, seed, **params).get_params()  # clear errors before any work
     if name == "pca_whiten" and set(params) - {"n_components"}:
         raise ValueError(f"pca_whiten takes only n_components, got {sorted(params)}")
-    X = np.asarray(X, dtype=np.float32)
-    if len(X) != len(sample.items):
-        raise ValueError(f"X has {len(X)} rows, the sample has {len(sample.items)} items")
-    # every setting that changes the result is in the key: the full parameters, the grid, the loss constants
+    # every setting that changes the result is in the key: the full parameters, the grid, the loss constants,
+    # and the device of a torch-trained baseline off the CPU (results differ in the last bits between devices)
+    settings.pop("device", None)
     extra = {"pca_grid": list(PCA_GRID)} if name == "pca_whiten" else (
         {"multisimilarity": MULTISIMILARITY} if name == "multisimilarity" else {})
+    if name in METRIC_LOSSES and device != "cpu":
+        extra["device"] = device
     key = fingerprint("baseline", __version__, sample.fingerprint, fingerprint(X), backbone, name, seed, settings, extra)
     path = cache_dir() / "baselines" / backbone / f"{name}-{key}.npz"
     part = {p: sample.mask(p) for p in ("train", "val", "test")}
-    d = load_checked(path, key, {**embeddings_expect(part), "fit_seconds": ("f", ()), "params": ("U", ())},
-                     check=check_embeddings(json_field="params"))
-    if d is not None:
-        return BaselineRun(name, seed, {p: d[f"emb_{p}"] for p in ("train", "val", "test")},
-                           float(d["fit_seconds"]), json.loads(str(d["params"])))
+    return path, key, {**embeddings_expect(part), "fit_seconds": ("f", ()), "params": ("U", ())}, part
+
+
+def _cached_baseline(entry: tuple, name: str, seed: int) -> BaselineRun | None:
+    """The cached :class:`BaselineRun` of ``entry`` (:func:`_baseline_entry`), validated (a damaged entry
+    is quarantined), or None."""
+    path, key, expect, _ = entry
+    d = load_checked(path, key, expect, check=check_embeddings(json_field="params"))
+    if d is None:
+        return None
+    return BaselineRun(name, seed, {p: d[f"emb_{p}"] for p in ("train", "val", "test")},
+                       float(d["fit_seconds"]), json.loads(str(d["params"])))
+
+
+def _features(sample: Sample, X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    if len(X) != len(sample.items):
+        raise ValueError(f"X has {len(X)} rows, the sample has {len(sample.items)} items")
+    return X
+
+
+def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: int, *, device: str = "cpu",
+                 **params) -> BaselineRun:
+    """Fit (or load from cache) a baseline on the training part, select on the validation part, and
+    return its embeddings of every part. The test part is only transformed. ``device`` (``"auto"``:
+    cuda when available): where the metric-learning heads train; the scikit-learn baselines run on the CPU."""
+    device = P.resolve_device(device)
+    X = _features(sample, X)
+    entry = _baseline_entry(sample, X, backbone, name, seed, params, device)
+    run = _cached_baseline(entry, name, seed)
+    if run is not None:
+        return run
+    path, key, _, part = entry
     attrs = list(sample.attributes)
     y_tr, y_va = sample.part("train")[attrs], sample.part("val")[attrs]
     val_codes = group_labels(y_va)
@@ -113,7 +145,7 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
         fit_s = time.perf_counter() - t0
         emb = {p: e[:, :k_best] for p, e in wide.items()}
     else:
-        est = make_baseline(name, seed, **params)
+        est = make_baseline(name, seed, **params, **({"device": device} if name in METRIC_LOSSES else {}))
         if isinstance(est, MetricHead):
             est.fit(X[part["train"]], y_tr, X[part["val"]], y_va)
             chosen["best_epoch"] = est.best_epoch_
@@ -124,6 +156,32 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
     save_checked(path, key, **{f"emb_{p}": e for p, e in emb.items()}, fit_seconds=np.array(fit_s),
                  params=np.array(json.dumps(chosen, sort_keys=True)))
     return BaselineRun(name, seed, emb, fit_s, chosen)
+
+
+def prefetch(fits, backbone: str, *, n_jobs="auto", device: str = "auto", progress: bool = False,
+             **head_params) -> int:
+    """Fit, in parallel worker processes (:func:`attrboost.pipeline.run_fits`), every fit of ``fits`` that
+    is not cached yet; returns how many were fitted. ``fits``: ``(sample, X, method, seed)``, ``method``
+    ``"task1"`` (the Task 1 head with ``head_params``) or a baseline's name. ``n_jobs``:
+    :func:`attrboost.pipeline.resolve_n_jobs`. Each fit gives the same bits as fitted alone."""
+    device = P.resolve_device(device)
+    head = P.head_params(**head_params, device=device)
+    calls = {}
+    for sample, X, method, seed in fits:
+        if method == "task1":
+            entry = P._head_entry(sample, X, backbone, "task1", seed, head)
+            path = entry[0]
+            if path not in calls and P._cached_head(entry, "task1", seed, head) is None:
+                calls[path] = (P.get_boosted, (sample, X, backbone, "task1", seed), dict(head_params, device=device))
+            continue
+        X = _features(sample, X)
+        entry = _baseline_entry(sample, X, backbone, method, seed, {}, device)
+        path = entry[0]
+        if path not in calls and _cached_baseline(entry, method, seed) is None:
+            calls[path] = (get_baseline, (sample, X, backbone, method, seed), dict(device=device))
+    P.run_fits(list(calls.values()), P.resolve_n_jobs(n_jobs, len(calls), device), progress=progress,
+               desc="fits")
+    return len(calls)
 
 
 # ----------------------------------------------------------------------------- the experiments of notebook 06
@@ -156,19 +214,24 @@ def _progress(items, desc: str, progress: bool):
 
 
 def run_baselines(cfg: P.DataConfig, backbone: str, seeds, baselines=BASELINES, *, weights=None,
-                  progress: bool = True, **head_params) -> Baselines:
+                  device: str = "auto", n_jobs="auto", progress: bool = True, **head_params) -> Baselines:
     """Raw features, the Task 1 head (``head_params``) and every baseline, scored on the validation
-    and test parts for each seed (experiment ``"baselines"``); every fit is a cached step."""
+    and test parts for each seed (experiment ``"baselines"``); every fit is a cached step, the missing
+    ones fitted first in ``n_jobs`` worker processes (:func:`prefetch`). ``device``: the heads' and the
+    metric-learning baselines' (and any feature extraction's)."""
     rows, fit_s = [], []
-    samples, feats = {}, {}
+    samples = {seed: P.get_sample(cfg, seed) for seed in seeds}
+    feats = {seed: P.get_features(samples[seed], backbone, weights=weights, device=device, progress=False)
+             for seed in seeds}
+    prefetch([(samples[s], feats[s], m, s) for s in seeds for m in ("task1", *baselines)], backbone,
+             n_jobs=n_jobs, device=device, progress=progress, **head_params)
     for seed in _progress(seeds, "seeds", progress):
-        sample = samples[seed] = P.get_sample(cfg, seed)
-        X = feats[seed] = P.get_features(sample, backbone, weights=weights, progress=False)
+        sample, X = samples[seed], feats[seed]
         embs = {"raw": {p: X[sample.mask(p)] for p in ("val", "test")}}
-        head = P.get_boosted(sample, X, backbone, "task1", seed, **head_params)
+        head = P.get_boosted(sample, X, backbone, "task1", seed, device=device, **head_params)
         embs["task1"], fit_s = head.emb, fit_s + [dict(method="task1", seed=seed, seconds=head.fit_seconds)]
         for name in baselines:
-            run = get_baseline(sample, X, backbone, name, seed)
+            run = get_baseline(sample, X, backbone, name, seed, device=device)
             embs[name] = run.emb
             fit_s.append(dict(method=name, seed=seed, seconds=run.fit_seconds, params=run.params))
         for method, e in embs.items():
@@ -179,30 +242,35 @@ def run_baselines(cfg: P.DataConfig, backbone: str, seeds, baselines=BASELINES, 
 
 
 def label_budget(samples: dict[int, Sample], features: dict[int, np.ndarray], backbone: str, budgets,
-                 baseline: str, *, progress: bool = True, **head_params) -> pd.DataFrame:
+                 baseline: str, *, device: str = "auto", n_jobs="auto", progress: bool = True,
+                 **head_params) -> pd.DataFrame:
     """Task 1 and ``baseline`` trained on the first ``n`` training images of each seed's sample
     (:func:`~attrboost.data.sampling.subsample_train`), for each ``n`` in ``budgets``; test scores
-    (experiment ``"budget"``)."""
+    (experiment ``"budget"``). The fits run first, in ``n_jobs`` processes (:func:`prefetch`)."""
     rows = []
-    jobs = [(seed, n) for seed in samples for n in budgets]
-    for seed, n in _progress(jobs, "label budget", progress):
-        sub, Xs = subsample_train(samples[seed], features[seed], n, seed)
-        embs = {"task1": P.get_boosted(sub, Xs, backbone, "task1", seed, **head_params).emb["test"],
-                baseline: get_baseline(sub, Xs, backbone, baseline, seed).emb["test"]}
+    jobs = {(seed, n): subsample_train(samples[seed], features[seed], n, seed) for seed in samples for n in budgets}
+    prefetch([(sub, Xs, m, seed) for (seed, _), (sub, Xs) in jobs.items() for m in ("task1", baseline)], backbone,
+             n_jobs=n_jobs, device=device, progress=progress, **head_params)
+    for (seed, n), (sub, Xs) in _progress(list(jobs.items()), "label budget", progress):
+        embs = {"task1": P.get_boosted(sub, Xs, backbone, "task1", seed, device=device, **head_params).emb["test"],
+                baseline: get_baseline(sub, Xs, backbone, baseline, seed, device=device).emb["test"]}
         for method, e in embs.items():
             rows += score_rows(e, sub, "test", experiment="budget", method=method, n_train=n, seed=seed)
     return pd.DataFrame(rows)
 
 
 def ablation(samples: dict[int, Sample], features: dict[int, np.ndarray], backbone: str, attributes, *,
-             progress: bool = True, **head_params) -> pd.DataFrame:
+             device: str = "auto", n_jobs="auto", progress: bool = True, **head_params) -> pd.DataFrame:
     """Task 1 trained without one attribute at a time, scored on the test part with every attribute
-    (method ``"without <attribute>"``, experiment ``"ablation"``)."""
+    (method ``"without <attribute>"``, experiment ``"ablation"``). The fits run first, in ``n_jobs``
+    processes (:func:`prefetch`)."""
     rows = []
-    jobs = [(seed, a) for seed in samples for a in attributes]
-    for seed, attr in _progress(jobs, "ablation", progress):
+    jobs = {(seed, a): without_attribute(samples[seed], a) for seed in samples for a in attributes}
+    prefetch([(ablated, features[seed], "task1", seed) for (seed, _), ablated in jobs.items()], backbone,
+             n_jobs=n_jobs, device=device, progress=progress, **head_params)
+    for (seed, attr), ablated in _progress(list(jobs.items()), "ablation", progress):
         sample = samples[seed]
-        run = P.get_boosted(without_attribute(sample, attr), features[seed], backbone, "task1", seed, **head_params)
+        run = P.get_boosted(ablated, features[seed], backbone, "task1", seed, device=device, **head_params)
         rows += score_rows(run.emb["test"], sample, "test", experiment="ablation", method=f"without {attr}",
                            n_train=None, seed=seed)
     return pd.DataFrame(rows)

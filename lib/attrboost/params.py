@@ -190,6 +190,17 @@ def device(v):
     return v
 
 
+def jobs(v):
+    """``n_jobs``: ``"auto"`` (one worker process per core, capped by the fits to do; 1 on a GPU), None
+    (the same) or an integer >= 1 (1: one fit after the other in the notebook's process)."""
+    if v is None or v == "auto":
+        return v
+    try:
+        return _as_int(int(v) if isinstance(v, str) and re.fullmatch(r"\d+", v) else v, 1)
+    except Invalid:
+        raise Invalid("'auto', None or an integer >= 1") from None
+
+
 def runset(v):
     """05's ``dataset``: a run set, ``<dataset>`` (random split) or ``<dataset>-<split>``."""
     allowed = [d if s == "random" else f"{d}-{s}" for d in DATASETS for s in SPLITS]
@@ -228,7 +239,8 @@ PARAMS: dict[str, Param] = {
     # backbone and features
     "backbone": Param(choice(_backbones), "efficientnet_lite0", "feature extractor"),
     "weights": Param(path(kind="file"), None, "local weights file"),
-    "device": Param(device, "auto", "feature-extraction device"),
+    "device": Param(device, "auto", "device of feature extraction (02) and of the heads and baselines (03/04/06)"),
+    "n_jobs": Param(jobs, "auto", "worker processes for the independent head and baseline fits (03/04/06)"),
     "batch_size": Param(integer(1), HEAD_DEFAULTS["batch_size"],
                         "batch size (feature extraction in 02, head training in 03/04/06)"),
     # head hyper-parameters (docs/protocol.md): BoostHead's defaults
@@ -252,16 +264,17 @@ PARAMS: dict[str, Param] = {
 
 _DATA = ("dataset", "data_dir", "n_groups", "per_group", "split")
 _HEAD = ("hidden_dim", "lr", "weight_decay", "batch_size", "max_epochs", "stop_loss", "selection", "patience")
+_FITS = ("device", "n_jobs")  # where the fits run: not part of the protocol
 
 #: Which parameters each notebook's parameter cell declares, in the cell's order.
 NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "01_data": (*_DATA, "seed", "show_images"),
     "02_embeddings": (*_DATA, "seeds", "backbone", "weights", "device", "batch_size"),
-    "03_train": (*_DATA, "backbone", "weights", "tasks", "seed", *_HEAD),
-    "04_evaluate": (*_DATA, "backbone", "weights", "tasks", "seeds", "results_dir", *_HEAD),
+    "03_train": (*_DATA, "backbone", "weights", "tasks", "seed", *_HEAD, *_FITS),
+    "04_evaluate": (*_DATA, "backbone", "weights", "tasks", "seeds", "results_dir", *_HEAD, *_FITS),
     "05_figures": ("dataset", "runs_dir", "figures_dir", "data_dir", "example_backbone", "show_images"),
     "06_beyond": (*_DATA, "backbone", "weights", "seeds", "baselines", "budgets", "ablation", "results_dir",
-                  "figures_dir", *_HEAD),
+                  "figures_dir", *_HEAD, *_FITS),
 }
 
 #: Where a notebook's parameter differs from :data:`PARAMS` (05 reads a run set, not a data set).

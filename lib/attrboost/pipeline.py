@@ -4,6 +4,7 @@
     X        = get_features(sample, "efficientnet_lite0")                # 02 embeddings (cached)
     run      = get_boosted(sample, X, "efficientnet_lite0", "task1", 0)  # 03 head (cached)
     scores   = evaluate(run.emb["test"], sample, "test")                 # 04 evaluation
+    runs     = fit_heads([(cfg, seed, "pca", task, {}) for seed in (0, 1, 2) for task in TASKS])  # in parallel
 
 Caching: features of a (dataset, backbone, weights) live in one *feature store* per backbone,
 keyed by item id, that grows as samples (seeds) need more images, so overlapping seeds never
@@ -13,6 +14,9 @@ All writes are atomic (:mod:`attrboost.cache`), so an interrupted run resumes wh
 every read is validated (key, checksum, arrays, shapes, ids), and a damaged file is moved to
 ``<cache>/quarantine/`` with a warning and recomputed.
 
+Independent fits (seeds x tasks, 06's baselines) run in worker processes (:func:`fit_heads`,
+:func:`run_fits`), one torch and one BLAS thread each: a fit gives the same bits wherever it runs.
+
 Reporting (the original table, results files, the retrieval example) is :mod:`attrboost.report`;
 facts about a backbone (width, preprocessing, GFLOPs) are :mod:`attrboost.backbones`'; the notebooks'
 parameters are :mod:`attrboost.params`.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,7 +103,9 @@ class HeadRun:
 
 def head_params(**overrides) -> dict:
     """The head's hyper-parameters: :class:`~attrboost.heads.BoostHead`'s defaults (the study's
-    settings, docs/protocol.md; the notebooks' parameter cells use them too) with ``overrides`` applied."""
+    settings, docs/protocol.md; the notebooks' parameter cells use them too) with ``overrides`` applied.
+    ``device="auto"`` becomes the device it picks (``"cuda"`` when available, else ``"cpu"``): the
+    device is part of a head's cache key, as results differ (in the last bits) between devices."""
     params = BoostHead().get_params()
     unknown = set(overrides) - set(params)
     if unknown:
@@ -106,7 +113,37 @@ def head_params(**overrides) -> dict:
     params.update(overrides)
     for per_run in ("task", "seed", "progress"):  # given per call, not hyper-parameters
         params.pop(per_run, None)
+    if params["device"] != "cpu":
+        params["device"] = resolve_device(params["device"])
     return params
+
+
+def resolve_device(device) -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; any other device as its canonical name."""
+    from .extract import resolve_device as _resolve
+
+    return str(_resolve(device))
+
+
+def _head_entry(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: int, params: dict):
+    """(path, key, expected arrays, part masks) of a head's cache entry."""
+    key = fingerprint("head", __version__, sample.fingerprint, fingerprint(X), backbone, task, seed, params)
+    path = cache_dir() / "heads" / backbone / f"{task}-{key}.npz"
+    part = {p: sample.mask(p) for p in ("train", "val", "test")}
+    expect = {**embeddings_expect(part), "history": ("U", ()), "best_epoch": ("i", ()), "fit_seconds": ("f", ())}
+    return path, key, expect, part
+
+
+def _cached_head(entry: tuple, task: str, seed: int, params: dict) -> HeadRun | None:
+    """The cached :class:`HeadRun` of ``entry`` (:func:`_head_entry`), validated (a damaged entry is
+    quarantined), or None."""
+    path, key, expect, _ = entry
+    d = load_checked(path, key, expect, check=check_embeddings(json_field="history"))
+    if d is None:
+        return None
+    hist = pd.read_json(io.StringIO(str(d["history"])), orient="split")
+    emb = {p: d[f"emb_{p}"] for p in ("train", "val", "test")}
+    return HeadRun(task, seed, emb, hist, int(d["best_epoch"]), float(d["fit_seconds"]), params)
 
 
 def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: int, *, progress: bool = False,
@@ -118,15 +155,11 @@ def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
     if task not in TASKS:
         raise ValueError(f"task={task!r}: expected one of {list(TASKS)}")
     params = head_params(**head_overrides)
-    key = fingerprint("head", __version__, sample.fingerprint, fingerprint(X), backbone, task, seed, params)
-    path = cache_dir() / "heads" / backbone / f"{task}-{key}.npz"
-    part = {p: sample.mask(p) for p in ("train", "val", "test")}
-    d = load_checked(path, key, {**embeddings_expect(part), "history": ("U", ()), "best_epoch": ("i", ()),
-                                 "fit_seconds": ("f", ())}, check=check_embeddings(json_field="history"))
-    if d is not None:
-        hist = pd.read_json(io.StringIO(str(d["history"])), orient="split")
-        emb = {p: d[f"emb_{p}"] for p in ("train", "val", "test")}
-        return HeadRun(task, seed, emb, hist, int(d["best_epoch"]), float(d["fit_seconds"]), params)
+    entry = _head_entry(sample, X, backbone, task, seed, params)
+    run = _cached_head(entry, task, seed, params)
+    if run is not None:
+        return run
+    path, key, _, part = entry
     head = BoostHead(task=task, **params, seed=seed, progress=progress)
     t0 = time.perf_counter()
     train, val = sample.part("train"), sample.part("val")
@@ -146,6 +179,119 @@ def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
     save_checked(path, key, **{f"emb_{p}": e for p, e in emb.items()}, history=np.array(hist.to_json(orient="split")),
                  best_epoch=np.array(head.best_epoch_), fit_seconds=np.array(fit_s))
     return HeadRun(task, seed, emb, hist, int(head.best_epoch_), fit_s, params)
+
+
+# ----------------------------------------------------------------------------- many fits at once
+def resolve_n_jobs(n_jobs, n_fits: int, device: str = "cpu") -> int:
+    """Worker processes for ``n_fits`` independent fits: ``"auto"`` (or None) = the cores this process may
+    use (``os.sched_getaffinity``), or 1 on a GPU (one device, no gain from sharing it); an integer as
+    given. Capped by ``n_fits``; at least 1."""
+    if n_jobs is None or (isinstance(n_jobs, str) and n_jobs == "auto"):
+        if device != "cpu" and resolve_device(device) != "cpu":
+            return 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(cores, n_fits))
+    if isinstance(n_jobs, (bool, np.bool_)) or not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
+        raise ValueError(f"n_jobs={n_jobs!r}: expected 'auto', None or an integer >= 1")
+    return max(1, min(int(n_jobs), n_fits))
+
+
+def _in_worker(cache: str, fn, args: tuple, kwargs: dict) -> None:
+    """Run one fit in a worker process: the parent's cache directory, one torch and one BLAS thread.
+    The fit writes its cache entry (atomically); nothing is sent back."""
+    import torch
+
+    from .cache import ENV_CACHE
+    from .training import one_blas_thread
+
+    os.environ[ENV_CACHE] = cache  # a reused worker may have been started for another cache
+    torch.set_num_threads(1)
+    with one_blas_thread():
+        fn(*args, **kwargs)
+
+
+def run_fits(calls: list, n_jobs: int, *, progress: bool = False, desc: str = "fits") -> None:
+    """Run ``calls`` (``(function, args, kwargs)``, each a cached step that writes its own cache entry) in
+    ``n_jobs`` worker processes (joblib's loky backend; large arrays are memory-mapped, not copied), each on
+    one torch and one BLAS thread. ``n_jobs`` 1: in this process, one after the other.
+
+    A fit is deterministic given its inputs and thread count, so where it runs does not change a bit of
+    its result. Every entry is written atomically: a worker killed mid-fit leaves no entry (and no
+    damaged one) behind (killed mid-write, at most an orphan ``.<name>.*.tmp`` that nothing reads), the
+    fits finished before are kept, and calling again fits only the rest; a dead worker is reported as a
+    ``RuntimeError`` saying so."""
+    from tqdm.auto import tqdm
+
+    if n_jobs <= 1 or len(calls) <= 1:
+        for fn, args, kwargs in tqdm(calls, desc=desc, disable=not progress):
+            fn(*args, **kwargs)
+        return
+    from joblib import Parallel, delayed, parallel_config
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    cache = str(cache_dir())
+    try:
+        with parallel_config(backend="loky", inner_max_num_threads=1):
+            results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                delayed(_in_worker)(cache, fn, args, kwargs) for fn, args, kwargs in calls)
+            for _ in tqdm(results, total=len(calls), desc=desc, disable=not progress):
+                pass
+    except TerminatedWorkerError as exc:
+        raise RuntimeError(f"a worker process died while running {len(calls)} {desc} in {n_jobs} processes "
+                           f"(killed, or out of memory: try fewer n_jobs); the fits it finished are cached "
+                           f"and a new call fits only the rest") from exc
+
+
+def fit_heads(jobs, *, n_jobs="auto", weights=None, device=None, progress: bool = False) -> list[HeadRun]:
+    """Fit the heads of ``jobs`` that are not cached yet, in parallel worker processes, and return every
+    job's :class:`HeadRun` (in the order of ``jobs``), as :func:`get_boosted` gives it.
+
+    ``jobs``: ``(data, seed, backbone, task, overrides)`` with ``data`` a :class:`DataConfig` (the sample
+    is :func:`get_sample` ``(data, seed)``, its features :func:`get_features` with ``weights``) or a
+    ``(sample, X)`` pair; ``overrides``: the head's hyper-parameters (:func:`head_params`). ``device``: the
+    heads' device where a job's overrides set none (None: BoostHead's default, the CPU).
+    ``n_jobs``: :func:`resolve_n_jobs` (``"auto"``: one process per core, capped by the fits to do; 1 on
+    a GPU); 1: one fit after the other in this process, as a loop over :func:`get_boosted` would.
+    Results are bit-identical for any ``n_jobs`` (each fit is deterministic and runs on one thread)."""
+    prepared, features = [], {}
+    for job in jobs:
+        try:
+            data, seed, backbone, task, overrides = job
+        except (TypeError, ValueError):
+            raise ValueError(f"fit_heads: a job is (data, seed, backbone, task, overrides), got {job!r:.200}") from None
+        if task not in TASKS:
+            raise ValueError(f"task={task!r}: expected one of {list(TASKS)}")
+        overrides = dict(overrides or {})
+        if device is not None:
+            overrides.setdefault("device", device)
+        params = head_params(**overrides)
+        if isinstance(data, DataConfig):
+            sample = get_sample(data, seed)
+            fkey = (data, seed, backbone)
+            if fkey not in features:
+                features[fkey] = get_features(sample, backbone, weights=weights, device=params["device"],
+                                              progress=progress)
+            X = features[fkey]
+        else:
+            sample, X = data
+        prepared.append((sample, X, backbone, task, seed, overrides, params))
+    done, todo, paths = {}, {}, []
+    for sample, X, backbone, task, seed, overrides, params in prepared:
+        entry = _head_entry(sample, X, backbone, task, seed, params)
+        path = entry[0]
+        paths.append(path)
+        if path not in done and path not in todo:
+            run = _cached_head(entry, task, seed, params)
+            if run is None:
+                todo[path] = (get_boosted, (sample, X, backbone, task, seed), overrides)
+            else:
+                done[path] = run
+    gpu = [p[-1]["device"] for p in prepared if p[-1]["device"] != "cpu"]
+    n = resolve_n_jobs(n_jobs, len(todo), gpu[0] if gpu else "cpu")
+    run_fits([(fn, args, dict(kw, progress=progress and n == 1)) for fn, args, kw in todo.values()], n,
+             progress=progress, desc="head fits")
+    return [done.get(path) or get_boosted(sample, X, backbone, task, seed, **overrides)
+            for path, (sample, X, backbone, task, seed, overrides, _) in zip(paths, prepared)]
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -230,8 +230,9 @@ def plan_runs(cfg: StudyConfig) -> list[Run]:
         params = {
             "01_data": dict(data, seed=cfg.seeds[0]),
             "02_embeddings": dict(data, seeds=list(cfg.seeds), **model, device=cfg.device, batch_size=cfg.batch_size),
-            "03_train": dict(data, **model, tasks=list(cfg.tasks), seed=cfg.seeds[0]),
-            "04_evaluate": dict(data, **model, tasks=list(cfg.tasks), seeds=list(cfg.seeds), results_dir=run_dir),
+            "03_train": dict(data, **model, tasks=list(cfg.tasks), seed=cfg.seeds[0], device=cfg.device),
+            "04_evaluate": dict(data, **model, tasks=list(cfg.tasks), seeds=list(cfg.seeds), results_dir=run_dir,
+                                device=cfg.device),
         }
         steps = tuple(_step(nb, run_dir, params[nb]) for nb in BACKBONE_NOTEBOOKS)
         runs.append(Run(backbone, cfg.runset, run_dir, steps))
@@ -253,7 +254,7 @@ def plan_beyond(cfg: StudyConfig) -> Step:
     return _step(BEYOND_NOTEBOOK, cfg.runset_dir, dict(
         dataset=cfg.dataset, data_dir=cfg.data_dir, n_groups=cfg.n_groups, per_group=cfg.per_group, split=cfg.split,
         backbone=bb, weights=cfg.weights.get(bb), seeds=list(cfg.seeds), results_dir=cfg.runset_dir,
-        figures_dir=cfg.runset_figures))
+        figures_dir=cfg.runset_figures, device=cfg.device))
 
 
 def plan(cfg: StudyConfig) -> Plan:
@@ -1020,7 +1021,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="random", choices=SPLITS, help="train/test split (default: %(default)s)")
     p.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                    help="local weights file for a backbone (repeatable)")
-    p.add_argument("--device", default="auto", help="feature-extraction device (default: %(default)s)")
+    p.add_argument("--device", default="auto",
+                   help="device of feature extraction, heads and baselines (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="feature-extraction batch (default: %(default)s)")
     p.add_argument("--out", default=None,
                    help=f"executed notebooks and results (default: <repo>/{DEFAULT_OUT}, git-ignored)")
