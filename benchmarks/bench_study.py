@@ -36,7 +36,8 @@ or a git commit (checked out into a temporary ``git worktree``, removed afterwar
 ``this``, ``other`` and ``this/other`` (below 1: this checkout is faster).
 
 With ``--repeat N`` each stage shows the minimum over the N runs (all values are in the ``--json`` file).
-The machine facts (CPU model, cores, torch threads, thread-related environment variables, load average at
+Before the first run, each checkout's packages are imported once, untimed (so that the first run does not
+alone read them from disk). The machine facts (CPU model, cores, torch threads, thread-related environment variables, load average at
 the start and the end) are printed and saved, so a reader knows whether the machine was shared.
 
 Tiny runs (a minute or two each; what the tests of this script use)::
@@ -217,6 +218,16 @@ def resolve_checkout(spec: str, tmp: Path) -> tuple[Path, Path | None]:
 def remove_worktree(wt: Path) -> None:
     subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(wt)], capture_output=True)
     subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
+
+
+def warm_up(root: Path) -> float:
+    """Import torch and attrboost once with ``root``'s lib, untimed, so that the first timed run does not
+    alone pay for reading the packages from disk ("cold" means a fresh attrboost cache, not a cold OS file
+    cache). Returns the seconds it took."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, attrboost.pipeline, attrboost.beyond, attrboost.study"],
+                   env=child_env(root, None), capture_output=True, timeout=600)
+    return time.perf_counter() - t
 
 
 def default_data_dir() -> str | None:
@@ -478,7 +489,7 @@ def run_study(root: Path, args, tmp: Path, log: Path, extra: list[str]) -> dict:
         except (OSError, ValueError):
             return {}
 
-    startup = {"kernel start": 0.0, "imports": 0.0}
+    startup = {"kernel start": 0.0, "imports": 0.0, "rest": 0.0}
 
     def add(prefix: str, nb: Path, wall: float | None) -> None:
         if wall is not None:
@@ -493,6 +504,7 @@ def run_study(root: Path, args, tmp: Path, log: Path, extra: list[str]) -> dict:
         stages[f"{prefix}: kernel start + imports"] = (tm["kernel_start"] or 0.0) + (tm["imports"] or 0.0)
         startup["kernel start"] += tm["kernel_start"] or 0.0
         startup["imports"] += tm["imports"] or 0.0
+        startup["rest"] += tm.get("rest") or 0.0
 
     for bb in args.backbones:
         rj = read(runset / bb / "run.json")
@@ -506,7 +518,18 @@ def run_study(root: Path, args, tmp: Path, log: Path, extra: list[str]) -> dict:
         add("06_beyond", runset / "06_beyond.ipynb", rs.get("beyond_wall_s"))
     stages["all notebooks: kernel start"] = startup["kernel start"]
     stages["all notebooks: imports"] = startup["imports"]
+    stages["all notebooks: shutdown + writing"] = startup["rest"]
     return {"stages": stages, "info": info, "errors": errors}
+
+
+def slowest_cells(run: dict, n: int) -> list[str]:
+    """Lines naming the ``n`` slowest cells of each executed notebook of a study-mode run."""
+    lines = []
+    for prefix, tm in run["info"].get("notebooks", {}).items():
+        cells = sorted(tm.get("per_cell", []), key=lambda c: -c[3])[:n]
+        if cells:
+            lines.append(f"  {prefix}: " + "; ".join(f"cell {i} {d:.1f} s ({first!r})" for i, _, first, d in cells))
+    return lines
 
 
 def tail(path: Path, n: int = 25) -> str:
@@ -542,6 +565,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="another checkout (directory) or a git commit of this repository to compare with")
     p.add_argument("--study-args", default="", help="--mode study: extra arguments for this checkout's runner")
     p.add_argument("--other-study-args", default="", help="--mode study: extra arguments for the other's runner")
+    p.add_argument("--cells", type=int, default=3, help="--mode study: list the N slowest cells of each notebook "
+                   "(default: %(default)s; 0: none)")
     p.add_argument("--json", default=None, metavar="FILE", help="write every measurement to FILE")
     p.add_argument("--keep", action="store_true", help="keep the temporary directories (printed)")
     p.add_argument("--tmp", default=None, help="where to make the temporary directories (default: the system's)")
@@ -590,6 +615,7 @@ def main(argv=None) -> int:
         if args.against:
             checkouts["other"], worktree = resolve_checkout(args.against, tmp)
         facts["torch"] = torch_facts(REPO)
+        facts["warm_up_s"] = {name: round(warm_up(root), 1) for name, root in checkouts.items()}
         results = {k: {"root": str(r), **git_facts(r), "runs": []} for k, r in checkouts.items()}
         extra = {"this": args.study_args.split(), "other": args.other_study_args.split()}
         for i in range(args.repeat):
@@ -619,6 +645,11 @@ def main(argv=None) -> int:
         print(describe(report))
         print()
         print(format_table({k: r["min"] for k, r in results.items()}))
+        if args.mode == "study" and args.cells:
+            for name, r in results.items():
+                best = min(r["runs"], key=lambda run: run["stages"].get("study total", math.inf))
+                print(f"\n{name}: the {args.cells} slowest cells of each notebook (its fastest run):")
+                print("\n".join(slowest_cells(best, args.cells)))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n")
             print(f"\nall measurements: {args.json}")
