@@ -226,9 +226,10 @@ class BoostHead(BaseEstimator, TransformerMixin):
     decoder_dtype : {"bfloat16", "float32"}
         Training precision of the tag decoder's matmuls (Tasks 2/3: initial state, GRU, output
         projection) under ``torch.autocast``; the hidden layer (the embedding), the attribute
-        classifiers, the weights, the optimiser and :meth:`transform` stay float32. "bfloat16" is
-        ~2x faster on CPUs with AVX-512 BF16 or AMX and on recent GPUs, and *slower* on CPUs
-        without native bfloat16 (use "float32" there).
+        classifiers, the weights, the optimiser and :meth:`transform` stay float32. "bfloat16"
+        made the decoder ~2x faster on a CPU with AVX-512 BF16; on CPUs without native bfloat16
+        (no AVX-512 BF16 / AMX) it is not expected to help: use "float32" there. Both give the
+        same loss to bfloat16 rounding, not bit-identical results.
     seed : int
         Seed for initialisation and batch order.
     device : str
