@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
+from torch.nn import functional as F
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import log_loss
 
-from attrboost.heads import BoostHead
+from attrboost.heads import PAD, BoostHead, _HeadNet
 
 N_CLASSES = {"a": 4, "b": 3, "c": 5}
 GRU_SMALL = 32  # small decoder keeps the Task 2/3 tests fast; the width is a parameter
@@ -166,6 +167,114 @@ def test_task3_learns_both(data):
     pred = head.predict_attributes(Xv)
     for a, k in N_CLASSES.items():
         assert (pred[a] == yv[a]).mean() >= (1 + 1 / k) / 2, a
+
+
+# ----------------------------------------------------------------------------- the tag decoder
+def reference_tag_loss(net, h, tokens_in, tokens_out):
+    """The decoder's loss computed the unpacked way, independently of nn.GRU: every row unrolled to
+    the longest sequence one step at a time (PyTorch's GRU equations, gates r, z, n), the output
+    projection applied at every position, cross-entropy averaged over the non-PAD targets."""
+    g = net.gru
+    state = torch.tanh(net.init_state(h))
+    logits = []
+    for x in net.tok_emb(tokens_in).unbind(1):
+        ir, iz, i_n = (x @ g.weight_ih_l0.T + g.bias_ih_l0).chunk(3, 1)
+        hr, hz, h_n = (state @ g.weight_hh_l0.T + g.bias_hh_l0).chunk(3, 1)
+        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+        state = (1 - z) * torch.tanh(i_n + r * h_n) + z * state
+        logits.append(net.tok_out(state))
+    logits = torch.stack(logits, 1)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens_out.reshape(-1), ignore_index=PAD)
+
+
+def _decoder_batch(seed=0, n=9, vocab=20, max_len=7):
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = _HeadNet(12, 16, [], vocab, 24)
+    lengths = torch.randint(1, max_len + 1, (n,), generator=gen)  # steps incl. BOS/EOS; most rows padded
+    lengths[0] = max_len
+    tin = torch.full((n, max_len), PAD)
+    tout = torch.full((n, max_len), PAD)
+    for i, L in enumerate(lengths.tolist()):
+        words = torch.randint(3, vocab, (L - 1,), generator=gen)
+        tin[i, :L] = torch.cat([torch.tensor([1]), words])
+        tout[i, :L] = torch.cat([words, torch.tensor([2])])
+    h = torch.randn(n, 16, generator=gen, requires_grad=True)
+    return net, h, tin, tout, lengths
+
+
+def test_packed_decoder_loss_and_gradients_match_step_loop_reference():
+    net, h, tin, tout, lengths = _decoder_batch()
+    params = [h, *net.parameters()]
+    ref = reference_tag_loss(net, h, tin, tout)
+    g_ref = torch.autograd.grad(ref, params, allow_unused=True)
+    new = net.tag_loss(h, tin, tout, lengths)
+    g_new = torch.autograd.grad(new, params, allow_unused=True)
+    assert new.item() == pytest.approx(ref.item(), rel=1e-5)
+    for (name, _), a, b in zip([("h", h), *net.named_parameters()], g_ref, g_new):
+        if a is None:  # hidden / attribute layers: not on the decoder's path
+            assert b is None, name
+            continue
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+    # sum reduction (validation loss): the same sum of token losses
+    total = net.tag_loss(h, tin, tout, lengths, reduction="sum")
+    assert total.item() == pytest.approx(ref.item() * int(lengths.sum()), rel=1e-5)
+    # bfloat16 matmuls: close to the float32 loss, but not equal (autocast is in effect)
+    low = net.tag_loss(h, tin, tout, lengths, dtype=torch.bfloat16).item()
+    assert low != ref.item() and low == pytest.approx(ref.item(), rel=2e-2)
+
+
+class _Recorder:
+    """Global forward hook: rows seen by the decoder's output projection, the GRU's input types and
+    the projection's output dtype, during a fit."""
+
+    def __init__(self, gru_hidden):
+        self.gru_hidden, self.rows, self.gru_inputs, self.dtypes = gru_hidden, 0, set(), set()
+
+    def __call__(self, module, args, out):
+        if isinstance(module, torch.nn.GRU):
+            self.gru_inputs.add(type(args[0]).__name__)
+        elif isinstance(module, torch.nn.Linear) and module.in_features == self.gru_hidden and module.training:
+            self.rows += args[0].reshape(-1, self.gru_hidden).shape[0]
+            self.dtypes.add(out.dtype)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_decoder_computes_non_pad_positions_only(data, dtype):
+    X, _, t, _, _, _ = data
+    tags = [toks[: 1 + i % 3] for i, toks in enumerate(t)]  # 1-3 words: most batches hold padding
+    rec = _Recorder(GRU_SMALL)
+    handle = torch.nn.modules.module.register_module_forward_hook(rec)
+    try:
+        head = BoostHead(task="task2", gru_hidden=GRU_SMALL, max_epochs=1, selection="last",
+                         decoder_dtype=dtype).fit(X, tags=tags)
+    finally:
+        handle.remove()
+    assert rec.rows == sum(len(toks) + 1 for toks in tags)  # one row per target token (EOS included)
+    assert rec.gru_inputs == {"PackedSequence"}
+    assert rec.dtypes == {getattr(torch, dtype)}
+    assert head.transform(X[:4]).dtype == np.float32
+    assert all(p.dtype == torch.float32 for p in head.model_.parameters())
+
+
+def test_task2_identical_for_any_outer_thread_count(data):
+    X, _, t, Xv, _, tv = data
+    old = torch.get_num_threads()
+    out = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            head = BoostHead(task="task2", gru_hidden=GRU_SMALL, max_epochs=2, patience=None)
+            out.append(head.fit(X, tags=t, X_val=Xv, tags_val=tv).transform(Xv))
+    finally:
+        torch.set_num_threads(old)
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_decoder_dtype_is_checked(data):
+    X, _, t, _, _, _ = data
+    with pytest.raises(ValueError, match=r"decoder_dtype must be one of \['float32', 'bfloat16'\], got 'fp16'"):
+        BoostHead(task="task2", decoder_dtype="fp16", selection="last").fit(X, tags=t)
 
 
 # ----------------------------------------------------------------------------- model selection
