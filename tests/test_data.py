@@ -421,7 +421,7 @@ def test_fewer_groups_than_requested(tiny):
 def test_bad_sampling_parameters(tiny):
     with pytest.raises(ValueError, match="split='seen'"):
         sample_protocol(tiny, n_groups=2, per_group=2, split="seen")
-    with pytest.raises(ValueError, match="per_group=0"):
+    with pytest.raises(ValueError, match="per_group == 0"):
         sample_protocol(tiny, n_groups=2, per_group=0)
 
 

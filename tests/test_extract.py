@@ -295,7 +295,7 @@ def test_argument_validation(cache, images):
     paths, ids = images
     with pytest.raises(ValueError, match="ids has 3 entries"):
         extract_features(BACKBONE, paths[:2], ids[:3], **CPU)
-    with pytest.raises(ValueError, match="num_workers must be an int >= 0 or 'auto'"):
+    with pytest.raises(ValueError, match=r"num_workers \(or 'auto'\) == -1, must be >= 0"):
         extract_features(BACKBONE, paths, ids, num_workers=-1, **CPU)
     assert extract.auto_workers(torch.device("cpu")) >= 0
     with pytest.raises(ValueError, match="batch_size"):

@@ -152,8 +152,11 @@ def test_resolve_n_jobs(monkeypatch):
     monkeypatch.setattr(P, "resolve_device", lambda d: "cuda" if d in ("auto", "cuda") else d)
     assert P.resolve_n_jobs("auto", 9, "cuda") == 1 and P.resolve_n_jobs("auto", 9, "auto") == 1  # one GPU
     assert P.resolve_n_jobs(2, 9, "cuda") == 2  # asked for explicitly
-    for bad in ("two", 0, -1, 1.5, True):
-        with pytest.raises(ValueError, match=rf"n_jobs={bad!r}: expected 'auto', None or an integer >= 1"):
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=rf"n_jobs \('auto', None or an integer\) == {bad}, must be >= 1"):
+            P.resolve_n_jobs(bad, 9)
+    for bad in ("two", 1.5, True):
+        with pytest.raises(TypeError, match=r"n_jobs \('auto', None or an integer\)"):
             P.resolve_n_jobs(bad, 9)
 
 

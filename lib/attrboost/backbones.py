@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .checks import check_int
 from .training import one_blas_thread
 
 __all__ = [
@@ -565,8 +566,7 @@ class PixelPCA:
         """Fit the PCA on training pixels ``X`` (n_samples >= n_components required)."""
         from sklearn.decomposition import PCA
 
-        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
-            raise ValueError(f"n_components must be a positive int, got {self.n_components!r}")
+        check_int(self.n_components, "n_components")
         X = self._validate(X, fitting=True)
         if X.shape[0] < self.n_components:
             raise ValueError(f"PixelPCA: n_components={self.n_components} needs at least that many training "

@@ -37,6 +37,7 @@ import torch
 
 from . import backbones
 from .cache import cache_dir, cached, fingerprint, load_checked, save_checked
+from .checks import check_int
 
 __all__ = ["extract_features", "embed", "store_path", "store_key", "feature_cache_path", "resolve_device",
            "auto_workers", "ImageFiles", "CHUNK_SIZE", "FEATURES_VERSION"]
@@ -267,11 +268,9 @@ def extract_features(backbone: str | backbones.ResolvedWeights, image_paths: Seq
     dev = resolve_device(device)
     if num_workers == "auto":
         num_workers = auto_workers(dev)
-    for pname, value, low in (("batch_size", batch_size, 1), ("chunk_size", chunk_size, 1),
-                              ("num_workers", num_workers, 0)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            extra = " or 'auto'" if pname == "num_workers" else ""
-            raise ValueError(f"{pname} must be an int >= {low}{extra}, got {value!r}")
+    check_int(batch_size, "batch_size")
+    check_int(chunk_size, "chunk_size")
+    check_int(num_workers, "num_workers (or 'auto')", min_val=0)
     if len(image_paths) == 0:
         return ids_arr, np.zeros((0, spec.width), dtype=np.float32)
 

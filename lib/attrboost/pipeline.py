@@ -33,6 +33,7 @@ import pandas as pd
 
 from . import __version__
 from .cache import cache_dir, check_embeddings, embeddings_expect, fingerprint, load_checked, save_checked
+from .checks import check_int
 from .data import Catalogue, Sample, load_dataset, sample_protocol
 from .data.sampling import PROTOCOL_DEFAULTS
 from .heads import TASKS, BoostHead
@@ -191,9 +192,7 @@ def resolve_n_jobs(n_jobs, n_fits: int, device: str = "cpu") -> int:
             return 1
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, min(cores, n_fits))
-    if isinstance(n_jobs, (bool, np.bool_)) or not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
-        raise ValueError(f"n_jobs={n_jobs!r}: expected 'auto', None or an integer >= 1")
-    return max(1, min(int(n_jobs), n_fits))
+    return max(1, min(check_int(n_jobs, "n_jobs ('auto', None or an integer)"), n_fits))
 
 
 def _in_worker(cache: str, fn, args: tuple, kwargs: dict) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..cache import fingerprint as _fingerprint
+from ..checks import check_int
 from .catalogue import Catalogue, DataError, load_image
 from .tags import build_vocab, filter_tags, normalise_name
 
@@ -100,9 +101,8 @@ def sample_protocol(cat: Catalogue, *, n_groups: int = 100, per_group: int = 40,
     """Draw the protocol sample from a catalogue (see the module docstring)."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: expected one of {list(SPLITS)}")
-    for pname, val in (("n_groups", n_groups), ("per_group", per_group)):
-        if not isinstance(val, (int, np.integer)) or val < 1:
-            raise ValueError(f"{pname}={val!r}: expected a positive integer")
+    check_int(n_groups, "n_groups")
+    check_int(per_group, "per_group")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction!r}: expected a number in [0, 1)")
     min_group_size = per_group if min_group_size is None else min_group_size

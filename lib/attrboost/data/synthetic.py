@@ -48,6 +48,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..cache import atomic_write, cache_dir, fingerprint
+from ..checks import check_int
 from .catalogue import KAGGLE_COLUMNS
 
 __all__ = ["VERSION", "ARTICLES", "COLOURS", "generate_synthetic", "plan_catalogue",
@@ -249,9 +250,7 @@ assert set(SHAPES) == set(ARTICLES)
 
 
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(value, name, min_val=minimum)
 
 
 def _default_extra(n_groups: int, per_group: int) -> int:
