@@ -353,3 +353,9 @@ def test_runner_kernel_is_quiet(tmp_path, capfd):
     captured = capfd.readouterr()
     noise = captured.out + captured.err
     assert "without encryption" not in noise and "KeyboardInterrupt" not in noise, noise
+
+
+def test_patience_none_means_never_stop_early_as_boosthead_allows():
+    assert params.validate({"patience": None})["patience"] is None
+    with pytest.raises(ValueError, match="patience=0"):
+        params.validate({"patience": 0})

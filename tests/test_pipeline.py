@@ -226,3 +226,14 @@ def test_heads_train_on_the_gpu(toy_cfg, monkeypatch):
         assert g.params["device"] == "cuda" and c.params["device"] == "cpu"
         assert g.emb["test"].dtype == np.float32 and g.emb["test"].shape == c.emb["test"].shape
         assert np.abs(g.emb["test"] - c.emb["test"]).mean() < 0.05 * np.abs(c.emb["test"]).mean()  # close
+
+
+def test_fits_run_on_one_thread_in_this_process_too():
+    """The serial path pins each fit to one torch thread, as the workers do, so a cache entry never depends
+    on where it was computed (even for num_threads=None)."""
+    import torch
+
+    seen = []
+    old = torch.get_num_threads()
+    P.run_fits([(lambda: seen.append(torch.get_num_threads()), (), {})] * 2, n_jobs=1)
+    assert seen == [1, 1] and torch.get_num_threads() == old

@@ -53,3 +53,14 @@ def test_retrieval_example_ap_matches_paper_metric_definition(tiny, monkeypatch)
     assert ex["ap"]["raw"] == pytest.approx(100 * ap / min(10, len(truth)))
     assert len(ex["boosted"]) == 10 and ex["query_id"] == test["id"].iloc[q]
     P.get_sample.cache_clear()
+
+
+def test_load_results_ignores_run_dirs_set_aside(tmp_path):
+    import pandas as pd
+
+    from attrboost.report import load_results
+
+    for name, value in (("pca", 1.0), ("pca.previous", 2.0), ("pca.failed", 3.0)):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"backbone": ["pca"], "value": [value]}).to_csv(tmp_path / name / "results.csv", index=False)
+    assert load_results(tmp_path)["value"].tolist() == [1.0]

@@ -800,3 +800,15 @@ def test_notebooks_run_alone_do_not_write_the_committed_figures():
         defaults = [line for line in source.splitlines() if line.startswith("figs = Path(figures_dir) if figures_dir")]
         assert defaults, name
         assert all('root / "runs" / "figures"' in line for line in defaults), (name, defaults)
+
+
+def test_swap_refusal_moves_nothing(tmp_path):
+    """A step whose second output still has a leftover .previous is refused before the first is moved."""
+    a, b = tmp_path / "a.csv", tmp_path / "b"
+    a.write_text("old a")
+    b.mkdir()
+    S.side_path(b, S.PREVIOUS).mkdir()  # left by an interrupted run
+    with pytest.raises(FileExistsError):
+        with S.Swap([a, b]):
+            pass
+    assert a.read_text() == "old a" and not S.side_path(a, S.PREVIOUS).exists()

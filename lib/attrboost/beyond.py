@@ -165,7 +165,7 @@ def prefetch(fits, backbone: str, *, n_jobs="auto", device: str = "auto", progre
     ``"task1"`` (the Task 1 head with ``head_params``) or a baseline's name. ``n_jobs``:
     :func:`attrboost.pipeline.resolve_n_jobs`. Each fit gives the same bits as fitted alone."""
     device = P.resolve_device(device)
-    head = P.head_params(**head_params, device=device)
+    head = P.head_params(**dict(head_params, device=device))
     calls = {}
     for sample, X, method, seed in fits:
         if method == "task1":
@@ -228,7 +228,7 @@ def run_baselines(cfg: P.DataConfig, backbone: str, seeds, baselines=BASELINES, 
     for seed in _progress(seeds, "seeds", progress):
         sample, X = samples[seed], feats[seed]
         embs = {"raw": {p: X[sample.mask(p)] for p in ("val", "test")}}
-        head = P.get_boosted(sample, X, backbone, "task1", seed, device=device, **head_params)
+        head = P.get_boosted(sample, X, backbone, "task1", seed, **dict(head_params, device=device))
         embs["task1"], fit_s = head.emb, fit_s + [dict(method="task1", seed=seed, seconds=head.fit_seconds)]
         for name in baselines:
             run = get_baseline(sample, X, backbone, name, seed, device=device)
@@ -252,7 +252,7 @@ def label_budget(samples: dict[int, Sample], features: dict[int, np.ndarray], ba
     prefetch([(sub, Xs, m, seed) for (seed, _), (sub, Xs) in jobs.items() for m in ("task1", baseline)], backbone,
              n_jobs=n_jobs, device=device, progress=progress, **head_params)
     for (seed, n), (sub, Xs) in _progress(list(jobs.items()), "label budget", progress):
-        embs = {"task1": P.get_boosted(sub, Xs, backbone, "task1", seed, device=device, **head_params).emb["test"],
+        embs = {"task1": P.get_boosted(sub, Xs, backbone, "task1", seed, **dict(head_params, device=device)).emb["test"],
                 baseline: get_baseline(sub, Xs, backbone, baseline, seed, device=device).emb["test"]}
         for method, e in embs.items():
             rows += score_rows(e, sub, "test", experiment="budget", method=method, n_train=n, seed=seed)
@@ -270,7 +270,7 @@ def ablation(samples: dict[int, Sample], features: dict[int, np.ndarray], backbo
              n_jobs=n_jobs, device=device, progress=progress, **head_params)
     for (seed, attr), ablated in _progress(list(jobs.items()), "ablation", progress):
         sample = samples[seed]
-        run = P.get_boosted(ablated, features[seed], backbone, "task1", seed, device=device, **head_params)
+        run = P.get_boosted(ablated, features[seed], backbone, "task1", seed, **dict(head_params, device=device))
         rows += score_rows(run.emb["test"], sample, "test", experiment="ablation", method=f"without {attr}",
                            n_train=None, seed=seed)
     return pd.DataFrame(rows)

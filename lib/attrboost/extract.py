@@ -15,8 +15,8 @@ their common folder, sizes and mtimes, plus the ids), the backbone and its timm 
 identity (file path+size+mtime, PyPI package version, or ``random``), the preprocessing config and
 :data:`FEATURES_VERSION`. No key depends on where the cache folder is, nor (with an empty ``dataset_fp``)
 on where the image folder is; a given ``dataset_fp`` is used as it is (the catalogue loaders' fingerprints
-include the image folder's absolute path), and a local or hub weights file's identity includes its
-absolute path, so moving those re-extracts. The store is written by :func:`attrboost.cache.save_checked`
+are content-based: CSV hash, options, image sizes), and a local or hub weights file's identity includes
+its absolute path, so moving that file re-extracts. The store is written by :func:`attrboost.cache.save_checked`
 and validated when read (:func:`attrboost.cache.load_checked`): a damaged one is moved to
 ``<cache>/quarantine/`` with a warning and its rows are extracted again.
 
@@ -26,7 +26,6 @@ rows only, the result cached per sample under ``features/pca/``).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +37,7 @@ import torch
 from . import backbones
 from .cache import cache_dir, cached, fingerprint, load_checked, save_checked
 from .checks import check_int
+from .training import torch_threads
 
 __all__ = ["extract_features", "embed", "store_path", "store_key", "feature_cache_path", "resolve_device",
            "auto_workers", "ImageFiles", "CHUNK_SIZE", "FEATURES_VERSION"]
@@ -113,16 +113,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'")
     return dev
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _ids_array(ids: Sequence) -> np.ndarray:
@@ -316,7 +306,7 @@ def _forward(resolved: backbones.ResolvedWeights, image_paths: list[str], rows: 
     ends = {e for _, e in chunks}
     start, pending = 0, []
     threads = num_threads or torch.get_num_threads()
-    with _torch_threads(threads), torch.inference_mode(), tqdm(
+    with torch_threads(max(1, threads)), torch.inference_mode(), tqdm(
             total=n, desc=f"features {resolved.name}", unit="img", disable=not progress) as bar:
         for idx, x in zip(batches, loader):
             pending.append(model(finish(x, dev)).float().cpu().numpy())

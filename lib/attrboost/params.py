@@ -251,7 +251,7 @@ PARAMS: dict[str, Param] = {
     "max_epochs": Param(integer(1), HEAD_DEFAULTS["max_epochs"], "most epochs"),
     "stop_loss": Param(number(0), HEAD_DEFAULTS["stop_loss"], "stop when the training loss falls below this"),
     "selection": Param(choice(SELECTIONS), HEAD_DEFAULTS["selection"], "model selection on the validation part"),
-    "patience": Param(integer(1), HEAD_DEFAULTS["patience"], "epochs without validation improvement before stopping"),
+    "patience": Param(integer(1, optional=True), HEAD_DEFAULTS["patience"], "epochs without validation improvement before stopping; None: never stop early"),
     # outputs and 05/06
     "results_dir": Param(path(kind="writable"), None, "where 04/06 write their tables; None: nowhere"),
     "runs_dir": Param(path(), None, "run set folder 05 reads; None: papermill_runs/<dataset>"),

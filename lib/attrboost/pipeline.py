@@ -195,18 +195,22 @@ def resolve_n_jobs(n_jobs, n_fits: int, device: str = "cpu") -> int:
     return max(1, min(check_int(n_jobs, "n_jobs ('auto', None or an integer)"), n_fits))
 
 
-def _in_worker(cache: str, fn, args: tuple, kwargs: dict) -> None:
-    """Run one fit in a worker process: the parent's cache directory, one torch and one BLAS thread.
-    The fit writes its cache entry (atomically); nothing is sent back."""
-    import torch
+def _one_thread_fit(fn, args: tuple, kwargs: dict) -> None:
+    """Run one fit on one torch and one BLAS thread, wherever it runs (so a cache entry never depends on
+    whether a worker or this process filled it, even for ``num_threads=None``)."""
+    from .training import one_blas_thread, torch_threads
 
+    with torch_threads(1), one_blas_thread():
+        fn(*args, **kwargs)
+
+
+def _in_worker(cache: str, fn, args: tuple, kwargs: dict) -> None:
+    """Run one fit in a worker process, with the parent's cache directory (:func:`_one_thread_fit`).
+    The fit writes its cache entry (atomically); nothing is sent back."""
     from .cache import ENV_CACHE
-    from .training import one_blas_thread
 
     os.environ[ENV_CACHE] = cache  # a reused worker may have been started for another cache
-    torch.set_num_threads(1)
-    with one_blas_thread():
-        fn(*args, **kwargs)
+    _one_thread_fit(fn, args, kwargs)
 
 
 def run_fits(calls: list, n_jobs: int, *, progress: bool = False, desc: str = "fits") -> None:
@@ -223,7 +227,7 @@ def run_fits(calls: list, n_jobs: int, *, progress: bool = False, desc: str = "f
 
     if n_jobs <= 1 or len(calls) <= 1:
         for fn, args, kwargs in tqdm(calls, desc=desc, disable=not progress):
-            fn(*args, **kwargs)
+            _one_thread_fit(fn, args, kwargs)
         return
     from joblib import Parallel, delayed, parallel_config
     from joblib.externals.loky.process_executor import TerminatedWorkerError

@@ -34,7 +34,8 @@ def load_results(runs: str | os.PathLike) -> pd.DataFrame:
     """All results of a run set: its aggregated ``results.csv``, else the per-backbone ones."""
     runs = Path(runs)
     agg = runs / "results.csv"
-    files = [agg] if agg.exists() else sorted(runs.glob("*/results.csv"))
+    # a backbone's own results, not those of a run set aside (<backbone>.previous/, .failed/)
+    files = [agg] if agg.exists() else sorted(p for p in runs.glob("*/results.csv") if "." not in p.parent.name)
     if not files:
         raise FileNotFoundError(f"no results.csv under {runs}: run the study first "
                                 f"(`python -m attrboost.study --dataset ...`, or `make study`)")

@@ -439,10 +439,12 @@ class Swap:
         self.done = False
 
     def __enter__(self) -> "Swap":
-        for p in self.paths:
+        for p in self.paths:  # check every path before moving any, so a refusal leaves nothing half-moved
             prev = side_path(p, self.tag)
             if prev.exists():
                 raise FileExistsError(f"{prev} exists: an earlier run was interrupted; run again to restore it")
+        for p in self.paths:
+            prev = side_path(p, self.tag)
             if not p.exists():
                 continue
             if p not in self.copy:
@@ -1015,9 +1017,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", default=",".join(DEFAULT_BACKBONES),
                    help="comma-separated backbones (default: %(default)s)")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: %(default)s)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated integer seeds (default: %(default)s)")
-    p.add_argument("--n-groups", type=int, default=100, help="groups sampled (default: %(default)s)")
-    p.add_argument("--per-group", type=int, default=40, help="images per group (default: %(default)s)")
+    p.add_argument("--seeds", default=",".join(map(str, spec.PARAMS["seeds"].default)),
+                   help="comma-separated integer seeds (default: %(default)s)")
+    p.add_argument("--n-groups", type=int, default=spec.PARAMS["n_groups"].default,
+                   help="groups sampled (default: %(default)s)")
+    p.add_argument("--per-group", type=int, default=spec.PARAMS["per_group"].default,
+                   help="images per group (default: %(default)s)")
     p.add_argument("--split", default="random", choices=SPLITS, help="train/test split (default: %(default)s)")
     p.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                    help="local weights file for a backbone (repeatable)")
