@@ -137,8 +137,8 @@ def input_blind_token_loss(tags) -> float:
 
 def test_task2_learns(data):
     X, y, t, Xv, yv, tv = data
-    head = BoostHead(task="task2", gru_hidden=GRU_SMALL, lr=1e-2, max_epochs=12, patience=None).fit(
-        X, tags=t, X_val=Xv, tags_val=tv)
+    head = BoostHead(task="task2", gru_hidden=GRU_SMALL, lr=1e-2, max_epochs=12, patience=None,
+                     selection="val_loss").fit(X, tags=t, X_val=Xv, tags_val=tv)
     h = head.history_
     assert h.train_loss.iloc[-1] < h.train_loss.iloc[0] / 2
     # the decoder uses the embedding: validation token loss beats every input-blind decoder
@@ -162,8 +162,9 @@ def test_task3_learns_both(data):
     for col in ("train_attr_loss", "train_tag_loss"):
         assert h[col].iloc[-1] < h[col].iloc[0] / 2, col
     assert h.val_tag_loss.min() < input_blind_token_loss(tv)
-    np.testing.assert_allclose(h.train_loss, h.train_attr_loss + h.train_tag_loss, rtol=1e-6)
-    np.testing.assert_allclose(h.val_loss, h.val_attr_loss + h.val_tag_loss, rtol=1e-6)
+    # tag_weight 0.5 (default): the tags are half of the loss
+    np.testing.assert_allclose(h.train_loss, 0.5 * h.train_attr_loss + 0.5 * h.train_tag_loss, rtol=1e-6)
+    np.testing.assert_allclose(h.val_loss, 0.5 * h.val_attr_loss + 0.5 * h.val_tag_loss, rtol=1e-6)
     pred = head.predict_attributes(Xv)
     for a, k in N_CLASSES.items():
         assert (pred[a] == yv[a]).mean() >= (1 + 1 / k) / 2, a
@@ -264,7 +265,7 @@ def test_task2_identical_for_any_outer_thread_count(data):
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            head = BoostHead(task="task2", gru_hidden=GRU_SMALL, max_epochs=2, patience=None)
+            head = BoostHead(task="task2", gru_hidden=GRU_SMALL, max_epochs=2, patience=None, selection="val_loss")
             out.append(head.fit(X, tags=t, X_val=Xv, tags_val=tv).transform(Xv))
     finally:
         torch.set_num_threads(old)
@@ -281,7 +282,7 @@ def test_decoder_dtype_is_checked(data):
 def test_val_loss_selection_keeps_minimum():
     # label noise + small train set: the model overfits, so the validation minimum is not the last epoch
     X, y, t, Xv, yv, tv = split(*make_data(n=400, d=64, noise=3.0, label_noise=0.3, seed=1), n_train=300)
-    head = BoostHead(max_epochs=40, patience=None).fit(X, y, X_val=Xv, y_val=yv)
+    head = BoostHead(max_epochs=40, patience=None, selection="val_loss").fit(X, y, X_val=Xv, y_val=yv)
     h = head.history_
     assert head.n_epochs_ == len(h) == h.epoch.max()
     best = int(h.epoch.iloc[int(np.argmin(h.val_loss.to_numpy()))])
@@ -357,7 +358,6 @@ def _bad_cases(X, y, t, Xv, yv, tv):
         ("task1", (Xinf, y), {"selection": "last"}, r"X contains NaN or infinite"),
         ("task1", (X, y), {"X_val": Xv[:, :-1], "y_val": yv}, r"X_val has \d+ features"),
         ("task1", (X, y_single), {"selection": "last"}, r"attribute 'b' has a single class"),
-        ("task1", (X, y), {"X_val": Xv, "y_val": yv_unseen}, r"y_val has label 'c_new' for attribute 'c'"),
         ("task2", (X, y), {"selection": "last"}, r"tags .* required for task='task2'"),
         ("task3", (X, y), {"selection": "last"}, r"tags .* required for task='task3'"),
         ("task2", (X, None, [[] for _ in t]), {"selection": "last"}, r"vocabulary is empty"),
@@ -365,6 +365,9 @@ def _bad_cases(X, y, t, Xv, yv, tv):
         ("task4", (X, y), {}, r"task must be one of"),
         ("task1", (X, y), {}, r"needs a validation split: pass X_val"),
         ("task1", (X, y), {"X_val": Xv}, r"requires y_val"),
+        ("task2", (X, None, t), {"X_val": Xv, "tags_val": tv, "selection": "val_map@r"},
+         r"selection='val_map@r' needs y_val"),
+        ("task3", (X, y, t), {"X_val": Xv, "y_val": yv, "tags_val": tv, "tag_weight": 1.5}, r"tag_weight must be"),
         ("task3", (X, y, t), {"X_val": Xv, "y_val": yv}, r"requires tags_val"),
         ("task2", (X, None, ["wa1 wb2"] * len(X)), {"selection": "last"}, r"tags\[0\] must be a list of tokens"),
     ]
@@ -374,7 +377,8 @@ def test_bad_inputs(data):
     X, y, t, Xv, yv, tv = data
     for task, args, kw, msg in _bad_cases(X, y, t, Xv, yv, tv):
         sel = kw.pop("selection", "val_loss")
-        head = BoostHead(task=task, selection=sel, max_epochs=1, gru_hidden=GRU_SMALL)
+        tw = kw.pop("tag_weight", 0.5)
+        head = BoostHead(task=task, selection=sel, max_epochs=1, gru_hidden=GRU_SMALL, tag_weight=tw)
         with pytest.raises(ValueError, match=msg):
             head.fit(*args, **kw)
 
@@ -416,3 +420,59 @@ def test_parameters_after_task_are_keyword_only(data):
                      num_threads=None).fit(X, y)  # None is allowed for these three
     assert head.transform(X[:3]).shape == (3, 16)
     assert clone(head).get_params() == head.get_params()
+
+
+# ----------------------------------------------------------------------------- the study's one rule
+def test_default_selection_is_validation_map_at_r_with_the_shared_patience_and_cap():
+    """The default keeps the epoch with the best validation MAP@R (full attribute tuple as relevance),
+    recomputed here independently from the kept model, and stops PATIENCE epochs after it."""
+    from attrboost.baselines import MetricHead
+    from attrboost.training import MAX_EPOCHS, PATIENCE
+
+    X, y, t, Xv, yv, tv = split(*make_data(n=400, d=64, noise=3.0, label_noise=0.3, seed=1), n_train=300)
+    head = BoostHead(max_epochs=40).fit(X, y, X_val=Xv, y_val=yv)
+    h = head.history_
+    assert (head.selection, head.patience, head.max_epochs, head.stop_loss) == ("val_map@r", PATIENCE, 40, None)
+    assert BoostHead().max_epochs == MetricHead().max_epochs == MAX_EPOCHS
+    assert MetricHead().patience == PATIENCE
+    best = int(h.epoch.iloc[int(np.argmax(h["val_map@r"].to_numpy()))])  # first maximum wins
+    assert head.best_epoch_ == best
+    if head.stop_reason_ == "patience":
+        assert head.n_epochs_ == best + PATIENCE
+    # brute-force MAP@R of the returned model's validation embedding
+    Z = head.transform(Xv)
+    Zn = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+    groups = yv.astype(str).agg("|".join, axis=1).to_numpy()
+    aps = []
+    for q in range(len(Zn)):
+        sim = Zn @ Zn[q]
+        sim[q] = -np.inf
+        order = np.lexsort((np.arange(len(Zn)), -sim.astype(np.float32)))[:-1]
+        rel = groups[order] == groups[q]
+        r = rel.sum()
+        if r:
+            top = rel[:r]
+            aps.append((np.cumsum(top) / np.arange(1, r + 1) * top).sum() / r)
+    assert 100 * np.mean(aps) == pytest.approx(h["val_map@r"].max(), abs=1e-6)
+
+
+def test_unseen_validation_values_are_left_out_of_the_loss_not_of_the_retrieval_score(data):
+    X, y, _, Xv, yv, _ = data
+    yv_unseen = yv.copy()
+    yv_unseen.loc[:9, "c"] = "c_new"  # 10 rows carry a value no classifier knows (split="by_group")
+    head = BoostHead(max_epochs=2).fit(X, y, X_val=Xv, y_val=yv_unseen)
+    assert head.n_val_loss_rows_ == len(Xv) - 10
+    ref = BoostHead(max_epochs=2, selection="val_loss").fit(X, y, X_val=Xv[10:], y_val=yv.iloc[10:])
+    np.testing.assert_allclose(head.history_["val_loss"], ref.history_["val_loss"], rtol=1e-6)
+    from attrboost.metrics import map_at_r
+    kept = head.history_.loc[head.history_["selected"], "val_map@r"].iloc[0]
+    assert kept == pytest.approx(map_at_r(head.transform(Xv), yv_unseen), abs=1e-9)  # all 150 rows scored
+
+
+def test_tag_weight_sets_the_tag_share_of_the_task3_loss(data):
+    X, y, t, Xv, yv, tv = data
+    head = BoostHead(task="task3", gru_hidden=GRU_SMALL, max_epochs=2, tag_weight=0.125).fit(
+        X, y, t, X_val=Xv, y_val=yv, tags_val=tv)
+    h = head.history_
+    np.testing.assert_allclose(h.train_loss, 0.875 * h.train_attr_loss + 0.125 * h.train_tag_loss, rtol=1e-6)
+    np.testing.assert_allclose(h.val_loss, 0.875 * h.val_attr_loss + 0.125 * h.val_tag_loss, rtol=1e-6)

@@ -158,7 +158,8 @@ def test_every_default_is_the_librarys():
     from attrboost.data import sampling
 
     head = inspect.signature(heads.BoostHead).parameters
-    assert head["patience"].default == 5  # the notebooks' and README's value (was 10: 05's example differed)
+    assert head["patience"].default == 10  # the study's one selection rule (training.PATIENCE; was 5 on val loss)
+    assert head["selection"].default == "val_map@r"
     for name in params._HEAD:  # the head's hyper-parameters in the notebooks
         assert params.PARAMS[name].default == head[name].default == pipeline.head_params()[name], name
     sample = inspect.signature(sampling.sample_protocol).parameters

@@ -39,6 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .checks import check_features, check_int
 from .metrics import encode_attributes, group_codes, map_at_r_quiet
+from .training import MAX_EPOCHS, PATIENCE
 from .training import one_blas_thread
 
 __all__ = ["BASELINES", "group_labels", "make_baseline", "PCAWhitening", "GroupLDA", "GroupNCA", "MetricHead",
@@ -174,14 +175,16 @@ class MetricHead(BaseEstimator, TransformerMixin):
     MAP@R), ``temperature`` (SupCon), ``seed``, ``num_threads`` (torch threads during fit/transform), ``device``.
 
     ``fit(X, y, X_val=None, y_val=None)``: with a validation split the epoch with the best
-    validation MAP@R (group relevance, cosine) is kept; without, the last epoch. ``device``: the torch
+    validation MAP@R (group relevance, cosine) is kept, with the boosting head's patience and epoch cap
+    (the study's one rule: :data:`attrboost.training.PATIENCE`, :data:`~attrboost.training.MAX_EPOCHS`);
+    without, the last epoch. ``device``: the torch
     device it trains and transforms on ("cpu", "cuda", ...); results differ in the last bits between devices.
     Attributes: ``history_`` (epoch, train_loss, val_map@r, seconds, selected), ``best_epoch_``,
     ``model_``.
     """
 
     def __init__(self, loss="supcon", *, hidden_dim=None, lr=1e-3, weight_decay=1e-5, batch_size=256,
-                 max_epochs=100, patience=10, temperature=0.1, seed=0, num_threads=1, device="cpu"):
+                 max_epochs=MAX_EPOCHS, patience=PATIENCE, temperature=0.1, seed=0, num_threads=1, device="cpu"):
         self.loss = loss
         self.hidden_dim = hidden_dim
         self.lr = lr

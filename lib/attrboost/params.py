@@ -69,10 +69,16 @@ def integer(minimum: int, optional: bool = False) -> Callable:
     return check
 
 
-def number(minimum: float = 0.0) -> Callable:
+def number(minimum: float = 0.0, maximum: float | None = None, optional: bool = False) -> Callable:
+    what = f"a number >= {minimum:g}" + (f" and <= {maximum:g}" if maximum is not None else "") + \
+        (" or None" if optional else "")
+
     def check(v):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v < minimum:
-            raise Invalid(f"a number >= {minimum:g}")
+        if v is None and optional:
+            return None
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v < minimum \
+                or (maximum is not None and v > maximum):
+            raise Invalid(what)
         return float(v)
     return check
 
@@ -249,9 +255,12 @@ PARAMS: dict[str, Param] = {
     "lr": Param(number(0), HEAD_DEFAULTS["lr"], "learning rate"),
     "weight_decay": Param(number(0), HEAD_DEFAULTS["weight_decay"], "weight decay"),
     "max_epochs": Param(integer(1), HEAD_DEFAULTS["max_epochs"], "most epochs"),
-    "stop_loss": Param(number(0), HEAD_DEFAULTS["stop_loss"], "stop when the training loss falls below this"),
-    "selection": Param(choice(SELECTIONS), HEAD_DEFAULTS["selection"], "model selection on the validation part"),
+    "stop_loss": Param(number(0, optional=True), HEAD_DEFAULTS["stop_loss"],
+                       "stop when the training loss falls below this; None: never"),
+    "selection": Param(choice(SELECTIONS), HEAD_DEFAULTS["selection"],
+                       "model selection on the validation part (val_map@r: the rule every method shares)"),
     "patience": Param(integer(1, optional=True), HEAD_DEFAULTS["patience"], "epochs without validation improvement before stopping; None: never stop early"),
+    "tag_weight": Param(number(0, 1), HEAD_DEFAULTS["tag_weight"], "Task 3: the tag decoder's share of the loss"),
     # outputs and 05/06
     "results_dir": Param(path(kind="writable"), None, "where 04/06 write their tables; None: nowhere"),
     "runs_dir": Param(path(), None, "run set folder 05 reads; None: papermill_runs/<dataset>"),
@@ -263,7 +272,8 @@ PARAMS: dict[str, Param] = {
 }
 
 _DATA = ("dataset", "data_dir", "n_groups", "per_group", "split")
-_HEAD = ("hidden_dim", "lr", "weight_decay", "batch_size", "max_epochs", "stop_loss", "selection", "patience")
+_HEAD = ("hidden_dim", "lr", "weight_decay", "batch_size", "max_epochs", "stop_loss", "selection", "patience",
+         "tag_weight")
 _FITS = ("device", "n_jobs")  # where the fits run: not part of the protocol
 
 #: Which parameters each notebook's parameter cell declares, in the cell's order.

@@ -166,14 +166,11 @@ def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
     train, val = sample.part("train"), sample.part("val")
     # an attribute constant in the training part cannot be learned: leave it out of the head's targets
     attrs = [a for a in sample.attributes if train[a].nunique() > 1]
-    # with split="by_group" validation groups are unseen, and may carry a value the head has no class
-    # for; such rows cannot be scored by the classifiers and are left out of model selection
-    known = np.ones(len(val), dtype=bool)
-    for a in attrs:
-        known &= val[a].isin(set(train[a])).to_numpy()
-    val_rows = np.flatnonzero(part["val"])[known]
+    # y_val holds every attribute: the retrieval score of model selection uses the full attribute tuple
+    # (as the evaluation does); validation rows with a value the classifiers never saw (split="by_group")
+    # are left out of the validation loss by BoostHead itself
     head.fit(X[part["train"]], train[attrs], tags=sample.tags("train"),
-             X_val=X[val_rows], y_val=val[attrs][known], tags_val=[t for t, k in zip(sample.tags("val"), known) if k])
+             X_val=X[part["val"]], y_val=val[list(sample.attributes)], tags_val=sample.tags("val"))
     fit_s = time.perf_counter() - t0
     emb = {p: head.transform(X[m]) for p, m in part.items()}
     hist = head.history_.reset_index(drop=True)

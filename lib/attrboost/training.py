@@ -18,7 +18,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["torch_threads", "one_blas_thread", "deterministic", "fit_epochs", "EpochLog"]
+__all__ = ["torch_threads", "one_blas_thread", "deterministic", "fit_epochs", "EpochLog", "MAX_EPOCHS", "PATIENCE"]
+
+#: The study's one model-selection rule, shared by every method that is trained by epochs (the boosting
+#: heads, Tasks 1-3, and the metric-learning baselines): score the validation part's embedding by
+#: MAP@R after every epoch, keep the best epoch, stop after PATIENCE epochs without a better score or
+#: at MAX_EPOCHS. (Selection by validation loss with patience 5, the default until 2026-11, stopped at
+#: epochs 1-7 and under-trained the heads; see docs/protocol.md.)
+MAX_EPOCHS = 200
+PATIENCE = 10
 
 
 @contextlib.contextmanager
