@@ -139,7 +139,8 @@ def test_06s_fits_in_two_processes_give_the_serial_bits(toy, tmp_path, monkeypat
         base = B.run_baselines(P.DataConfig(), "toy", [0, 1], ["supcon", "lda"], n_jobs=n_jobs, progress=False, **HEAD)
         bud = B.label_budget(samples, feats, "toy", [30], "supcon", n_jobs=n_jobs, progress=False, **HEAD)
         abl = B.ablation(samples, feats, "toy", ["kind"], n_jobs=n_jobs, progress=False, **HEAD)
-        embs = {(m, s): B.get_baseline(samples[s], feats[s], "toy", m, s).emb for m in ("supcon", "lda") for s in (0, 1)}
+        embs = {(m, s): B.get_baseline(samples[s], feats[s], "toy", m, s, **B._rule(m, HEAD)).emb
+                for m in ("supcon", "lda") for s in (0, 1)}
         return pd.concat([base.scores, bud, abl]), embs
 
     serial, serial_emb = experiments(1)
@@ -200,3 +201,57 @@ def test_metric_head_baselines_train_on_the_gpu(toy):
     assert next(est.model_.parameters()).device.type == "cuda"
     assert gpu.emb["test"].dtype == np.float32 and gpu.emb["test"].shape == cpu.emb["test"].shape
     assert np.abs(gpu.emb["test"] - cpu.emb["test"]).mean() < 0.05 * np.abs(cpu.emb["test"]).mean()  # close
+
+
+# ----------------------------------------------------------------------------- selection rules, tag weight
+def test_selection_sensitivity_applies_each_rule_and_only_test_selected_looks_at_test(toy):
+    from attrboost.heads import BoostHead
+    from attrboost.metrics import map_at_r
+
+    samples, feats = {s: v[0] for s, v in toy.items()}, {s: v[1] for s, v in toy.items()}
+    head = dict(max_epochs=6, batch_size=32)
+    res = B.selection_sensitivity(samples, feats, "toy", methods=("task1", "supcon"), progress=False, n_jobs=1,
+                                  **head)
+    assert set(res["experiment"]) == {"selection"}
+    assert {m.split(" | ")[1] for m in res["method"]} == set(B.SELECTION_RULES)
+    sample, X = toy[0]
+    tr, va, te = (sample.mask(p) for p in ("train", "val", "test"))
+    attrs = list(sample.attributes)
+    y_tr = sample.part("train")[attrs]
+
+    def row(method, metric, seed=0):
+        r = res[(res["method"] == method) & (res["metric"] == metric) & (res["seed"] == seed)]
+        assert len(r) == 1
+        return float(r["value"].iloc[0])
+
+    # the default rule is the study's own cached Task 1 head
+    run = P.get_boosted(sample, X, "toy", "task1", 0, **head)
+    assert row("task1 | val_map@r (default)", "map@r") == pytest.approx(map_at_r(run.emb["test"], sample.labels("test")))
+    assert row("task1 | val_map@r (default)", "selected_epoch") == run.best_epoch
+    # test-selected = the best *test* MAP@R epoch up to the stop rule: recomputed independently
+    ref = BoostHead("task1", **{**P.head_params(**head), "stop_loss": 0.002, "patience": None}, seed=0).fit(
+        X[tr], y_tr, X_val=X[te], y_val=sample.part("test")[attrs])
+    assert row("task1 | test-selected (optimistic)", "selected_epoch") == ref.best_epoch_
+    assert row("task1 | test-selected (optimistic)", "map@r") == pytest.approx(ref.history_["val_map@r"].max())
+    assert row("task1 | test-selected (optimistic)", "map@r") >= row("task1 | val_map@r (default)", "map@r") - 1e-9 \
+        or ref.n_epochs_ != run.history.shape[0]
+    # the stop rule keeps the last epoch; val_loss keeps the lowest validation loss
+    old = BoostHead("task1", **{**P.head_params(**head), "selection": "val_loss", "patience": 5}, seed=0).fit(
+        X[tr], y_tr, X_val=X[va], y_val=sample.part("val")[attrs])
+    assert row("task1 | val_loss, patience 5 (old default)", "selected_epoch") == old.best_epoch_
+    assert row("task1 | train to the stop rule (last epoch)", "selected_epoch") == \
+        row("task1 | train to the stop rule (last epoch)", "epochs_run")
+    assert row("supcon | train to the stop rule (last epoch)", "epochs_run") == head["max_epochs"]
+
+
+def test_tag_weight_runs_fit_task3_with_each_weight(toy):
+    samples, feats = {s: v[0] for s, v in toy.items()}, {s: v[1] for s, v in toy.items()}
+    res = B.tag_weight_runs(samples, feats, "toy", progress=False, n_jobs=1, max_epochs=2, gru_hidden=8)
+    assert set(res["method"]) == {"task3 | tag_weight=0.5", "task3 | tag_weight=0.125"}
+    sample, X = toy[1]
+    embs = []
+    for w in (0.5, 0.125):
+        embs.append(P.get_boosted(sample, X, "toy", "task3", 1, max_epochs=2, gru_hidden=8, tag_weight=w).emb["test"])
+        got = res[(res["method"] == f"task3 | tag_weight={w:g}") & (res["seed"] == 1)]
+        assert dict(zip(got["metric"], got["value"])) == scores_of(embs[-1], sample, "test")
+    assert not np.array_equal(*embs)  # the weight reaches the fit

@@ -48,6 +48,7 @@ __all__ = ["BASELINES", "group_labels", "make_baseline", "PCAWhitening", "GroupL
 #: The registry's names (:func:`make_baseline`), in the order the tables show them.
 BASELINES = ("pca_whiten", "lda", "nca", "supcon", "multisimilarity")
 METRIC_LOSSES = ("supcon", "multisimilarity")
+METRIC_SELECTIONS = ("val_map@r", "val_loss", "last")
 MULTISIMILARITY = dict(alpha=2, beta=50, base=0.5)  # the loss's published defaults
 
 
@@ -171,8 +172,10 @@ class MetricHead(BaseEstimator, TransformerMixin):
 
     Parameters (keyword-only after ``loss``): ``loss`` ("supcon" | "multisimilarity"), ``hidden_dim`` (None: input width),
     ``lr``, ``weight_decay`` (Adam), ``batch_size`` (random batches; larger than the head's 32 so a
-    batch holds positive pairs), ``max_epochs``, ``patience`` (epochs without a better validation
-    MAP@R), ``temperature`` (SupCon), ``seed``, ``num_threads`` (torch threads during fit/transform), ``device``.
+    batch holds positive pairs), ``max_epochs``, ``selection`` ("val_map@r": the study's rule; "val_loss":
+    the metric loss on the whole validation part, lowest kept; "last"), ``patience`` (epochs without a
+    better validation score), ``temperature`` (SupCon), ``seed``, ``num_threads`` (torch threads during
+    fit/transform), ``device``.
 
     ``fit(X, y, X_val=None, y_val=None)``: with a validation split the epoch with the best
     validation MAP@R (group relevance, cosine) is kept, with the boosting head's patience and epoch cap
@@ -184,13 +187,15 @@ class MetricHead(BaseEstimator, TransformerMixin):
     """
 
     def __init__(self, loss="supcon", *, hidden_dim=None, lr=1e-3, weight_decay=1e-5, batch_size=256,
-                 max_epochs=MAX_EPOCHS, patience=PATIENCE, temperature=0.1, seed=0, num_threads=1, device="cpu"):
+                 max_epochs=MAX_EPOCHS, selection="val_map@r", patience=PATIENCE, temperature=0.1, seed=0,
+                 num_threads=1, device="cpu"):
         self.loss = loss
         self.hidden_dim = hidden_dim
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.max_epochs = max_epochs
+        self.selection = selection
         self.patience = patience
         self.temperature = temperature
         self.seed = seed
@@ -207,6 +212,8 @@ class MetricHead(BaseEstimator, TransformerMixin):
     def _check_params(self):
         if self.loss not in METRIC_LOSSES:
             raise ValueError(f"loss must be one of {METRIC_LOSSES}, got {self.loss!r}")
+        if self.selection not in METRIC_SELECTIONS:
+            raise ValueError(f"selection must be one of {METRIC_SELECTIONS}, got {self.selection!r}")
         for name in ("batch_size", "max_epochs"):
             check_int(getattr(self, name), name, min_val=2)
         for name in ("hidden_dim", "patience", "num_threads"):
@@ -263,8 +270,11 @@ class MetricHead(BaseEstimator, TransformerMixin):
                     return {}, None  # keep the last epoch
                 net.eval()
                 with torch.no_grad():
-                    score = map_at_r_quiet(net(Xv).cpu().numpy(), val_codes)
-                return {"val_map@r": score}, score
+                    Zv = net(Xv)
+                    row = {"val_map@r": map_at_r_quiet(Zv.cpu().numpy(), val_codes),
+                           "val_loss": float(loss_fn(Zv, torch.as_tensor(val_codes, device=dev)))}
+                score = {"val_map@r": row["val_map@r"], "val_loss": -row["val_loss"], "last": None}[self.selection]
+                return row, score
 
             log = fit_epochs(net, train_epoch, score_epoch, n=n, seed=self.seed, max_epochs=self.max_epochs,
                              patience=self.patience, name="MetricHead")

@@ -24,7 +24,9 @@ Protocol choices (stated again in notebook 06; see docs/protocol.md):
 * Every method sees the same frozen features, the same training part and the same validation
   part; the test part is only transformed.
 * Hyper-parameters are chosen on the validation part only: PCA whitening's width from
-  :data:`PCA_GRID` by validation MAP@R; the metric-learning heads' epoch by validation MAP@R;
+  :data:`PCA_GRID` by validation MAP@R; the metric-learning heads' epoch by validation MAP@R with the
+  boosting head's patience and epoch cap (the study's one rule, :data:`attrboost.training.PATIENCE`; a
+  notebook's ``max_epochs`` / ``patience`` apply to both);
   LDA's shrinkage is analytic (Ledoit-Wolf); NCA runs with fixed settings (64 dims after a PCA to
   256, 50 L-BFGS iterations: about 1 min a fit here), too slow here to tune.
 * Label budget: the first ``n`` of a seeded permutation of the training part (nested: the 500 are
@@ -32,6 +34,12 @@ Protocol choices (stated again in notebook 06; see docs/protocol.md):
   in the default protocol) are used for selection at every budget.
 * Attribute ablation: Task 1 without one attribute as a target; the *evaluation* still uses all
   attributes (the retrieval ground truth does not change).
+* Selection sensitivity (:func:`selection_sensitivity`): Task 1 and the SupCon head under each rule of
+  :data:`SELECTION_RULES`; "test-selected" is the original's procedure (the checkpoint with the best
+  *test* score, up to the stop rule): optimistic by construction, computed only to measure how much it
+  inflates a score, never used for a claim.
+* Task 3's tag weight (:func:`tag_weight_runs`): the default 0.5 against 1/8 (the original's averaging
+  of the loss over its 8 outputs).
 """
 from __future__ import annotations
 
@@ -47,8 +55,9 @@ import pandas as pd
 from . import __version__
 from . import pipeline as P
 from .baselines import BASELINES, METRIC_LOSSES, MULTISIMILARITY, MetricHead, group_labels, make_baseline
-from .cache import (atomic_write, cache_dir, check_embeddings, embeddings_expect, fingerprint, load_checked,
-                    save_checked)
+from .cache import (atomic_write, cache_dir, cached, check_embeddings, embeddings_expect, fingerprint,
+                    load_checked, save_checked)
+from .heads import BoostHead
 from .data import Sample
 from .data.sampling import subsample_train, without_attribute
 from .metrics import map_at_r_quiet
@@ -57,9 +66,19 @@ from .stats import mean_ci
 BASELINE_LABELS = {"pca_whiten": "PCA whitening", "lda": "LDA (group)", "nca": "NCA (group)",
                    "supcon": "SupCon head (group)", "multisimilarity": "Multi-similarity head (group)"}
 PCA_GRID = (32, 64, 128, 256)
+#: The rules :func:`selection_sensitivity` compares: label -> (BoostHead settings, MetricHead settings,
+#: whether the selection looks at the test part). "val_map@r" is the study's rule (the defaults).
+SELECTION_RULES = {
+    "val_map@r (default)": ({}, {}, False),
+    "val_loss, patience 5 (old default)": (dict(selection="val_loss", patience=5), dict(selection="val_loss", patience=5),
+                                           False),
+    "train to the stop rule (last epoch)": (dict(selection="last", stop_loss=0.002, patience=None),
+                                            dict(selection="last", patience=None), False),
+    "test-selected (optimistic)": (dict(stop_loss=0.002, patience=None), dict(patience=None), True),
+}
 BUDGETS = (250, 500, 1000, 2000, 3000)
 
-__all__ = ["BASELINE_LABELS", "PCA_GRID", "BUDGETS", "BaselineRun", "get_baseline", "budgets_for", "Baselines",
+__all__ = ["BASELINE_LABELS", "PCA_GRID", "SELECTION_RULES", "BUDGETS", "selection_sensitivity", "tag_weight_runs", "BaselineRun", "get_baseline", "budgets_for", "Baselines",
            "score_rows", "prefetch", "run_baselines", "label_budget", "ablation", "paired_deltas", "ablation_deltas",
            "labels_needed", "write_results"]
 
@@ -158,6 +177,13 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
     return BaselineRun(name, seed, emb, fit_s, chosen)
 
 
+def _rule(name: str, head_params: dict) -> dict:
+    """The metric-learning baselines train under the head's epoch cap and patience (one selection rule)."""
+    if name not in METRIC_LOSSES:
+        return {}
+    return {k: head_params[k] for k in ("max_epochs", "patience") if k in head_params}
+
+
 def prefetch(fits, backbone: str, *, n_jobs="auto", device: str = "auto", progress: bool = False,
              **head_params) -> int:
     """Fit, in parallel worker processes (:func:`attrboost.pipeline.run_fits`), every fit of ``fits`` that
@@ -175,10 +201,11 @@ def prefetch(fits, backbone: str, *, n_jobs="auto", device: str = "auto", progre
                 calls[path] = (P.get_boosted, (sample, X, backbone, "task1", seed), dict(head_params, device=device))
             continue
         X = _features(sample, X)
-        entry = _baseline_entry(sample, X, backbone, method, seed, {}, device)
+        rule = _rule(method, head_params)
+        entry = _baseline_entry(sample, X, backbone, method, seed, rule, device)
         path = entry[0]
         if path not in calls and _cached_baseline(entry, method, seed) is None:
-            calls[path] = (get_baseline, (sample, X, backbone, method, seed), dict(device=device))
+            calls[path] = (get_baseline, (sample, X, backbone, method, seed), dict(device=device, **rule))
     P.run_fits(list(calls.values()), P.resolve_n_jobs(n_jobs, len(calls), device), progress=progress,
                desc="fits")
     return len(calls)
@@ -229,11 +256,13 @@ def run_baselines(cfg: P.DataConfig, backbone: str, seeds, baselines=BASELINES, 
         sample, X = samples[seed], feats[seed]
         embs = {"raw": {p: X[sample.mask(p)] for p in ("val", "test")}}
         head = P.get_boosted(sample, X, backbone, "task1", seed, **dict(head_params, device=device))
-        embs["task1"], fit_s = head.emb, fit_s + [dict(method="task1", seed=seed, seconds=head.fit_seconds)]
+        embs["task1"] = head.emb
+        fit_s.append(dict(method="task1", seed=seed, seconds=head.fit_seconds, selected_epoch=head.best_epoch))
         for name in baselines:
-            run = get_baseline(sample, X, backbone, name, seed, device=device)
+            run = get_baseline(sample, X, backbone, name, seed, device=device, **_rule(name, head_params))
             embs[name] = run.emb
-            fit_s.append(dict(method=name, seed=seed, seconds=run.fit_seconds, params=run.params))
+            fit_s.append(dict(method=name, seed=seed, seconds=run.fit_seconds, params=run.params,
+                              selected_epoch=run.params.get("best_epoch")))
         for method, e in embs.items():
             for part in ("val", "test"):
                 rows += score_rows(e[part], sample, part, experiment="baselines", method=method, n_train=None,
@@ -253,7 +282,8 @@ def label_budget(samples: dict[int, Sample], features: dict[int, np.ndarray], ba
              n_jobs=n_jobs, device=device, progress=progress, **head_params)
     for (seed, n), (sub, Xs) in _progress(list(jobs.items()), "label budget", progress):
         embs = {"task1": P.get_boosted(sub, Xs, backbone, "task1", seed, **dict(head_params, device=device)).emb["test"],
-                baseline: get_baseline(sub, Xs, backbone, baseline, seed, device=device).emb["test"]}
+                baseline: get_baseline(sub, Xs, backbone, baseline, seed, device=device,
+                                       **_rule(baseline, head_params)).emb["test"]}
         for method, e in embs.items():
             rows += score_rows(e, sub, "test", experiment="budget", method=method, n_train=n, seed=seed)
     return pd.DataFrame(rows)
@@ -273,6 +303,86 @@ def ablation(samples: dict[int, Sample], features: dict[int, np.ndarray], backbo
         run = P.get_boosted(ablated, features[seed], backbone, "task1", seed, **dict(head_params, device=device))
         rows += score_rows(run.emb["test"], sample, "test", experiment="ablation", method=f"without {attr}",
                            n_train=None, seed=seed)
+    return pd.DataFrame(rows)
+
+
+def _rule_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: str, seed: int, device: str,
+              head_params: dict) -> dict:
+    """One fit of :func:`selection_sensitivity` (cached): the test embedding and the selected epoch."""
+    head_kw, metric_kw, on_test = SELECTION_RULES[rule]
+    if method == "task1":
+        est = BoostHead("task1", **{**P.head_params(**dict(head_params, device=device)), **head_kw}, seed=seed)
+    else:
+        est = make_baseline(method, seed, **{**_rule(method, head_params), **metric_kw}, device=device)
+    settings = est.get_params()
+    key = fingerprint("rule-fit", __version__, sample.fingerprint, fingerprint(X), backbone, method, rule, seed,
+                      {k: v for k, v in settings.items() if k not in ("progress", "device")}, device)
+    path = cache_dir() / "selection" / backbone / f"{method}-{key}.npz"
+    n_test = int(sample.mask("test").sum())
+
+    def compute():
+        attrs = list(sample.attributes)
+        sel = "test" if on_test else "val"
+        tr, va = sample.mask("train"), sample.mask(sel)
+        y_tr, y_va = sample.part("train")[attrs], sample.part(sel)[attrs]
+        if method == "task1":
+            keep = [a for a in attrs if y_tr[a].nunique() > 1]
+            est.fit(X[tr], y_tr[keep], X_val=X[va], y_val=y_va)
+        else:
+            est.fit(X[tr], y_tr, X[va], y_va)
+        return {"emb_test": est.transform(X[sample.mask("test")]), "best_epoch": np.array(est.best_epoch_),
+                "n_epochs": np.array(len(est.history_))}
+
+    return cached(path, key, compute, expect={"emb_test": (np.float32, (n_test, None)), "best_epoch": ("i", ()),
+                                               "n_epochs": ("i", ())})
+
+
+def _sensitivity_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: str, seed: int, device: str,
+                     head_params: dict) -> dict:
+    if method == "task1" and rule == next(iter(SELECTION_RULES)):  # the study's own Task 1 head (cached by 03/04/06)
+        run = P.get_boosted(sample, X, backbone, "task1", seed, **dict(head_params, device=device))
+        return {"emb_test": run.emb["test"], "best_epoch": run.best_epoch, "n_epochs": len(run.history)}
+    return _rule_fit(sample, X, backbone, method, rule, seed, device, head_params)
+
+
+def selection_sensitivity(samples: dict[int, Sample], features: dict[int, np.ndarray], backbone: str,
+                          methods=("task1", "supcon"), rules=None, *, device: str = "auto", n_jobs="auto",
+                          progress: bool = True, **head_params) -> pd.DataFrame:
+    """Task 1 and the SupCon head under each selection rule of :data:`SELECTION_RULES`, every seed: test
+    scores (experiment ``"selection"``, ``method`` = "<method> | <rule>") plus rows of metric
+    ``selected_epoch`` and ``epochs_run``. Fits are cached and run first in ``n_jobs`` processes."""
+    device = P.resolve_device(device)
+    rules = list(SELECTION_RULES) if rules is None else list(rules)
+    jobs = [(seed, m, r) for seed in samples for m in methods for r in rules]
+    calls = [(_sensitivity_fit, (samples[s], features[s], backbone, m, r, s, device, head_params), {})
+             for s, m, r in jobs]
+    P.run_fits(calls, P.resolve_n_jobs(n_jobs, len(calls), device), progress=progress, desc="selection rules")
+    rows = []
+    for seed, m, r in jobs:
+        got = _sensitivity_fit(samples[seed], features[seed], backbone, m, r, seed, device, head_params)
+        keys = dict(experiment="selection", method=f"{m} | {r}", n_train=None, seed=seed)
+        rows += score_rows(got["emb_test"], samples[seed], "test", **keys)
+        rows += [dict(keys, part="test", metric="selected_epoch", value=float(got["best_epoch"])),
+                 dict(keys, part="test", metric="epochs_run", value=float(got["n_epochs"]))]
+    return pd.DataFrame(rows)
+
+
+def tag_weight_runs(samples: dict[int, Sample], features: dict[int, np.ndarray], backbone: str,
+                    weights=(0.5, 0.125), *, device: str = "auto", n_jobs="auto", progress: bool = True,
+                    **head_params) -> pd.DataFrame:
+    """Task 3 with each tag-loss weight (experiment ``"tag_weight"``, method ``"task3 | tag_weight=<w>"``):
+    test scores per seed. The fits are ordinary cached heads, fitted first in ``n_jobs`` processes."""
+    device = P.resolve_device(device)
+    kw = {k: v for k, v in head_params.items() if k != "tag_weight"}
+    P.fit_heads([((samples[s], features[s]), s, backbone, "task3", dict(kw, tag_weight=w, device=device))
+                 for s in samples for w in weights], n_jobs=n_jobs, progress=progress)
+    rows = []
+    for seed in samples:
+        for w in weights:
+            run = P.get_boosted(samples[seed], features[seed], backbone, "task3", seed,
+                                **dict(kw, tag_weight=w, device=device))
+            rows += score_rows(run.emb["test"], samples[seed], "test", experiment="tag_weight",
+                               method=f"task3 | tag_weight={w:g}", n_train=None, seed=seed)
     return pd.DataFrame(rows)
 
 
