@@ -194,3 +194,21 @@ def test_bad_names_and_query_arg_are_clear_errors():
         M.paper_map_at_10(emb, attrs, names, query_arg="q")
     with pytest.raises(TypeError, match="list of product names"):
         M.evaluate(emb, attrs, [[]] * 20, "men tshirt")
+
+
+def test_pipeline_evaluate_uses_the_product_names(tmp_path):
+    """pipeline.evaluate passes the catalogue's names (``text``), not the filtered tags, to paper_map@10."""
+    from test_data import make_kaggle
+
+    from attrboost import pipeline as P
+    from attrboost.data import load_kaggle, sample_protocol
+
+    cat = load_kaggle(make_kaggle(tmp_path / "data", n_groups=6, per_group=8, small_groups=0))
+    s = sample_protocol(cat, n_groups=6, per_group=8, n_test=24, check_images=False)
+    names = s.names("test")
+    assert names == list(s.part("test")["text"]) and len(names) == 24
+    emb = np.random.default_rng(0).normal(size=(24, 6))
+    got = P.evaluate(emb, s, "test")
+    assert got["paper_map@10"] == pytest.approx(O.original_paper_map(emb, s.labels("test"), names, "b"), abs=1e-12)
+    assert got["paper_map@10_filtered"] == pytest.approx(M.paper_map_at_10_filtered(emb, s.labels("test"),
+                                                                                    s.tags("test")), abs=1e-12)
