@@ -113,12 +113,18 @@ def group_codes(codes: np.ndarray) -> np.ndarray:
     return np.unique(codes, axis=0, return_inverse=True)[1].ravel()
 
 
+def _per_item(values, n: int, name: str, what: str) -> list:
+    """``values`` as a list of ``n`` entries (one per item), or a clear error."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a list of {what} (one per item); got {type(values).__name__}")
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(f"emb has {n} rows but {name} has {len(values)} entries; they must describe the same items")
+    return values
+
+
 def _as_tags(tags, n: int, name: str = "tags") -> list[frozenset]:
-    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
-        raise TypeError(f"{name} must be a list of token lists (one per item); got {type(tags).__name__}")
-    tags = list(tags)
-    if len(tags) != n:
-        raise ValueError(f"emb has {n} rows but {name} has {len(tags)} entries; they must describe the same items")
+    tags = _per_item(tags, n, name, "token lists")
     out = []
     for i, t in enumerate(tags):
         if isinstance(t, (str, bytes)) or not isinstance(t, Iterable):
@@ -149,11 +155,7 @@ def paper_tokens(name) -> list[str]:
 
 def _as_names(names, n: int, name: str = "names") -> list[list[str]]:
     """Product names -> the original's token lists (:func:`paper_tokens`), validated."""
-    if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
-        raise TypeError(f"{name} must be a list of product names (one string per item); got {type(names).__name__}")
-    names = list(names)
-    if len(names) != n:
-        raise ValueError(f"emb has {n} rows but {name} has {len(names)} entries; they must describe the same items")
+    names = _per_item(names, n, name, "product names")
     out = []
     for i, v in enumerate(names):
         if v is not None and not isinstance(v, (str, float)):
