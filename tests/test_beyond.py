@@ -33,7 +33,7 @@ HEAD = dict(max_epochs=2, batch_size=32)
 
 
 def scores_of(emb, sample, part):
-    return evaluate(emb, sample.labels(part), sample.tags(part))
+    return evaluate(emb, sample.labels(part), sample.tags(part), sample.names(part))
 
 
 def test_run_baselines_scores_raw_task1_and_each_baseline_on_val_and_test(toy):

@@ -123,19 +123,19 @@ def knn_numpy(emb, k, exclude_self=True):
 @pytest.mark.parametrize("k", [10, 4])
 def test_paper_map_equals_loop_transcription(seed, k):
     emb, attrs, tags = tie_heavy(seed)
-    assert M.paper_map_at_10(emb, attrs, tags, k=k) == pytest.approx(paper_map_loop(emb, attrs, tags, k), abs=1e-12)
+    assert M.paper_map_at_10_filtered(emb, attrs, tags, k=k) == pytest.approx(paper_map_loop(emb, attrs, tags, k), abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", SEEDS[:2])
 def test_paper_map_equals_loop_continuous(seed):
     emb, attrs, tags = continuous(seed, n_attrs=2, values=2)
-    assert M.paper_map_at_10(emb, attrs, tags) == pytest.approx(paper_map_loop(emb, attrs, tags), abs=1e-12)
+    assert M.paper_map_at_10_filtered(emb, attrs, tags) == pytest.approx(paper_map_loop(emb, attrs, tags), abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", SEEDS[:2])
 def test_paper_ground_truth_equals_loop(seed):
     _, attrs, tags = tie_heavy(seed, n=80)
-    gt = M.paper_ground_truth(pd.DataFrame(attrs), tags, k=10)
+    gt = M.paper_ground_truth_filtered(pd.DataFrame(attrs), tags, k=10)
     assert gt.shape == (80, 10) and gt.dtype == np.int64
     for q in range(80):
         truth = truth_loop(attrs, tags, q, 10)
@@ -145,10 +145,10 @@ def test_paper_ground_truth_equals_loop(seed):
 def test_paper_map_tags_are_a_set_and_empty_tags_mean_attribute_equality():
     emb, attrs, tags = continuous(5, n_attrs=1, values=3)
     doubled = [t + t for t in tags]  # repeating a token changes nothing
-    assert M.paper_map_at_10(emb, attrs, doubled) == M.paper_map_at_10(emb, attrs, tags)
+    assert M.paper_map_at_10_filtered(emb, attrs, doubled) == M.paper_map_at_10_filtered(emb, attrs, tags)
     # With no tags at all, ground truth = same attributes ranked by index.
     no_tags = [[] for _ in tags]
-    assert M.paper_map_at_10(emb, attrs, no_tags) == pytest.approx(paper_map_loop(emb, attrs, no_tags), abs=1e-12)
+    assert M.paper_map_at_10_filtered(emb, attrs, no_tags) == pytest.approx(paper_map_loop(emb, attrs, no_tags), abs=1e-12)
 
 
 # -------------------------------------------------------------------------- standard metrics
@@ -187,14 +187,18 @@ def test_ndcg_equals_sklearn(seed, k):
 
 def test_evaluate_matches_individual_functions():
     emb, attrs, tags = continuous(7, n=120, n_attrs=3, values=2)
-    got = M.evaluate(emb, attrs, tags)
+    names = [" ".join(t) + " & Co" for t in tags]
+    got = M.evaluate(emb, attrs, tags, names)
     assert tuple(got) == M.METRICS
     assert got == {
-        "paper_map@10": M.paper_map_at_10(emb, attrs, tags),
+        "paper_map@10": M.paper_map_at_10(emb, attrs, names),
         "map@r": M.map_at_r(emb, attrs),
         "precision@1": M.precision_at_1(emb, attrs),
         "recall@10": M.recall_at_k(emb, attrs, 10),
         "ndcg@10": M.ndcg_at_k(emb, attrs, 10),
+        "paper_map@10_rev": M.paper_map_at_10(emb, attrs, names, query_arg="a"),
+        "paper_ndcg@10": M.paper_ndcg_at_k(emb, attrs, names),
+        "paper_map@10_filtered": M.paper_map_at_10_filtered(emb, attrs, tags),
     }
     assert all(0 <= v <= 100 for v in got.values())
 
@@ -203,7 +207,8 @@ def test_dataframe_and_string_labels_equal_integer_codes():
     emb, attrs, tags = continuous(8, n_attrs=3, values=3)
     names = np.array(["red", "blue", "green"])
     df = pd.DataFrame({f"a{j}": names[attrs[:, j]] for j in range(attrs.shape[1])})
-    assert M.evaluate(emb, df, tags) == M.evaluate(emb, attrs, tags)
+    words = [" ".join(t) for t in tags]
+    assert M.evaluate(emb, df, tags, words) == M.evaluate(emb, attrs, tags, words)
 
 
 # --------------------------------------------------------------------------------------- knn
@@ -266,7 +271,8 @@ def test_metrics_invariant_to_scaling():
     emb, attrs, tags = continuous(11, n=100, n_attrs=3, values=2)
     rng = np.random.default_rng(0)
     scaled = emb * 3.7 * rng.uniform(0.1, 10.0, size=(len(emb), 1))
-    assert M.evaluate(scaled, attrs, tags) == pytest.approx(M.evaluate(emb, attrs, tags), abs=1e-12)
+    words = [" ".join(t) for t in tags]
+    assert M.evaluate(scaled, attrs, tags, words) == pytest.approx(M.evaluate(emb, attrs, tags, words), abs=1e-12)
 
 
 def test_perfect_embedding_scores_100():
@@ -303,9 +309,9 @@ def test_lone_queries_are_skipped_and_all_lone_gives_nan():
 
 def test_small_n_reduces_k():
     emb, attrs, tags = continuous(3, n=6, n_attrs=1, values=2)
-    got = M.evaluate(emb, attrs, tags)
+    got = M.evaluate(emb, attrs, tags, [" ".join(t) for t in tags])
     assert all(math.isfinite(v) for v in got.values())
-    assert M.paper_map_at_10(emb, attrs, tags) == pytest.approx(paper_map_loop(emb, attrs, tags), abs=1e-12)
+    assert M.paper_map_at_10_filtered(emb, attrs, tags) == pytest.approx(paper_map_loop(emb, attrs, tags), abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------ errors
@@ -314,7 +320,7 @@ def test_mismatched_lengths_name_the_arguments():
     with pytest.raises(ValueError, match=r"emb has 20 rows but attrs has 19"):
         M.map_at_r(emb, attrs[:19])
     with pytest.raises(ValueError, match=r"emb has 20 rows but tags has 19"):
-        M.paper_map_at_10(emb, attrs, tags[:19])
+        M.paper_map_at_10_filtered(emb, attrs, tags[:19])
     with pytest.raises(ValueError, match="attrs has 21"):
         M.evaluate(emb, np.concatenate([attrs, attrs[:1]]), tags)
 
@@ -344,4 +350,4 @@ def test_bad_k_and_bad_tags():
     with pytest.raises(TypeError, match=r"k must be an integer >= 1, got True"):
         M.knn(emb, True)
     with pytest.raises(TypeError, match=r"tags\[0\] must be a list of tokens"):
-        M.paper_map_at_10(emb, attrs, ["men tshirt"] * 20)
+        M.paper_map_at_10_filtered(emb, attrs, ["men tshirt"] * 20)

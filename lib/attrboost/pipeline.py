@@ -296,10 +296,11 @@ def fit_heads(jobs, *, n_jobs="auto", weights=None, device=None, progress: bool 
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(emb: np.ndarray, sample: Sample, part: str = "test") -> dict[str, float]:
-    """Every retrieval metric for one embedding of one part (queries and gallery = that part)."""
+    """Every retrieval metric for one embedding of one part (queries and gallery = that part); the
+    original paper metric's tokens come from the product names (``sample.names``)."""
     from .metrics import evaluate as _evaluate
 
-    return _evaluate(emb, sample.labels(part), sample.tags(part))
+    return _evaluate(emb, sample.labels(part), sample.tags(part), sample.names(part))
 
 
 def tidy(rows: list[dict]) -> pd.DataFrame:

@@ -45,24 +45,33 @@ def load_results(runs: str | os.PathLike) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- retrieval example
 def retrieval_example(cfg: P.DataConfig, backbone: str, *, seed: int = 0, task: str = "task1", k: int = 10,
                       query: int | None = None, **head_overrides) -> dict:
-    """One test query with its paper-metric ground truth and the raw and boosted top-k (cached work)."""
-    from .metrics import knn, paper_ground_truth
+    """One test query with its paper-metric ground truth and the raw and boosted top-k (cached work).
+
+    As ``paper_map@10`` computes them (:func:`attrboost.metrics.paper_map_at_10`): the truth is the
+    original's ground truth (always k items, zero-similarity fillers included), the lists are the
+    ``k + 1`` nearest with the first dropped, AP is divided by the truth's length. The query (unless
+    given) is drawn among the queries with another test item of their group.
+    """
+    from .metrics import encode_attributes, group_codes, paper_ground_truth, paper_neighbours
 
     sample = P.get_sample(cfg, seed)
     X = P.get_features(sample, backbone, progress=False)
     run = P.get_boosted(sample, X, backbone, task, seed, **head_overrides)
     test = sample.part("test").reset_index(drop=True)
     raw, boosted = X[sample.mask("test")], run.emb["test"]
-    gt = paper_ground_truth(sample.labels("test"), sample.tags("test"), k=k)
-    valid = np.flatnonzero((gt >= 0).any(axis=1))
+    labels = sample.labels("test")
+    names = sample.names("test")
+    gt = paper_ground_truth(labels, names if names is not None else [" ".join(t) for t in sample.tags("test")], k=k)
+    groups = group_codes(encode_attributes(labels, len(labels)))
+    valid = np.flatnonzero(np.bincount(groups)[groups] > 1)
     q = int(np.random.default_rng(seed).choice(valid)) if query is None else query
-    out = {"query": q, "query_id": test["id"][q], "items": test, "truth": gt[q][gt[q] >= 0], "ap": {}}
+    out = {"query": q, "query_id": test["id"][q], "items": test, "truth": gt[q], "ap": {}}
     for name, emb in (("raw", raw), ("boosted", boosted)):
-        idx, _ = knn(emb, k)
+        idx = paper_neighbours(emb, k)
         out[name] = idx[q]
         hits = np.isin(idx[q], out["truth"])
-        prec = np.cumsum(hits) / np.arange(1, k + 1)
-        out["ap"][name] = float(100 * (prec * hits).sum() / min(k, len(out["truth"])))
+        prec = np.cumsum(hits) / np.arange(1, hits.size + 1)
+        out["ap"][name] = float(100 * (prec * hits).sum() / len(out["truth"]))
     return out
 
 

@@ -72,6 +72,13 @@ class Sample:
     def tags(self, name: str) -> list[list[str]]:
         return list(self.part(name)["tags"])
 
+    def names(self, name: str) -> list[str] | None:
+        """The product names (the catalogue's ``text`` column) of one part: the original paper
+        metric's tokens come from them (:func:`attrboost.metrics.paper_tokens`). None when the
+        items have no ``text`` column."""
+        part = self.part(name)
+        return list(part["text"]) if "text" in part.columns else None
+
     def mask(self, name: str) -> np.ndarray:
         return self.items.index.isin(self.part(name).index)
 
