@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STUDY_ARGS ?=
 
-.PHONY: install study reproduce test data figures lab bench clean-cache help
+.PHONY: install study reproduce test data figures lab bench clean-cache help readme
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,9 @@ data: $(STAMP)  ## download the real data (needs a network) to data/fashion-prod
 
 figures: $(STAMP)  ## regenerate figures/<dataset>/ from the committed runs
 	$(PY) -m attrboost.study --figures-only --publish $(STUDY_ARGS)
+
+readme: $(STAMP)  ## regenerate the README's result tables from the committed CSVs (between the results markers)
+	$(PY) -m attrboost.report --readme README.md
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks/

@@ -63,3 +63,54 @@ def test_load_results_ignores_run_dirs_set_aside(tmp_path):
         (tmp_path / name).mkdir()
         pd.DataFrame({"backbone": ["pca"], "value": [value]}).to_csv(tmp_path / name / "results.csv", index=False)
     assert load_results(tmp_path)["value"].tolist() == [1.0]
+
+
+# ----------------------------------------------------------------------------- claims and README tables
+def _results(values: dict) -> pd.DataFrame:
+    """values: (backbone, embedding) -> per-seed list; one metric 'map@r'."""
+    rows = [dict(dataset="d", split="random", backbone=b, embedding=e, seed=s, metric="map@r", value=v)
+            for (b, e), vs in values.items() for s, v in enumerate(vs)]
+    return pd.DataFrame(rows)
+
+
+def test_paired_difference_and_verdict_match_a_t_interval():
+    from scipy import stats
+
+    res = _results({("a", "task1"): [30.0, 31.5, 29.0, 33.0], ("b", "raw"): [28.0, 30.0, 29.5, 30.5]})
+    d = R.paired(res, ("a", "task1"), ("b", "raw"), "map@r")
+    diff = np.array([2.0, 1.5, -0.5, 2.5])
+    half = stats.t.ppf(0.975, 3) * diff.std(ddof=1) / np.sqrt(4)
+    assert d["delta"] == pytest.approx(diff.mean())
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((diff.mean() - half, diff.mean() + half))
+    assert d["verdict"] == ("better" if diff.mean() - half > 0 else "no detectable difference")
+    assert R.verdict(0.1, 2) == "better" and R.verdict(-2, -0.1) == "worse"
+    assert R.verdict(-0.1, 2) == "no detectable difference" and R.verdict(np.nan, np.nan) == "one seed: no CI"
+    # pairing uses the seeds both have
+    res2 = _results({("a", "task1"): [1.0, 2.0, 3.0], ("b", "raw"): [0.0, 0.0]})
+    assert R.paired(res2, ("a", "task1"), ("b", "raw"), "map@r")["n"] == 2
+
+
+def test_cheap_boosted_vs_costly_raw_lists_every_task_of_every_cheaper_backbone():
+    res = _results({("s", "raw"): [1, 2, 3], ("s", "task1"): [6, 7, 8.1], ("s", "task2"): [3, 2, 4],
+                    ("g", "raw"): [4, 4, 4], ("g", "task1"): [9, 9, 9]})
+    c = R.cheap_boosted_vs_costly_raw(res, {"s": 0.5, "g": 2.0}, metrics=("map@r",))
+    assert list(zip(c["small"], c["big"], c["task"])) == [("s", "g", "task1"), ("s", "g", "task2")]
+    assert c.iloc[0]["delta"] == pytest.approx(np.mean([2, 3, 4.1])) and c.iloc[0]["verdict"] == "better"
+    assert c.iloc[1]["verdict"] == "no detectable difference"
+
+
+def test_readme_result_tables_are_in_sync_with_the_committed_csvs():
+    """`make readme` output == the README's block: a stale table (CSV re-executed, README not) fails here."""
+    from attrboost.cache import repo_root
+
+    root = repo_root()
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert R.splice_readme(readme, R.readme_block(root)) == readme, "README out of sync: run `make readme`"
+
+
+def test_splice_readme_replaces_only_the_block():
+    text = f"intro\n{R.README_BEGIN}\nold\n{R.README_END}\noutro\n"
+    assert R.splice_readme(text, f"{R.README_BEGIN}\nnew\n{R.README_END}") == \
+        f"intro\n{R.README_BEGIN}\nnew\n{R.README_END}\noutro\n"
+    with pytest.raises(ValueError, match="markers"):
+        R.splice_readme("no markers", "x")
