@@ -85,7 +85,8 @@ class Encoder:
 
     device: ``"auto" | "cpu" | "cuda"``; batch_size: images per forward; num_workers: DataLoader decoding
     workers (``"auto"``: :func:`attrboost.extract.auto_workers`); num_threads: torch threads for the backbone
-    forward (None: torch's setting). ``bundle``: the bundle directory this encoder was loaded from, if any;
+    forward (None: torch's setting). ``head=None`` gives a features-only encoder (:meth:`features`), e.g. to
+    fit a head. ``bundle``: the bundle directory this encoder was loaded from, if any;
     ``metrics``: its validation metrics.
     """
 
@@ -94,10 +95,11 @@ class Encoder:
                  metrics: dict | None = None, identity: dict | None = None):
         from sklearn.utils.validation import check_is_fitted
 
-        check_is_fitted(head, "model_")
         self.backbone = backbones.resolve_weights(backbone)
         spec = self.backbone.spec
-        if head.n_features_in_ != spec.width:
+        if head is not None:
+            check_is_fitted(head, "model_")
+        if head is not None and head.n_features_in_ != spec.width:
             raise ValueError(f"the head was fitted on {head.n_features_in_}-wide features, but backbone "
                              f"{spec.name!r} gives {spec.width}")
         self.head = head
@@ -146,6 +148,10 @@ class Encoder:
         if split is None:  # pragma: no cover - timm's eval transforms always split
             raise ValueError(f"the preprocessing of {self.backbone.name!r} is not a standard timm eval transform")
         return split
+
+    def preprocessing_size(self) -> int:
+        """Side of the square image the backbone sees (after resizing and cropping)."""
+        return int(backbones.data_config(self.backbone.name)["input_size"][-1])
 
     def transform(self, X) -> np.ndarray:
         """Frozen features -> boosted vectors (:meth:`BoostHead.transform <attrboost.heads.BoostHead.transform>`)."""
