@@ -44,10 +44,11 @@ readme: $(STAMP)  ## regenerate the README's result tables from the committed CS
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks/
 
-bench: $(STAMP)  ## performance benchmarks (extraction, head training, baselines)
+bench: $(STAMP)  ## performance benchmarks (extraction, head training, baselines, index search + ONNX)
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_heads.py
 	$(PY) benchmarks/bench_baselines.py
+	$(PY) benchmarks/bench_index.py
 
 clean-cache:  ## delete derived data (features, heads, synthetic images) in ATTRBOOST_CACHE if set, else .cache; rebuilt on demand
 	rm -rf -- "$${ATTRBOOST_CACHE:-.cache}"

@@ -656,3 +656,15 @@ class BoostHead(BaseEstimator, TransformerMixin):
                     words.append(self.vocab_[i - 3])
                 out.append(words)
         return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory) -> "object":
+        """Save the fitted head to ``directory`` (safetensors weights + JSON; :func:`attrboost.bundle.save_head`)."""
+        from .bundle import save_head
+        return save_head(self, directory)
+
+    @classmethod
+    def load(cls, directory, *, device: str = "cpu") -> "BoostHead":
+        """A head saved by :meth:`save` (or inside a model bundle), checksums verified."""
+        from .bundle import load_head
+        return load_head(directory, device=device)

@@ -1,0 +1,261 @@
+"""The boosted encoder: image files -> boosted vectors (frozen backbone + its preprocessing + a fitted head).
+
+:class:`Encoder` runs the same inference path as :func:`attrboost.extract.extract_features` (timm eval
+transform, BatchNorm folded into the convolutions, channels_last, batched, decoding in DataLoader workers)
+and then :meth:`BoostHead.transform <attrboost.heads.BoostHead.transform>`. Unlike the study's extraction it
+never stops on a bad file: an image that cannot be decoded is skipped, counted and listed
+(:attr:`Encoded.failed`). With ``checkpoint=`` the finished chunks are saved as they complete
+(:func:`attrboost.cache.save_checked`), so an interrupted :meth:`Encoder.encode` resumes where it stopped.
+
+Get one from a saved bundle with :func:`attrboost.load_model`, or build it from a fitted head::
+
+    enc = Encoder("efficientnet_lite0", head)
+    out = enc.encode(paths)          # out.vectors (n_ok, width), out.ids, out.failed
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import backbones
+from .cache import fingerprint, load_checked, save_checked
+from .checks import check_int
+from .extract import CHUNK_SIZE, _split_transform, auto_workers, resolve_device
+from .training import torch_threads
+
+__all__ = ["Encoder", "Encoded"]
+
+
+@dataclass
+class Encoded:
+    """What :meth:`Encoder.encode` returns: one row per image that decoded, in input order.
+
+    ids / paths / vectors: the decoded images' ids, paths and float32 vectors; features: their frozen backbone
+    features (only with ``return_features=True``); failed: one dict ``{id, path, error}`` per image that
+    could not be decoded (skipped)."""
+
+    ids: np.ndarray
+    paths: list[str]
+    vectors: np.ndarray
+    failed: list[dict] = field(default_factory=list)
+    features: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class _TolerantImages(torch.utils.data.Dataset):
+    """Image files -> ``(position, tensor or None, error or None)``: a file that cannot be decoded gives its
+    error text instead of raising (see :class:`attrboost.extract.ImageFiles` for the uint8 mode)."""
+
+    def __init__(self, paths: Sequence[str], transform, uint8: bool):
+        self.paths, self.transform, self.uint8 = list(paths), transform, uint8
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from .data import DataError, load_image
+
+        try:
+            out = self.transform(load_image(self.paths[i]))
+        except (DataError, OSError, ValueError) as exc:
+            return i, None, str(exc)
+        if self.uint8:
+            out = torch.from_numpy(np.array(out, dtype=np.uint8))
+        return i, out, None
+
+
+def _collate(items):
+    ok = [(i, x) for i, x, _ in items if x is not None]
+    bad = [(i, e) for i, x, e in items if x is None]
+    return [i for i, _ in ok], (torch.stack([x for _, x in ok]) if ok else None), bad
+
+
+class Encoder:
+    """Images -> boosted vectors: a torch backbone (registry name or
+    :class:`~attrboost.backbones.ResolvedWeights`), its timm eval preprocessing and a fitted
+    :class:`~attrboost.heads.BoostHead`.
+
+    device: ``"auto" | "cpu" | "cuda"``; batch_size: images per forward; num_workers: DataLoader decoding
+    workers (``"auto"``: :func:`attrboost.extract.auto_workers`); num_threads: torch threads for the backbone
+    forward (None: torch's setting). ``head=None`` gives a features-only encoder (:meth:`features`), e.g. to
+    fit a head. ``bundle``: the bundle directory this encoder was loaded from, if any;
+    ``metrics``: its validation metrics.
+    """
+
+    def __init__(self, backbone, head, *, device="cpu", batch_size: int = 32, num_workers="auto",
+                 num_threads: int | None = None, bundle: str | os.PathLike | None = None,
+                 metrics: dict | None = None, identity: dict | None = None):
+        from sklearn.utils.validation import check_is_fitted
+
+        self.backbone = backbones.resolve_weights(backbone)
+        spec = self.backbone.spec
+        if head is not None:
+            check_is_fitted(head, "model_")
+        if head is not None and head.n_features_in_ != spec.width:
+            raise ValueError(f"the head was fitted on {head.n_features_in_}-wide features, but backbone "
+                             f"{spec.name!r} gives {spec.width}")
+        self.head = head
+        self.device = resolve_device(device)
+        self.batch_size = check_int(batch_size, "batch_size")
+        self.num_workers = auto_workers(self.device) if num_workers == "auto" else check_int(
+            num_workers, "num_workers (or 'auto')", min_val=0)
+        self.num_threads = num_threads
+        self.bundle = None if bundle is None else Path(bundle)
+        self.metrics = dict(metrics or {})
+        self._identity = dict(identity or {})
+        self._model = None
+
+    # ------------------------------------------------------------------------------------------ facts
+    @property
+    def width(self) -> int:
+        """Width of the boosted vectors."""
+        return int(self.head.hidden_dim_)
+
+    @property
+    def attributes(self) -> list[str]:
+        return list(self.head.attributes_)
+
+    @property
+    def identity(self) -> dict:
+        """What an index built with this encoder must match: backbone, weights, head and width."""
+        return {"backbone": self.backbone.name, "width": self.width, **self._identity}
+
+    def __repr__(self) -> str:
+        return (f"Encoder(backbone={self.backbone.name!r}, task={self.head.task!r}, width={self.width}, "
+                f"attributes={self.attributes})")
+
+    # ------------------------------------------------------------------------------------------ parts
+    def model(self) -> torch.nn.Module:
+        """The backbone as :func:`attrboost.extract.extract_features` runs it (BatchNorm folded, channels_last)."""
+        if self._model is None:
+            model, self._transform = backbones.create_backbone(self.backbone)
+            self._model = backbones.fold_batchnorm(model).to(self.device, memory_format=torch.channels_last)
+        return self._model
+
+    def preprocessing(self):
+        """``(pil_stage, normalise)``: the timm eval transform split as extraction runs it (``pil_stage``:
+        PIL image -> resized, cropped PIL image; ``normalise(uint8 NHWC batch, device)`` -> float NCHW)."""
+        self.model()
+        split = _split_transform(self._transform)
+        if split is None:  # pragma: no cover - timm's eval transforms always split
+            raise ValueError(f"the preprocessing of {self.backbone.name!r} is not a standard timm eval transform")
+        return split
+
+    def preprocessing_size(self) -> int:
+        """Side of the square image the backbone sees (after resizing and cropping)."""
+        return int(backbones.data_config(self.backbone.name)["input_size"][-1])
+
+    def transform(self, X) -> np.ndarray:
+        """Frozen features -> boosted vectors (:meth:`BoostHead.transform <attrboost.heads.BoostHead.transform>`)."""
+        return self.head.transform(X)
+
+    # ------------------------------------------------------------------------------------------ images
+    def features(self, paths: Sequence[str | os.PathLike], *, progress: bool = False,
+                 on_batch=None) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """Frozen features of the images that decode: ``(X, failed)``, X float32 with one row per decoded
+        image in input order, failed ``[(position, error)]``. ``on_batch(n)`` is called after each batch."""
+        from tqdm.auto import tqdm
+
+        paths = [os.fspath(p) for p in paths]
+        model = self.model()
+        pil_stage, normalise = self.preprocessing()
+        dataset = _TolerantImages(paths, pil_stage, uint8=True)
+        batches = [list(range(s, min(s + self.batch_size, len(paths)))) for s in range(0, len(paths), self.batch_size)]
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers,
+                                             collate_fn=_collate, pin_memory=self.device.type == "cuda")
+        out, failed = [], []
+        threads = self.num_threads or torch.get_num_threads()
+        with torch_threads(max(1, threads)), torch.inference_mode(), tqdm(
+                total=len(paths), desc=f"encode {self.backbone.name}", unit="img", disable=not progress) as bar:
+            for idx, x, bad in loader:
+                failed.extend(bad)
+                if x is not None:
+                    out.append(model(normalise(x, self.device)).float().cpu().numpy())
+                bar.update(len(idx) + len(bad))
+                if on_batch is not None:
+                    on_batch(len(idx) + len(bad))
+        X = np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(
+            (0, self.backbone.spec.width), dtype=np.float32)
+        return X, failed
+
+    def encode(self, paths: Sequence[str | os.PathLike], ids: Sequence | None = None, *, progress: bool = True,
+               checkpoint: str | os.PathLike | None = None, chunk_size: int = CHUNK_SIZE,
+               return_features: bool = False) -> Encoded:
+        """Boosted vectors of image files (see :class:`Encoded`); ``ids`` default to the paths.
+
+        checkpoint: a ``.npz`` path; the work done so far is saved there after every chunk of
+        ``chunk_size`` images and picked up by the next call with the same encoder, paths and ids
+        (the caller deletes it when done).
+        """
+        paths = [os.fspath(p) for p in paths]
+        ids = np.asarray(paths if ids is None else [str(i) for i in ids], dtype=str)
+        if len(ids) != len(paths):
+            raise ValueError(f"ids has {len(ids)} entries but paths has {len(paths)}")
+        check_int(chunk_size, "chunk_size")
+        key = fingerprint("encode", self.identity, self.head.task, ids.tolist(), paths, return_features)
+        done = {"n": 0, "ok": [], "V": [], "F": [], "bad": [], "err": []}
+        if checkpoint is not None:
+            got = load_checked(checkpoint, key)
+            if got is not None:
+                done = {"n": int(got["n"]), "ok": got["ok"].tolist(), "V": [got["V"]], "F": [got["F"]],
+                        "bad": got["bad"].tolist(), "err": got["err"].tolist()}
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(paths), initial=done["n"], desc=f"encode {self.backbone.name}", unit="img",
+                  disable=not progress) as bar:
+            for s in range(done["n"], len(paths), chunk_size):
+                e = min(s + chunk_size, len(paths))
+                X, bad = self.features(paths[s:e], on_batch=bar.update)
+                bad_pos = {p for p, _ in bad}
+                done["ok"] += [s + k for k in range(e - s) if k not in bad_pos]
+                done["bad"] += [s + p for p, _ in bad]
+                done["err"] += [err for _, err in bad]
+                done["V"].append(self.transform(X) if len(X) else np.zeros((0, self.width), np.float32))
+                done["F"].append(X if return_features else np.zeros((len(X), 0), np.float32))
+                done["n"] = e
+                if checkpoint is not None:
+                    save_checked(checkpoint, key, n=np.int64(e), ok=np.asarray(done["ok"], dtype=np.int64),
+                                 V=np.concatenate(done["V"]), F=np.concatenate(done["F"]),
+                                 bad=np.asarray(done["bad"], dtype=np.int64), err=np.asarray(done["err"], dtype=str))
+        ok = np.asarray(done["ok"], dtype=np.int64)
+        V = np.concatenate(done["V"]) if done["V"] else np.zeros((0, self.width), np.float32)
+        F = np.concatenate(done["F"]) if done["F"] else None
+        failed = [{"id": str(ids[p]), "path": paths[p], "error": err} for p, err in zip(done["bad"], done["err"])]
+        return Encoded(ids[ok], [paths[p] for p in ok], np.ascontiguousarray(V, dtype=np.float32), failed,
+                       F if return_features else None)
+
+    def __call__(self, paths, **kw) -> np.ndarray:
+        """Boosted vectors of ``paths``; an image that cannot be decoded is an error naming it."""
+        from .data import DataError
+
+        out = self.encode(paths, progress=kw.pop("progress", False), **kw)
+        if out.failed:
+            bad = out.failed[0]
+            raise DataError(f"{len(out.failed)} image(s) could not be decoded, e.g. {bad['path']}: {bad['error']}")
+        return out.vectors
+
+    def predict(self, paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+        """Predicted attributes (Tasks 1/3) and tags (Tasks 2/3) per image, one row per path (undecodable: error)."""
+        from .data import DataError
+
+        X, bad = self.features(paths)
+        if bad:
+            raise DataError(f"{os.fspath(paths[bad[0][0]])}: {bad[0][1]}")
+        return self.predict_features(X)
+
+    def predict_features(self, X) -> pd.DataFrame:
+        """Predicted attributes / tags from frozen features ``X``."""
+        out = pd.DataFrame(index=range(len(X)))
+        if self.head.task in ("task1", "task3"):
+            out = self.head.predict_attributes(X)
+        if self.head.task in ("task2", "task3"):
+            out["tags"] = [" ".join(t) for t in self.head.predict_tags(X)]
+        return out

@@ -1,0 +1,97 @@
+"""The faiss gallery: exact search equals brute-force cosine, approximate kinds report their recall, files are
+verified, mismatches and empty indexes are clear errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from attrboost.bundle import BundleError
+from attrboost.index import EmptyIndexError, IndexMismatchError, VectorIndex
+
+
+def _clustered(n=300, d=32, seed=0):
+    """Vectors around 10 centres (like boosted embeddings of groups), not unit-norm."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(10, d))
+    X = centres[rng.integers(0, 10, n)] + 0.3 * rng.normal(size=(n, d))
+    return (X * rng.uniform(0.5, 3, (n, 1))).astype(np.float32)
+
+
+def _brute_force(G, Q, k):
+    """Cosine top-k by plain numpy, ties by position (independent of the module)."""
+    Gn = G / np.linalg.norm(G, axis=1, keepdims=True)
+    Qn = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    S = Qn.astype(np.float64) @ Gn.T.astype(np.float64)
+    order = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(S, order, axis=1)
+
+
+def test_flat_equals_brute_force_cosine_top_k():
+    X = _clustered()
+    Q = _clustered(20, seed=1)
+    ids = [f"item{i}" for i in range(len(X))]
+    index = VectorIndex(X.shape[1]).add(X, ids, [f"/img/{i}.jpg" for i in range(len(X))])
+    got_ids, got_scores = index.search(Q, k=7)
+    pos, scores = _brute_force(X, Q, 7)
+    assert got_ids.tolist() == np.asarray(ids)[pos].tolist()
+    np.testing.assert_allclose(got_scores, scores, atol=1e-5)
+    assert index.path_of(got_ids[0][:2]) == [f"/img/{p}.jpg" for p in pos[0][:2]]
+    assert "recall_at_10" not in index.report  # exact
+
+
+@pytest.mark.parametrize("kind,at_least", [("hnsw", 0.95), ("ivfpq", 0.0)])
+def test_approximate_kinds_report_recall_against_exact(kind, at_least):
+    X = _clustered(300)  # <= the recall sample: every vector is a query, so the test can recompute it
+    index = VectorIndex(X.shape[1], kind).add(X, range(len(X)))
+    rec = index.report["recall_at_10"]
+    exact, _ = _brute_force(X, X, 10)
+    got, _ = index.search(X, 10)
+    own = np.mean([len(set(e.tolist()) & set(map(int, g))) / 10 for e, g in zip(exact, got)])
+    assert rec["k"] == 10 and rec["queries"] == 300
+    assert rec["recall"] == pytest.approx(own, abs=1e-9)
+    assert rec["recall"] >= at_least
+
+
+def test_save_load_add_and_verification(tmp_path):
+    X = _clustered(100)
+    index = VectorIndex(X.shape[1], model={"backbone": "efficientnet_lite0", "width": 32})
+    index.add(X[:60], [f"a{i}" for i in range(60)]).save(tmp_path / "ix")
+    back = VectorIndex.load(tmp_path / "ix")
+    assert back.ids.tolist() == index.ids.tolist()
+    np.testing.assert_array_equal(back.search(X[:5], 5)[0], index.search(X[:5], 5)[0])
+    back.add(X[60:], [f"a{i}" for i in range(60, 100)]).save(tmp_path / "ix")
+    grown = VectorIndex.load(tmp_path / "ix")
+    assert len(grown) == 100
+    pos, _ = _brute_force(X, X[95:], 1)
+    assert grown.search(X[95:], 1)[0][:, 0].tolist() == [f"a{p}" for p in pos[:, 0]]
+    with pytest.raises(ValueError, match="ids must be unique.*a3"):
+        grown.add(X[:1], ["a3"])
+
+    meta = json.loads((tmp_path / "ix" / "index.json").read_text())
+    meta["width"] = 64
+    (tmp_path / "ix" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=r"index\.json.*changed after the index was saved"):
+        VectorIndex.load(tmp_path / "ix")
+
+
+def test_mismatch_and_empty_errors():
+    index = VectorIndex(32, model={"backbone": "efficientnet_lite0", "width": 32, "head_sha256": "aa"})
+    with pytest.raises(EmptyIndexError, match="empty"):
+        index.search(np.ones((1, 32)), 3)
+    index.add(_clustered(20), range(20))
+    with pytest.raises(IndexMismatchError, match="width 16.*width 32"):
+        index.search(np.ones((1, 16)), 3)
+    with pytest.raises(IndexMismatchError, match="width 16"):
+        index.add(np.ones((1, 16)), ["x"])
+    with pytest.raises(IndexMismatchError, match="backbone: index 'efficientnet_lite0', model 'resnet18'"):
+        index.check_model({"backbone": "resnet18", "width": 32, "head_sha256": "aa"})
+    with pytest.raises(IndexMismatchError, match="head_sha256"):
+        index.check_model({"backbone": "efficientnet_lite0", "width": 32, "head_sha256": "bb"})
+    index.check_model({"backbone": "efficientnet_lite0", "width": 32, "head_sha256": "aa"})
+    ids, scores = index.search(np.ones((2, 32)), k=50)  # k above the size: every item once
+    assert ids.shape == (2, 20) and sorted(ids[0].tolist()) == sorted(str(i) for i in range(20))
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    with pytest.raises(ValueError, match="kind='annoy'"):
+        VectorIndex(32, "annoy")
