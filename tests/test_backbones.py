@@ -365,3 +365,27 @@ def test_pixel_pca_matches_sklearn_and_validates(tmp_path):
         PixelPCA(n_components=2, image_size=(w, h)).fit(X[:, :-1])
     with pytest.raises(RuntimeError, match="not fitted"):
         PixelPCA(n_components=2, image_size=(w, h)).transform(X)
+
+
+def test_pad_preprocessing_keeps_the_whole_portrait_and_crop_cuts_it():
+    """A 60x80 portrait with a red band at the very top: "crop" (timm's centre crop) cuts the band off,
+    "pad" keeps it and fills the sides with white (the normalised value of 255)."""
+    import torch
+    from PIL import Image
+
+    from attrboost.backbones import PadToSquare, create_transform
+
+    img = Image.new("RGB", (60, 80), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 60, 6))  # the top 6 rows red
+    padded = PadToSquare()(img)
+    assert padded.size == (80, 80) and padded.getpixel((0, 40)) == (255, 255, 255) and padded.getpixel((40, 1)) == (255, 0, 0)
+    crop = create_transform("efficientnet_lite0", "crop")(img)
+    pad = create_transform("efficientnet_lite0", "pad")(img)
+    assert crop.shape == pad.shape == (3, 224, 224)
+    red = torch.tensor([1.0, -1.0, -1.0])[:, None]  # (x - 0.5) / 0.5
+    top_row = lambda x: x[:, 2, 100:124]  # noqa: E731
+    assert torch.allclose(top_row(pad), red.expand(3, 24), atol=0.05)
+    assert not torch.allclose(top_row(crop), red.expand(3, 24), atol=0.3)
+    assert torch.allclose(pad[:, 112, :5], torch.ones(3, 5), atol=0.02)  # white side bands
+    with pytest.raises(ValueError, match=r"preprocessing must be one of \['crop', 'pad'\]"):
+        create_transform("efficientnet_lite0", "squash")

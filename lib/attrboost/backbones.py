@@ -121,11 +121,53 @@ def data_config(name: str) -> dict:
     return dict(timm.data.resolve_data_config(pretrained_cfg=cfg.to_dict()))
 
 
-def create_transform(name: str):
-    """The evaluation transform (PIL image -> normalised tensor) timm builds from :func:`data_config`."""
-    import timm.data
+#: How an image is brought to the backbone's square input. "crop" (default): timm's evaluation transform
+#: (resize the shorter side, centre crop: on a 60x80 portrait thumbnail it cuts about a third of the height);
+#: "pad": pad to a square with white (product photos' background), then resize: nothing is cut.
+PREPROCESSINGS = ("crop", "pad")
 
-    return timm.data.create_transform(**data_config(name), is_training=False)
+
+class PadToSquare:
+    """PIL image -> the same image centred on a square ``fill``-coloured canvas of its longer side."""
+
+    def __init__(self, fill=(255, 255, 255)):
+        self.fill = tuple(fill)
+
+    def __call__(self, img):
+        from PIL import Image
+
+        w, h = img.size
+        if w == h:
+            return img
+        side = max(w, h)
+        canvas = Image.new(img.mode, (side, side), self.fill if img.mode == "RGB" else self.fill[0])
+        canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+        return canvas
+
+    def __repr__(self):
+        return f"PadToSquare(fill={self.fill})"
+
+
+def check_preprocessing(preprocessing: str) -> str:
+    if preprocessing not in PREPROCESSINGS:
+        raise ValueError(f"preprocessing must be one of {list(PREPROCESSINGS)}, got {preprocessing!r}")
+    return preprocessing
+
+
+def create_transform(name: str, preprocessing: str = "crop"):
+    """The evaluation transform (PIL image -> normalised tensor): timm's, built from :func:`data_config`
+    ("crop"), or pad-to-square then resize to the same input size, same interpolation and normalisation ("pad")."""
+    import timm.data
+    from torchvision import transforms as T
+
+    cfg = data_config(name)
+    if check_preprocessing(preprocessing) == "crop":
+        return timm.data.create_transform(**cfg, is_training=False)
+    size = cfg["input_size"][-2:]
+    interp = T.InterpolationMode(cfg["interpolation"]) if cfg["interpolation"] in ("bicubic", "bilinear", "nearest") \
+        else T.InterpolationMode.BICUBIC
+    return T.Compose([PadToSquare(), T.Resize(tuple(size), interpolation=interp), T.ToTensor(),
+                      T.Normalize(cfg["mean"], cfg["std"])])
 
 
 # ------------------------------------------------------------------------------------------------------ weights
@@ -383,13 +425,13 @@ def _load_file(spec: BackboneSpec, path: Path, with_classifier: bool) -> torch.n
 
 
 def create_backbone(name: str | ResolvedWeights, *, weights: str | os.PathLike | None = None,
-                    pretrained: bool = True, with_classifier: bool = False):
+                    pretrained: bool = True, with_classifier: bool = False, preprocessing: str = "crop"):
     """Build backbone ``name``: returns ``(model, transform)``.
 
     name: a registry name, or a :class:`ResolvedWeights` from :func:`resolve_weights` (no second look-up).
     model: timm feature extractor in eval mode; ``model(x)`` gives globally pooled features of width
     ``get_spec(name).width`` (``with_classifier=True`` keeps the ImageNet classifier: logits instead).
-    transform: the timm eval transform for a PIL image (see :func:`data_config`).
+    transform: the eval transform for a PIL image (see :func:`create_transform`, ``preprocessing``).
     weights: a local state dict (.pth/.pt/.safetensors), loaded with strict key/shape checking.
     pretrained: False gives a deterministic random init (tests of shapes only).
     """
@@ -401,7 +443,7 @@ def create_backbone(name: str | ResolvedWeights, *, weights: str | os.PathLike |
         model = _load_file(spec, resolved.path, with_classifier)
     model.eval()
     model.attrboost_weights = resolved.identity
-    return model, create_transform(spec.name)
+    return model, create_transform(spec.name, preprocessing)
 
 
 def fold_batchnorm(model: torch.nn.Module, input_size: Sequence[int] = (3, 64, 64)) -> torch.nn.Module:

@@ -175,13 +175,14 @@ def store_path(backbone: str, key: str) -> Path:
 
 
 def store_key(resolved: backbones.ResolvedWeights, dataset_fp: str, image_paths: Sequence[str],
-              ids: np.ndarray) -> str:
+              ids: np.ndarray, preprocessing: str = "crop") -> str:
     """The feature store's key: the dataset (``dataset_fp``, else the files and the ids), the backbone and
     its timm architecture, the weights identity, the preprocessing config and :data:`FEATURES_VERSION`."""
     spec = resolved.spec
     dataset = str(dataset_fp) if dataset_fp else fingerprint(_dataset_identity("", image_paths), ids.tolist())
+    prep = () if preprocessing == "crop" else (preprocessing,)  # "crop" keeps the stores made before the option
     return fingerprint("store", FEATURES_VERSION, spec.name, spec.timm_name, resolved.identity,
-                       backbones.data_config(spec.name), dataset)
+                       backbones.data_config(spec.name), dataset, *prep)
 
 
 def _check_store(store: dict) -> str | None:
@@ -230,7 +231,7 @@ def extract_features(backbone: str | backbones.ResolvedWeights, image_paths: Seq
                      weights=None, pretrained: bool = True, device="auto", batch_size: int = 32,
                      num_workers: int | str = "auto", dataset_fp: str = "", cache: bool = True,
                      progress: bool = True, chunk_size: int = CHUNK_SIZE, num_threads: int | None = None,
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     preprocessing: str = "crop") -> tuple[np.ndarray, np.ndarray]:
     """Features of ``image_paths`` from torch backbone ``backbone``, through the feature store.
 
     Returns ``(ids, features)``: ids as an array in the given order and float32 features of shape
@@ -246,6 +247,8 @@ def extract_features(backbone: str | backbones.ResolvedWeights, image_paths: Seq
     store is shared by every call with it); when empty the files' relative paths, sizes and mtimes and the
     ids are used. cache: read and grow the feature store (False: extract every row, store nothing).
     chunk_size: images per write to the store (an interrupted run loses at most the chunk in progress).
+    preprocessing: "crop" (timm's evaluation transform) or "pad" (pad to a white square, then resize):
+    :func:`attrboost.backbones.create_transform`; part of the store's key.
     """
     name = backbone.name if isinstance(backbone, backbones.ResolvedWeights) else backbone
     spec = backbones.get_spec(name)
@@ -265,20 +268,21 @@ def extract_features(backbone: str | backbones.ResolvedWeights, image_paths: Seq
         return ids_arr, np.zeros((0, spec.width), dtype=np.float32)
 
     resolved = backbones.resolve_weights(backbone, weights, pretrained)  # once: for the key and the model
+    backbones.check_preprocessing(preprocessing)
     run = dict(dev=dev, batch_size=batch_size, num_workers=num_workers, progress=progress,
-               num_threads=num_threads, chunk_size=chunk_size)
+               num_threads=num_threads, chunk_size=chunk_size, preprocessing=preprocessing)
     if not cache:
         chunks = []
         _forward(resolved, image_paths, np.arange(len(image_paths)), lambda rows, X: chunks.append(X), **run)
         return ids_arr, np.concatenate(chunks)
-    key = store_key(resolved, dataset_fp, image_paths, ids_arr)
+    key = store_key(resolved, dataset_fp, image_paths, ids_arr, preprocessing)
     store = _FeatureStore(store_path(spec.name, key), key, spec.width)
     _forward(resolved, image_paths, store.missing(ids_arr), lambda rows, X: store.append(ids_arr[rows], X), **run)
     return ids_arr, store.get(ids_arr)
 
 
 def _forward(resolved: backbones.ResolvedWeights, image_paths: list[str], rows: np.ndarray, on_chunk, *, dev,
-             batch_size, num_workers, progress, num_threads, chunk_size) -> None:
+             batch_size, num_workers, progress, num_threads, chunk_size, preprocessing="crop") -> None:
     """Forward ``image_paths[rows]`` and call ``on_chunk(rows of one chunk, their float32 features)`` as each
     chunk of ``chunk_size`` rows completes (batches never straddle a chunk). Nothing is built when ``rows``
     is empty."""
@@ -286,7 +290,7 @@ def _forward(resolved: backbones.ResolvedWeights, image_paths: list[str], rows: 
         return
     from tqdm.auto import tqdm
 
-    model, transform = backbones.create_backbone(resolved)
+    model, transform = backbones.create_backbone(resolved, preprocessing=preprocessing)
     model = backbones.fold_batchnorm(model).to(dev, memory_format=torch.channels_last)
     paths = [image_paths[r] for r in rows]
     split = _split_transform(transform)

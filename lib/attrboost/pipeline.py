@@ -67,12 +67,13 @@ def get_sample(cfg: DataConfig, seed: int) -> Sample:
 
 # ----------------------------------------------------------------------------- features
 def get_features(sample: Sample, backbone: str, *, weights=None, device: str = "auto", batch_size: int = 32,
-                 num_workers: int | str = "auto", progress: bool = True) -> np.ndarray:
+                 num_workers: int | str = "auto", progress: bool = True, preprocessing: str = "crop") -> np.ndarray:
     """Frozen features for every row of ``sample.items`` (float32, rows aligned).
 
     Pretrained CNN/ViT backbones read the per-backbone feature store and extract only the images
     it lacks (:func:`attrboost.extract.extract_features`). ``pca`` is fitted on the sample's training part
-    only, so it is cached per sample.
+    only, so it is cached per sample. ``preprocessing``: "crop" (default) or "pad"
+    (:func:`attrboost.backbones.create_transform`; CNN/ViT backbones only).
     """
     from .backbones import get_spec, resolve_weights
     from .extract import embed, extract_features
@@ -85,7 +86,7 @@ def get_features(sample: Sample, backbone: str, *, weights=None, device: str = "
     resolved = resolve_weights(backbone, weights)  # once: the store's key and the model both use it
     return extract_features(resolved, items["image_path"].tolist(), items["id"].tolist(), device=device,
                             batch_size=batch_size, num_workers=num_workers, dataset_fp=sample.dataset_fingerprint,
-                            progress=progress)[1]
+                            progress=progress, preprocessing=preprocessing)[1]
 
 
 # ----------------------------------------------------------------------------- heads
