@@ -41,7 +41,17 @@ def test_run_baselines_scores_raw_task1_and_each_baseline_on_val_and_test(toy):
     res = base.scores
     assert list(res.columns) == ["experiment", "method", "n_train", "seed", "part", "metric", "value"]
     assert set(res["method"]) == {"raw", "task1", "lda", "pca_whiten"} and set(res["part"]) == {"val", "test"}
-    assert set(res["metric"]) == set(METRICS) and len(res) == 2 * 4 * 2 * len(METRICS)  # seeds, methods, parts
+    scores = res[res["metric"].isin(METRICS)]
+    assert len(scores) == 2 * 4 * 2 * len(METRICS)  # seeds, methods, parts
+    # each method's embedding width, and the epoch selection kept for the trained ones (Task 1 here)
+    width = res[res["metric"] == "embedding_width"].set_index(["method", "seed"])["value"]
+    assert width[("raw", 0)] == toy[0][1].shape[1] and width[("task1", 1)] == toy[1][1].shape[1]
+    assert width[("pca_whiten", 0)] == B.get_baseline(toy[0][0], toy[0][1], "toy", "pca_whiten", 0).emb["test"].shape[1]
+    epochs = res[res["metric"] == "selected_epoch"]
+    assert set(epochs["method"]) == {"task1"}
+    assert epochs[epochs["seed"] == 0]["value"].iloc[0] == P.get_boosted(toy[0][0], toy[0][1], "toy", "task1", 0, **HEAD).best_epoch
+    assert set(res["metric"]) == set(METRICS) | {"embedding_width", "selected_epoch"}
+    res = scores
     for seed, (sample, X) in toy.items():
         raw = res[(res["method"] == "raw") & (res["seed"] == seed) & (res["part"] == "test")]
         assert dict(zip(raw["metric"], raw["value"])) == scores_of(X[sample.mask("test")], sample, "test")

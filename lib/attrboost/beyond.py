@@ -69,12 +69,13 @@ PCA_GRID = (32, 64, 128, 256)
 #: The rules :func:`selection_sensitivity` compares: label -> (BoostHead settings, MetricHead settings,
 #: whether the selection looks at the test part). "val_map@r" is the study's rule (the defaults).
 SELECTION_RULES = {
-    "val_map@r (default)": ({}, {}, False),
+    "val_map@r (default)": (dict(selection="val_map@r"), dict(selection="val_map@r"), False),
     "val_loss, patience 5 (old default)": (dict(selection="val_loss", patience=5), dict(selection="val_loss", patience=5),
                                            False),
     "train to the stop rule (last epoch)": (dict(selection="last", stop_loss=0.002, patience=None),
                                             dict(selection="last", patience=None), False),
-    "test-selected (optimistic)": (dict(stop_loss=0.002, patience=None), dict(patience=None), True),
+    "test-selected (optimistic)": (dict(selection="val_map@r", stop_loss=0.002, patience=None),
+                                   dict(selection="val_map@r", patience=None), True),
 }
 BUDGETS = (250, 500, 1000, 2000, 3000)
 
@@ -178,10 +179,11 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
 
 
 def _rule(name: str, head_params: dict) -> dict:
-    """The metric-learning baselines train under the head's epoch cap and patience (one selection rule)."""
+    """The metric-learning baselines train under the head's selection rule, epoch cap and patience (one
+    rule for every method; MetricHead has no training-loss stop, so a head's ``stop_loss`` does not apply)."""
     if name not in METRIC_LOSSES:
         return {}
-    return {k: head_params[k] for k in ("max_epochs", "patience") if k in head_params}
+    return {k: head_params[k] for k in ("selection", "max_epochs", "patience") if k in head_params}
 
 
 def prefetch(fits, backbone: str, *, n_jobs="auto", device: str = "auto", progress: bool = False,
@@ -263,10 +265,15 @@ def run_baselines(cfg: P.DataConfig, backbone: str, seeds, baselines=BASELINES, 
             embs[name] = run.emb
             fit_s.append(dict(method=name, seed=seed, seconds=run.fit_seconds, params=run.params,
                               selected_epoch=run.params.get("best_epoch")))
+        epochs = {f["method"]: f["selected_epoch"] for f in fit_s if f["seed"] == seed}
         for method, e in embs.items():
             for part in ("val", "test"):
                 rows += score_rows(e[part], sample, part, experiment="baselines", method=method, n_train=None,
                                    seed=seed)
+            keys = dict(experiment="baselines", method=method, n_train=None, seed=seed, part="test")
+            rows.append(dict(keys, metric="embedding_width", value=float(e["test"].shape[1])))
+            if epochs.get(method) is not None:
+                rows.append(dict(keys, metric="selected_epoch", value=float(epochs[method])))
     return Baselines(pd.DataFrame(rows), pd.DataFrame(fit_s), samples, feats)
 
 
@@ -315,8 +322,10 @@ def _rule_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: s
     else:
         est = make_baseline(method, seed, **{**_rule(method, head_params), **metric_kw}, device=device)
     settings = est.get_params()
+    extra = {"multisimilarity": MULTISIMILARITY} if method == "multisimilarity" else {}
     key = fingerprint("rule-fit", __version__, sample.fingerprint, fingerprint(X), backbone, method, rule, seed,
-                      {k: v for k, v in settings.items() if k not in ("progress", "device")}, device)
+                      {k: v for k, v in settings.items() if k not in ("progress", "device")}, device,
+                      "test" if on_test else "val", extra)
     path = cache_dir() / "selection" / backbone / f"{method}-{key}.npz"
     n_test = int(sample.mask("test").sum())
 
@@ -327,7 +336,7 @@ def _rule_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: s
         y_tr, y_va = sample.part("train")[attrs], sample.part(sel)[attrs]
         if method == "task1":
             keep = [a for a in attrs if y_tr[a].nunique() > 1]
-            est.fit(X[tr], y_tr[keep], X_val=X[va], y_val=y_va)
+            est.fit(X[tr], y_tr[keep], X_val=X[va], y_val=sample.part(sel)[[*keep, "group"]])
         else:
             est.fit(X[tr], y_tr, X[va], y_va)
         return {"emb_test": est.transform(X[sample.mask("test")]), "best_epoch": np.array(est.best_epoch_),
@@ -339,7 +348,8 @@ def _rule_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: s
 
 def _sensitivity_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: str, seed: int, device: str,
                      head_params: dict) -> dict:
-    if method == "task1" and rule == next(iter(SELECTION_RULES)):  # the study's own Task 1 head (cached by 03/04/06)
+    if method == "task1" and rule == next(iter(SELECTION_RULES)) and \
+            P.head_params(**head_params)["selection"] == "val_map@r":  # the study's own Task 1 head (cached)
         run = P.get_boosted(sample, X, backbone, "task1", seed, **dict(head_params, device=device))
         return {"emb_test": run.emb["test"], "best_epoch": run.best_epoch, "n_epochs": len(run.history)}
     return _rule_fit(sample, X, backbone, method, rule, seed, device, head_params)

@@ -167,11 +167,11 @@ def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
     train, val = sample.part("train"), sample.part("val")
     # an attribute constant in the training part cannot be learned: leave it out of the head's targets
     attrs = [a for a in sample.attributes if train[a].nunique() > 1]
-    # y_val holds every attribute: the retrieval score of model selection uses the full attribute tuple
-    # (as the evaluation does); validation rows with a value the classifiers never saw (split="by_group")
-    # are left out of the validation loss by BoostHead itself
+    # y_val also holds the group (the full attribute tuple, even for a sample with an attribute removed from
+    # the targets): model selection's retrieval score uses the same relevance as the evaluation; validation
+    # rows with a value the classifiers never saw (split="by_group") are left out of the loss by BoostHead
     head.fit(X[part["train"]], train[attrs], tags=sample.tags("train"),
-             X_val=X[part["val"]], y_val=val[list(sample.attributes)], tags_val=sample.tags("val"))
+             X_val=X[part["val"]], y_val=val[[*attrs, "group"]], tags_val=sample.tags("val"))
     fit_s = time.perf_counter() - t0
     emb = {p: head.transform(X[m]) for p, m in part.items()}
     hist = head.history_.reset_index(drop=True)

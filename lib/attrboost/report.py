@@ -127,6 +127,9 @@ def paired(results: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], metric
     m = results[results["metric"] == metric]
     va = m[(m["backbone"] == a[0]) & (m["embedding"] == a[1])].set_index("seed")["value"]
     vb = m[(m["backbone"] == b[0]) & (m["embedding"] == b[1])].set_index("seed")["value"]
+    for v, who in ((va, a), (vb, b)):
+        if not v.index.is_unique:
+            raise ValueError(f"{who} has several {metric} rows for one seed; pairing by seed needs one")
     seeds = va.index.intersection(vb.index)
     d = (va.loc[seeds] - vb.loc[seeds]).to_numpy()
     if d.size == 0:
@@ -200,8 +203,9 @@ def runset_tables(root: str | os.PathLike, runset: str) -> str:
         ep = ep.reindex(index=backbones, columns=[e for e in embs if e != "raw"])
         ep.columns = [TASK_LABELS[e] for e in ep.columns]
         ep.insert(0, "embedding width", [width[b] for b in backbones])
-        out.append("Selected epoch by validation MAP@R, median (min-max) over seeds; every head's embedding is as "
-                   "wide as its backbone's features:\n\n" + _md(ep))
+        out.append("Selected epoch by validation MAP@R (the study's one rule: patience 10, at most 200 epochs), "
+                   "median (min-max) over seeds; with the default hidden_dim every head's embedding is as wide as "
+                   "its backbone's features:\n\n" + _md(ep))
     rows = []
     for b in backbones:
         for t in embs[1:]:
@@ -243,9 +247,16 @@ def beyond_tables(root: str | os.PathLike, runset: str) -> str:
     order = [m for m in labels if m in set(test["method"])]
     metrics = [m for m in HEADLINE_METRICS[:3] if m in set(test["metric"])]
     t = test.groupby(["method", "metric"])["value"].apply(_fmt_ci).unstack().reindex(index=order, columns=metrics)
+    extra = [c for c in ("embedding_width", "selected_epoch") if c in set(test["metric"])]
+    for c in extra:
+        v = test[test["metric"] == c].groupby("method")["value"]
+        t[c.replace("_", " ")] = v.apply(lambda x: f"{int(x.median())}" + (f" ({int(x.min())}-{int(x.max())})"
+                                                                          if x.min() != x.max() else "")).reindex(order)
     t.index = [labels[m] for m in t.index]
-    out.append("Test part, mean ± 95 % CI half-width (every trained method selected by validation MAP@R, "
-               "patience 10, at most 200 epochs):\n\n" + _md(t))
+    rule = ("every trained method selected by validation MAP@R, patience 10, at most 200 epochs; "
+            if "selected_epoch" in extra else "")
+    out.append(f"Test part, mean ± 95 % CI half-width ({rule}width and selected epoch: median (min-max) over seeds):"
+               "\n\n" + _md(t.fillna("–")))
     d = paired_deltas(test, reference="task1", methods=[m for m in order if m != "task1"], metrics=metrics)
     d["minus Task 1"] = [f"{fmt_delta(r)} {verdict(r['ci_low'], r['ci_high'])}" for _, r in d.iterrows()]
     dd = d.pivot_table(index="method", columns="metric", values="minus Task 1", aggfunc="first").reindex(
