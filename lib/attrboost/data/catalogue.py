@@ -60,8 +60,8 @@ ATTRIBUTES = ("gender", "masterCategory", "subCategory", "articleType", "baseCol
 #: The header of the Kaggle ``styles.csv`` (written by the download and the synthetic generator).
 KAGGLE_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                   "season", "year", "usage", "productDisplayName")
-#: The data sets :func:`load_dataset` knows by name.
-DATASETS = ("synthetic", "fashion")
+#: The data sets :func:`load_dataset` knows by name (``csv``: a user's own catalogue, :func:`load_csv`).
+DATASETS = ("synthetic", "fashion", "csv")
 DATA_HELP = (
     "Get the real data with `make data` (downloads ashraq/fashion-product-images-small from the "
     "Hugging Face hub), or by hand from https://www.kaggle.com/datasets/paramaggarwal/"
@@ -344,8 +344,10 @@ def default_fashion_dir() -> Path | None:
 
 def load_dataset(name: str = "synthetic", data_dir: str | os.PathLike | None = None, **kw) -> Catalogue:
     """Load a catalogue by name: ``synthetic`` (embedded default, generated and cached on first
-    use; ``kw`` go to :func:`~attrboost.data.synthetic.ensure_synthetic`) or ``fashion`` (the real data in
-    the Kaggle layout at ``data_dir``; ``kw`` go to :func:`load_kaggle`, e.g. ``encoding``)."""
+    use; ``kw`` go to :func:`~attrboost.data.synthetic.ensure_synthetic`), ``fashion`` (the real data in
+    the Kaggle layout at ``data_dir``; ``kw`` go to :func:`load_kaggle`, e.g. ``encoding``) or ``csv`` (a
+    user's own catalogue: ``kw`` are ``csv`` (the file), ``images`` (the image folder; None: the CSV's
+    folder), ``attributes`` and the other options of :func:`load_csv`; ``data_dir`` is not used)."""
     if name == "synthetic":
         from .synthetic import ensure_synthetic
 
@@ -356,5 +358,14 @@ def load_dataset(name: str = "synthetic", data_dir: str | os.PathLike | None = N
         if path is None:
             raise DataError(f"the real data was not found. {DATA_HELP}")
         return load_kaggle(path, name="fashion", **kw)
+    if name == "csv":
+        csv_path, images = kw.pop("csv", None), kw.pop("images", None)
+        if csv_path is None:
+            raise DataError("dataset 'csv' needs the catalogue file: csv=<file> (notebooks: -p csv FILE; "
+                            "CLI: --csv FILE), with --attributes naming its label columns")
+        if not kw.get("attributes"):
+            raise DataError(f"dataset 'csv' ({csv_path}) needs its attribute columns: attributes=[...] "
+                            "(notebooks: -p attributes a,b; CLI: --attributes a,b)")
+        return load_csv(csv_path, images, name="csv", **kw)
     raise DataError(f"unknown dataset {name!r}; known: {list(DATASETS)} (or use attrboost.data.load_csv "
                     "for your own catalogue)")
