@@ -33,7 +33,7 @@ import numpy as np
 
 from .baselines import BASELINES
 from .beyond import BUDGETS
-from .data.catalogue import DATASETS
+from .data.catalogue import DATASETS, RESERVED_COLUMNS
 from .data.sampling import PROTOCOL_DEFAULTS, SPLITS
 from .heads import SELECTIONS, TASKS
 from .pipeline import head_params
@@ -194,7 +194,10 @@ def columns(v):
     items = _listed(v)
     if not items or any(not isinstance(x, str) or not x.strip() for x in items) or len(set(items)) != len(items):
         raise Invalid("None or a non-empty list of distinct column names, e.g. colour,shape")
-    return [x.strip() for x in items]
+    items = [x.strip() for x in items]
+    if any(x in RESERVED_COLUMNS for x in items):
+        raise Invalid(f"column names other than {list(RESERVED_COLUMNS)} (the study's own columns)")
+    return items
 
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")

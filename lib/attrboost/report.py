@@ -87,7 +87,8 @@ def retrieval_example(cfg: P.DataConfig, backbone: str, *, seed: int = 0, task: 
     groups = group_codes(encode_attributes(labels, len(labels)))
     valid = np.flatnonzero(np.bincount(groups)[groups] > 1)
     q = int(np.random.default_rng(seed).choice(valid)) if query is None else query
-    out = {"query": q, "query_id": test["id"][q], "items": test, "truth": gt[q], "ap": {}}
+    out = {"query": q, "query_id": test["id"][q], "items": test, "attributes": list(sample.attributes),
+           "truth": gt[q], "ap": {}}
     for name, emb in (("raw", raw), ("boosted", boosted)):
         idx = paper_neighbours(emb, k)
         out[name] = idx[q]
@@ -126,8 +127,9 @@ def plot_retrieval_example(ex: dict):
             for s in ax.spines.values():
                 s.set_color("tab:green" if hit else "tab:red")
                 s.set_linewidth(2.5)
-    fig.suptitle(f"query {ex['query_id']}: {' / '.join(items.loc[ex['query'], ['articleType', 'baseColour']])}",
-                 fontsize=9)
+    attrs = list(ex.get("attributes") or [c for c in ("articleType", "baseColour") if c in items.columns])
+    shown = [a for a in ("articleType", "baseColour") if a in attrs] or attrs[:2]  # any catalogue's attributes
+    fig.suptitle(f"query {ex['query_id']}: {' / '.join(map(str, items.loc[ex['query'], shown]))}", fontsize=9)
     fig.tight_layout()
     return fig
 

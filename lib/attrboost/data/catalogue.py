@@ -60,6 +60,8 @@ ATTRIBUTES = ("gender", "masterCategory", "subCategory", "articleType", "baseCol
 #: The header of the Kaggle ``styles.csv`` (written by the download and the synthetic generator).
 KAGGLE_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                   "season", "year", "usage", "productDisplayName")
+#: Columns a catalogue and a protocol sample add next to the attributes: no attribute may be named so.
+RESERVED_COLUMNS = ("id", "image_path", "text", "group", "part", "tags")
 #: The data sets :func:`load_dataset` knows by name (``csv``: a user's own catalogue, :func:`load_csv`).
 DATASETS = ("synthetic", "fashion", "csv")
 DATA_HELP = (
@@ -297,6 +299,10 @@ def load_csv(csv_path: str | os.PathLike, image_dir: str | os.PathLike | None = 
                         "and the attribute columns")
     if not attributes:
         raise DataError("load_csv(attributes=...): give at least one attribute column")
+    reserved = [a for a in attributes if a in RESERVED_COLUMNS]
+    if reserved:
+        raise DataError(f"{csv_path}: attribute column(s) {reserved}: the study uses these names for its own "
+                        f"columns {list(RESERVED_COLUMNS)}; rename them in the CSV")
     if path_column is None and id_column is None:
         raise DataError("load_csv: give id_column (images at <image_dir>/<id><image_ext>) or path_column")
     base = Path(image_dir).expanduser() if image_dir is not None else csv_path.parent
