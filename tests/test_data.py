@@ -365,7 +365,7 @@ def test_plain_rgb_and_grey_decode_bit_identical_to_convert_rgb(tmp_path, fmt, m
 
 
 def test_unknown_dataset_name():
-    with pytest.raises(DataError, match=r"unknown dataset 'mnist'; known: \['synthetic', 'fashion'\]"):
+    with pytest.raises(DataError, match=r"unknown dataset 'mnist'; known: \['synthetic', 'fashion', 'csv'\]"):
         load_dataset("mnist")
 
 

@@ -338,8 +338,11 @@ def test_embed_pca_fits_on_train_rows_only(cache, images, monkeypatch):
     other = embed("pca", items, list(range(1, N_IMAGES, 2)), dataset_fp="fp", n_components=k, progress=False)
     assert not np.allclose(other, feats, atol=1e-3)
 
+    # the default width (2048) is capped by a small training part, n_train - 1; an explicit width is not
+    capped = embed("pca", items, train_ids, dataset_fp="fp", progress=False)
+    assert capped.shape == (N_IMAGES, len(train_ids) - 1)
     with pytest.raises(ValueError, match="n_components=2048"):
-        embed("pca", items, train_ids, dataset_fp="fp", progress=False)
+        embed("pca", items, train_ids, dataset_fp="fp", n_components=2048, progress=False)
     with pytest.raises(ValueError, match="train_ids"):
         embed("pca", items, ["nope"], dataset_fp="fp", n_components=k, progress=False)
     with pytest.raises(ValueError, match="columns"):

@@ -342,13 +342,28 @@ def _cached_pixels(paths: list[str], ids: np.ndarray, size, dataset_fp: str, cac
     return pixels
 
 
+def pca_width(n_train: int, width: int) -> int:
+    """The ``pca`` backbone's width for ``n_train`` training images: ``width`` (2048), or ``n_train - 1``
+    when the training part is smaller than that (centred pixels of n images span at most n - 1 directions;
+    PixelPCA needs at least as many training images as components), with a printed message."""
+    if n_train >= width:  # as before: PixelPCA takes as many components as training images
+        return width
+    if n_train < 2:
+        raise ValueError(f"pca: the training part has {n_train} image(s); PixelPCA needs at least 2 "
+                         "(raise n_groups or per_group)")
+    print(f"pca: width capped at {n_train - 1} (the training part has {n_train} images, fewer than the "
+          f"{width} components of the study's pca; centred pixels of {n_train} images span {n_train - 1} directions)")
+    return n_train - 1
+
+
 def embed(backbone: str, items: pd.DataFrame, train_ids, *, dataset_fp: str, **kw) -> np.ndarray:
     """Frozen features for every row of ``items`` (columns ``id``, ``image_path``), aligned to its rows.
 
     Torch backbones: :func:`extract_features` on all rows (``train_ids`` is not used; ``kw`` is passed on).
     ``pca``: pixels of all rows are loaded (cached), :class:`~attrboost.backbones.PixelPCA` is fitted on the
     rows whose ``id`` is in ``train_ids`` only, and all rows are transformed; cached under
-    ``features/pca/`` keyed also by the training ids. ``kw`` for pca: ``n_components`` (default 2048),
+    ``features/pca/`` keyed also by the training ids. ``kw`` for pca: ``n_components`` (default
+    :func:`pca_width`: 2048, capped by the training images for a small catalogue, with a message),
     ``image_size`` (default (60, 80)), ``seed``, ``cache``, ``progress``; torch-only options are ignored.
     """
     spec = backbones.get_spec(backbone)
@@ -360,7 +375,7 @@ def embed(backbone: str, items: pd.DataFrame, train_ids, *, dataset_fp: str, **k
         return extract_features(backbone, paths, ids, dataset_fp=dataset_fp, **kw)[1]
 
     cache, progress = kw.pop("cache", True), kw.pop("progress", True)
-    n_components = kw.pop("n_components", spec.width)
+    n_components = kw.pop("n_components", None)
     size = tuple(kw.pop("image_size", (60, 80)))
     seed = kw.pop("seed", 0)
     unknown = set(kw) - _TORCH_ONLY
@@ -369,6 +384,8 @@ def embed(backbone: str, items: pd.DataFrame, train_ids, *, dataset_fp: str, **k
     train_mask = items["id"].isin(list(train_ids)).to_numpy()
     if not train_mask.any():
         raise ValueError("train_ids: none of them occurs in items['id']; PixelPCA needs training rows")
+    if n_components is None:
+        n_components = pca_width(int(train_mask.sum()), spec.width)
     fp = fingerprint("features", FEATURES_VERSION, backbone, n_components, list(size), seed,
                      _dataset_identity(dataset_fp, paths), ids.tolist(), ids[train_mask].tolist())
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from .baselines import BASELINES
 from .beyond import BUDGETS
-from .data.catalogue import DATASETS
+from .data.catalogue import DATASETS, RESERVED_COLUMNS
 from .data.sampling import PROTOCOL_DEFAULTS, SPLITS
 from .heads import SELECTIONS, TASKS
 from .pipeline import head_params
@@ -141,7 +141,8 @@ def boolean(optional: bool = False) -> Callable:
 
 
 def path(optional: bool = True, kind: str = "any") -> Callable:
-    """A path (str or PathLike; None when optional). kind "file": an existing file; "writable": a
+    """A path (str or PathLike; None when optional). kind "file": an existing file; "dir": an existing
+    folder; "writable": a
     directory that exists and is writable, or can be created (its nearest existing parent is a
     writable directory)."""
     def check(v):
@@ -152,6 +153,8 @@ def path(optional: bool = True, kind: str = "any") -> Callable:
         p = Path(v).expanduser()
         if kind == "file" and not p.is_file():
             raise Invalid("an existing file" + " or None" * optional + ": no such file")
+        if kind == "dir" and not p.is_dir():
+            raise Invalid("an existing folder" + " or None" * optional + ": no such folder")
         if kind == "writable":
             problem = unwritable(p)
             if problem:
@@ -171,6 +174,30 @@ def unwritable(p: Path) -> str | None:
                 return f"{parent} is not writable"
             return None
     return f"no existing parent of {p}"
+
+
+def column(optional: bool = False) -> Callable:
+    """A CSV column name: a non-empty string (None when optional)."""
+    def check(v):
+        if v is None and optional:
+            return None
+        if not isinstance(v, str) or not v.strip():
+            raise Invalid("a column name" + " or None" * optional)
+        return v.strip()
+    return check
+
+
+def columns(v):
+    """``attributes``: None, or a non-empty list of distinct column names (``"colour,shape"`` is parsed)."""
+    if v is None:
+        return None
+    items = _listed(v)
+    if not items or any(not isinstance(x, str) or not x.strip() for x in items) or len(set(items)) != len(items):
+        raise Invalid("None or a non-empty list of distinct column names, e.g. colour,shape")
+    items = [x.strip() for x in items]
+    if any(x in RESERVED_COLUMNS for x in items):
+        raise Invalid(f"column names other than {list(RESERVED_COLUMNS)} (the study's own columns)")
+    return items
 
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -236,6 +263,12 @@ PARAMS: dict[str, Param] = {
     # data and sample
     "dataset": Param(choice(DATASETS), "synthetic", "data set"),
     "data_dir": Param(path(), None, "data folder (Kaggle layout); None: the default location"),
+    # dataset "csv": a catalogue of your own (attrboost.data.load_csv)
+    "csv": Param(path(kind="file"), None, "dataset csv: the catalogue file"),
+    "images": Param(path(kind="dir"), None, "dataset csv: the image folder (images at <images>/<id>.jpg); None: the CSV's folder"),
+    "attributes": Param(columns, None, "dataset csv: the attribute columns (any number >= 1)"),
+    "id_column": Param(column(), "id", "dataset csv: the id column"),
+    "text_column": Param(column(optional=True), None, "dataset csv: the product-name column tags come from; None: no tags"),
     "n_groups": Param(integer(1), PROTOCOL_DEFAULTS["n_groups"], "attribute groups sampled"),
     "per_group": Param(integer(1), PROTOCOL_DEFAULTS["per_group"], "images per group (and the minimum group size)"),
     "split": Param(choice(SPLITS), PROTOCOL_DEFAULTS["split"], "train/test split"),
@@ -271,7 +304,8 @@ PARAMS: dict[str, Param] = {
     "ablation": Param(boolean(), True, "06's attribute ablation"),
 }
 
-_DATA = ("dataset", "data_dir", "n_groups", "per_group", "split")
+CSV = ("csv", "images", "attributes", "id_column", "text_column")  # pipeline.CSV_OPTIONS
+_DATA = ("dataset", "data_dir", *CSV, "n_groups", "per_group", "split")
 _HEAD = ("hidden_dim", "lr", "weight_decay", "batch_size", "max_epochs", "stop_loss", "selection", "patience",
          "tag_weight")
 _FITS = ("device", "n_jobs")  # where the fits run: not part of the protocol
@@ -282,7 +316,7 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "02_embeddings": (*_DATA, "seeds", "backbone", "weights", "device", "batch_size"),
     "03_train": (*_DATA, "backbone", "weights", "tasks", "seed", *_HEAD, *_FITS),
     "04_evaluate": (*_DATA, "backbone", "weights", "tasks", "seeds", "results_dir", *_HEAD, *_FITS),
-    "05_figures": ("dataset", "runs_dir", "figures_dir", "data_dir", "example_backbone", "show_images"),
+    "05_figures": ("dataset", "runs_dir", "figures_dir", "data_dir", *CSV, "example_backbone", "show_images"),
     "06_beyond": (*_DATA, "backbone", "weights", "seeds", "baselines", "budgets", "ablation", "results_dir",
                   "figures_dir", *_HEAD, *_FITS),
 }
@@ -339,6 +373,7 @@ def validate(values: Mapping[str, Any], notebook: str | None = None, *,
                 out[name] = known[name].check(values[name])
             except Invalid as e:
                 problems.append(f"{label}={values[name]!r}: expected {e}")
+    problems += csv_problems(out, labels)
     if check_cache:
         problem = cache_problem()
         if problem:
@@ -346,6 +381,54 @@ def validate(values: Mapping[str, Any], notebook: str | None = None, *,
     if problems:
         raise ValueError(f"invalid parameter{'s' * (len(problems) > 1)}{where}:\n  " + "\n  ".join(problems))
     return out
+
+
+def csv_problems(values: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> list[str]:
+    """What the valid ``values`` lack together for the ``csv`` dataset: ``dataset="csv"`` needs ``csv`` and
+    ``attributes``, and the CSV's header must name every column given (read here, before any work);
+    ``csv``, ``images`` and ``attributes`` are refused with another dataset. Tasks 2 and 3 learn tags
+    from ``text_column``: refused without one."""
+    if "dataset" not in values:
+        return []
+    labels = labels or {}
+    label = lambda n: labels.get(n, n)  # noqa: E731
+    dataset = values["dataset"].partition("-")[0]  # 05's run set: <dataset>-<split>
+    if dataset != "csv":
+        given = [label(n) for n in ("csv", "images", "attributes") if values.get(n) is not None]
+        return [f"{', '.join(given)}: only read with dataset csv (a catalogue of your own), "
+                f"not with dataset={values['dataset']!r}"] if given else []
+    problems = []
+    if values.get("csv") is None and "csv" in values:
+        problems.append(f"{label('csv')}: missing: dataset csv needs the catalogue file (a CSV with an id column "
+                        f"and the attribute columns)")
+    if values.get("attributes") is None and "attributes" in values:
+        problems.append(f"{label('attributes')}: missing: dataset csv needs the attribute columns, e.g. colour,shape")
+    tag_tasks = [t for t in values.get("tasks") or [] if t in ("task2", "task3")]
+    if tag_tasks and values.get("text_column") is None and "text_column" in values:
+        problems.append(f"{label('tasks')}={values['tasks']!r}: {', '.join(tag_tasks)} learn tags from product names: "
+                        f"give {label('text_column')} (or run task1 only)")
+    if values.get("csv") is not None:
+        problems += _header_problems(values, label)
+    return problems
+
+
+def _header_problems(values: Mapping[str, Any], label: Callable[[str], str]) -> list[str]:
+    """The columns given (attributes, id_column, text_column) that the CSV's header lacks."""
+    import pandas as pd
+
+    path_ = Path(values["csv"]).expanduser()
+    try:
+        header = list(pd.read_csv(path_, nrows=0, encoding="utf-8-sig").columns)
+    except Exception as e:  # noqa: BLE001 - unreadable: load_csv says why, with the file's name
+        return [f"{label('csv')}={values['csv']!r}: cannot read its header ({type(e).__name__}: {e})"]
+    wanted = {"attributes": values.get("attributes") or [], "id_column": [values.get("id_column")],
+              "text_column": [values.get("text_column")]}
+    problems = []
+    for name, cols in wanted.items():
+        missing = [c for c in cols if c is not None and c not in header]
+        if missing:
+            problems.append(f"{label(name)}: column(s) {missing} not in {path_}; its columns are {header}")
+    return problems
 
 
 def cache_problem() -> str | None:

@@ -23,6 +23,7 @@ parameters are :mod:`attrboost.params`.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
@@ -39,9 +40,19 @@ from .data.sampling import PROTOCOL_DEFAULTS
 from .heads import TASKS, BoostHead
 
 
+#: The options of the ``csv`` dataset (:func:`attrboost.data.load_csv`), as DataConfig fields and notebook parameters.
+CSV_OPTIONS = ("csv", "images", "attributes", "id_column", "text_column")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data and which protocol sample (defaults: :func:`~attrboost.data.sampling.sample_protocol`'s)."""
+    """Which data and which protocol sample (defaults: :func:`~attrboost.data.sampling.sample_protocol`'s).
+
+    ``dataset="csv"`` is a user's own catalogue (:func:`attrboost.data.load_csv`): ``csv`` (the file),
+    ``images`` (the image folder; None: the CSV's folder), ``attributes`` (the label columns, any number
+    >= 1), ``id_column`` (images are ``<images>/<id>.jpg``) and ``text_column`` (the names tags come from;
+    None: no tags). The catalogue's fingerprint (the key of every cache) covers the CSV's content and
+    these options."""
 
     dataset: str = "synthetic"
     data_dir: str | None = None
@@ -50,17 +61,53 @@ class DataConfig:
     n_test: int | None = PROTOCOL_DEFAULTS["n_test"]
     split: str = PROTOCOL_DEFAULTS["split"]
     val_fraction: float = PROTOCOL_DEFAULTS["val_fraction"]
+    csv: str | None = None
+    images: str | None = None
+    attributes: tuple[str, ...] | None = None
+    id_column: str = "id"
+    text_column: str | None = None
+
+    def __post_init__(self):
+        if self.attributes is not None:  # a list (or "a,b") becomes a tuple: the config is hashable
+            attrs = self.attributes.split(",") if isinstance(self.attributes, str) else self.attributes
+            object.__setattr__(self, "attributes", tuple(str(a).strip() for a in attrs if str(a).strip()))
+        for name in ("csv", "images"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
+        given = [n for n in ("csv", "images", "attributes") if getattr(self, n) is not None]
+        if self.dataset != "csv" and given:
+            raise ValueError(f"DataConfig: {', '.join(given)} given with dataset={self.dataset!r}; they are "
+                             "read only with dataset='csv' (a catalogue of your own)")
+        if self.dataset == "csv" and (self.csv is None or not self.attributes):
+            raise ValueError(f"DataConfig(dataset='csv'): give csv (the catalogue file, got {self.csv!r}) and "
+                             f"attributes (its label columns, got {self.attributes!r})")
+
+    @classmethod
+    def from_params(cls, values) -> "DataConfig":
+        """The DataConfig of a notebook's (or a run's) parameters: the entries of ``values`` named like a
+        field (others, e.g. a notebook's other globals, are ignored)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{n: values[n] for n in names if n in values})
+
+    def catalogue_options(self) -> dict:
+        """The keyword arguments :func:`get_catalogue` takes besides dataset and data_dir."""
+        if self.dataset != "csv":
+            return {}
+        return dict(csv=self.csv, images=self.images, attributes=self.attributes, id_column=self.id_column,
+                    text_column=self.text_column)
 
 
 @functools.lru_cache(maxsize=4)
-def get_catalogue(dataset: str = "synthetic", data_dir: str | None = None) -> Catalogue:
-    return load_dataset(dataset, data_dir)
+def get_catalogue(dataset: str = "synthetic", data_dir: str | None = None, **csv_options) -> Catalogue:
+    """The catalogue of a dataset (:func:`attrboost.data.load_dataset`); ``csv_options``
+    (:data:`CSV_OPTIONS`, hashable values) for ``dataset="csv"``."""
+    return load_dataset(dataset, data_dir, **csv_options)
 
 
 @functools.lru_cache(maxsize=16)
 def get_sample(cfg: DataConfig, seed: int) -> Sample:
     """The protocol sample for one seed (the seed varies the groups, the images and the split)."""
-    cat = get_catalogue(cfg.dataset, cfg.data_dir)
+    cat = get_catalogue(cfg.dataset, cfg.data_dir, **cfg.catalogue_options())
     return sample_protocol(cat, n_groups=cfg.n_groups, per_group=cfg.per_group, n_test=cfg.n_test,
                            split=cfg.split, val_fraction=cfg.val_fraction, seed=seed)
 

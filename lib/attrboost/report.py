@@ -42,20 +42,42 @@ def load_results(runs: str | os.PathLike) -> pd.DataFrame:
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
 
 
+def run_parameters(runs: str | os.PathLike, backbone: str) -> dict:
+    """The parameters a backbone's 04 ran with in a run set (``<runs>/<backbone>/run.json``, written by
+    :mod:`attrboost.study`): its data (dataset, csv options, n_groups, per_group, split), seeds, weights,
+    device and any head setting passed; ``{}`` when there is no such record."""
+    import json
+
+    try:
+        info = json.loads((Path(runs) / backbone / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    params = ((info or {}).get("parameters") or {}).get("04_evaluate")
+    return dict(params) if isinstance(params, dict) else {}
+
+
+def head_overrides(params: dict) -> dict:
+    """The head settings among ``params`` (a run's or a notebook's parameters): what
+    :func:`attrboost.pipeline.get_boosted` takes, so the same head (and cache entry) as the run's is used."""
+    names = set(P.head_params()) | {"device"}
+    return {k: v for k, v in params.items() if k in names}
+
+
 # ----------------------------------------------------------------------------- retrieval example
 def retrieval_example(cfg: P.DataConfig, backbone: str, *, seed: int = 0, task: str = "task1", k: int = 10,
-                      query: int | None = None, **head_overrides) -> dict:
+                      query: int | None = None, weights=None, **head_overrides) -> dict:
     """One test query with its paper-metric ground truth and the raw and boosted top-k (cached work).
 
     As ``paper_map@10`` computes them (:func:`attrboost.metrics.paper_map_at_10`): the truth is the
     original's ground truth (always k items, zero-similarity fillers included), the lists are the
     ``k + 1`` nearest with the first dropped, AP is divided by the truth's length. The query (unless
-    given) is drawn among the queries with another test item of their group.
+    given) is drawn among the queries with another test item of their group. ``weights`` (a local
+    weights file) and ``head_overrides`` as the run had them (:func:`run_parameters`, :func:`head_overrides`).
     """
     from .metrics import encode_attributes, group_codes, paper_ground_truth, paper_neighbours
 
     sample = P.get_sample(cfg, seed)
-    X = P.get_features(sample, backbone, progress=False)
+    X = P.get_features(sample, backbone, weights=weights, progress=False)
     run = P.get_boosted(sample, X, backbone, task, seed, **head_overrides)
     test = sample.part("test").reset_index(drop=True)
     raw, boosted = X[sample.mask("test")], run.emb["test"]
@@ -65,7 +87,8 @@ def retrieval_example(cfg: P.DataConfig, backbone: str, *, seed: int = 0, task: 
     groups = group_codes(encode_attributes(labels, len(labels)))
     valid = np.flatnonzero(np.bincount(groups)[groups] > 1)
     q = int(np.random.default_rng(seed).choice(valid)) if query is None else query
-    out = {"query": q, "query_id": test["id"][q], "items": test, "truth": gt[q], "ap": {}}
+    out = {"query": q, "query_id": test["id"][q], "items": test, "attributes": list(sample.attributes),
+           "truth": gt[q], "ap": {}}
     for name, emb in (("raw", raw), ("boosted", boosted)):
         idx = paper_neighbours(emb, k)
         out[name] = idx[q]
@@ -104,8 +127,9 @@ def plot_retrieval_example(ex: dict):
             for s in ax.spines.values():
                 s.set_color("tab:green" if hit else "tab:red")
                 s.set_linewidth(2.5)
-    fig.suptitle(f"query {ex['query_id']}: {' / '.join(items.loc[ex['query'], ['articleType', 'baseColour']])}",
-                 fontsize=9)
+    attrs = list(ex.get("attributes") or [c for c in ("articleType", "baseColour") if c in items.columns])
+    shown = [a for a in ("articleType", "baseColour") if a in attrs] or attrs[:2]  # any catalogue's attributes
+    fig.suptitle(f"query {ex['query_id']}: {' / '.join(map(str, items.loc[ex['query'], shown]))}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -3,6 +3,8 @@
     python -m attrboost.study                                  # synthetic data, 4 backbones -> runs/
     python -m attrboost.study --publish                        # the same, into the committed papermill_runs/, figures/
     python -m attrboost.study --dataset fashion --split by_group
+    python -m attrboost.study --dataset csv --csv my.csv --images my/images --attributes colour,shape \
+        --n-groups 20 --per-group 10                           # a catalogue of your own
     python -m attrboost.study --figures-only                   # only 05 on the existing runs
     python -m attrboost.study --reproduce                      # re-execute the committed run set into runs/reproduce/
     python -m attrboost.study --refresh-notebooks              # re-execute notebooks/0*.ipynb in place
@@ -107,6 +109,7 @@ PUBLISH_OUT, PUBLISH_FIGURES = "papermill_runs", "figures"
 REPRODUCE_OUT, REPRODUCE_FIGURES = "runs/reproduce/papermill_runs", "runs/reproduce/figures"
 # the parameters a run set's backbones share: results of different ones never go into one run set
 RUNSET_KEYS = ("dataset", "data_dir", "split", "n_groups", "per_group", "seeds", "tasks")
+CSV_KEYS = spec.CSV  # ... and, for the csv dataset, its file, images and columns
 RUNSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # <name>.previous: kept until a step succeeded; <name>.replaced: a whole run set (and its figures) kept until its
 # forced replacement succeeded; <name>.failed: a failed attempt, kept for debugging
@@ -128,6 +131,11 @@ class StudyConfig:
     root: Path
     dataset: str
     data_dir: str | None
+    csv: str | None              # dataset "csv" only (None otherwise): the catalogue file, ...
+    images: str | None           # ... its image folder (None: the CSV's folder), ...
+    attributes: list[str] | None  # ... its attribute columns ...
+    id_column: str | None        # ... its id column ...
+    text_column: str | None      # ... and its product-name column (None: no tags)
     split: str
     n_groups: int
     per_group: int
@@ -157,8 +165,17 @@ class StudyConfig:
         return f"{self.figures_dir}/{self.runset}"
 
     def runset_parameters(self) -> dict:
-        """The run-set parameters (:data:`RUNSET_KEYS`), as :func:`runset_parameters` reads them back."""
-        return {k: getattr(self, k) for k in RUNSET_KEYS}
+        """The run-set parameters (:data:`RUNSET_KEYS`, and :data:`CSV_KEYS` for ``--dataset csv``), as
+        :func:`runset_parameters` reads them back."""
+        return {k: getattr(self, k) for k in _runset_keys(self.dataset)}
+
+    def data_parameters(self) -> dict:
+        """The data parameters every notebook but 05 takes; the csv options only for ``--dataset csv``, so
+        the parameters (and fingerprints) of the other data sets' runs are those they always were."""
+        data = dict(dataset=self.dataset, data_dir=self.data_dir)
+        if self.dataset == "csv":
+            data.update({k: getattr(self, k) for k in spec.CSV})
+        return dict(data, n_groups=self.n_groups, per_group=self.per_group, split=self.split)
 
 
 @dataclass(frozen=True)
@@ -221,8 +238,7 @@ def _step(notebook: str, out_dir: str, parameters: dict) -> Step:
 
 def plan_runs(cfg: StudyConfig) -> list[Run]:
     """The per-backbone runs (notebooks 01..04, in order)."""
-    data = dict(dataset=cfg.dataset, data_dir=cfg.data_dir, n_groups=cfg.n_groups, per_group=cfg.per_group,
-                split=cfg.split)
+    data = cfg.data_parameters()
     runs = []
     for backbone in cfg.backbones:
         run_dir = f"{cfg.runset_dir}/{backbone}"
@@ -242,9 +258,10 @@ def plan_runs(cfg: StudyConfig) -> list[Run]:
 def plan_figures(cfg: StudyConfig) -> Step:
     """The 05 step of the run set: it reads ``<out>/<runset>`` and writes ``<figures>/<runset>``."""
     # 05 parses dataset and split from its `dataset` parameter; the run set's own name may be anything
+    csv = {k: getattr(cfg, k) for k in spec.CSV} if cfg.dataset == "csv" else {}
     return _step(FIGURES_NOTEBOOK, cfg.runset_dir, dict(dataset=runset_name(cfg.dataset, cfg.split),
                                                        runs_dir=cfg.runset_dir, figures_dir=cfg.runset_figures,
-                                                       data_dir=cfg.data_dir))
+                                                       data_dir=cfg.data_dir, **csv))
 
 
 def plan_beyond(cfg: StudyConfig) -> Step:
@@ -252,8 +269,7 @@ def plan_beyond(cfg: StudyConfig) -> Step:
     it writes ``<out>/<runset>/beyond.csv`` and ``beyond_*.png`` under ``<figures>/<runset>``."""
     bb = cfg.beyond_backbone
     return _step(BEYOND_NOTEBOOK, cfg.runset_dir, dict(
-        dataset=cfg.dataset, data_dir=cfg.data_dir, n_groups=cfg.n_groups, per_group=cfg.per_group, split=cfg.split,
-        backbone=bb, weights=cfg.weights.get(bb), seeds=list(cfg.seeds), results_dir=cfg.runset_dir,
+        **cfg.data_parameters(), backbone=bb, weights=cfg.weights.get(bb), seeds=list(cfg.seeds), results_dir=cfg.runset_dir,
         figures_dir=cfg.runset_figures, device=cfg.device))
 
 
@@ -351,10 +367,15 @@ def write_aggregate(runset_dir: str | os.PathLike, df: pd.DataFrame) -> Path:
     return atomic_write(Path(runset_dir) / RESULTS, lambda tmp: df.to_csv(tmp, index=False))
 
 
+def _runset_keys(dataset: str | None) -> tuple[str, ...]:
+    return RUNSET_KEYS + (CSV_KEYS if dataset == "csv" else ())
+
+
 def runset_parameters(info: dict) -> dict:
-    """The run-set parameters (:data:`RUNSET_KEYS`) of a backbone's parsed run.json (from its 04 step)."""
+    """The run-set parameters (:data:`RUNSET_KEYS`, and :data:`CSV_KEYS` for the csv dataset) of a backbone's
+    parsed run.json (from its 04 step)."""
     p = ((info or {}).get("parameters") or {}).get("04_evaluate") or {}
-    return {k: p.get(k) for k in RUNSET_KEYS}
+    return {k: p.get(k) for k in _runset_keys(p.get("dataset"))}
 
 
 def finished_runs(runset_dir: str | os.PathLike) -> dict[str, dict]:
@@ -986,7 +1007,7 @@ def reproduce(cfg: StudyConfig, execute: Execute | None = None) -> int:
     cfg = replace(cfg, **params, backbones=_backbone_order(existing), weights=weights, no_beyond=no_beyond,
                   beyond_backbone=cfg.beyond_backbone if no_beyond else summary["beyond_parameters"]["backbone"])
     print(f"reproducing {committed} ({', '.join(cfg.backbones)}; "
-          + ", ".join(f"{k}={params[k]}" for k in RUNSET_KEYS) + f") into {cfg.runset_dir}", flush=True)
+          + ", ".join(f"{k}={params[k]}" for k in params) + f") into {cfg.runset_dir}", flush=True)
     code = run_study(cfg, execute)
     print(f"\nreproduction of run set {cfg.runset} ({committed} vs {cfg.runset_dir}):")
     for name in (RESULTS, BEYOND_RESULTS):
@@ -1014,6 +1035,17 @@ def build_parser() -> argparse.ArgumentParser:
                f"<repo>/.cache (`make clean-cache` deletes it). Backbones: {', '.join(known_backbones())}.")
     p.add_argument("--dataset", default="synthetic", choices=DATASETS, help="data set (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="data directory (default: the notebooks' default)")
+    p.add_argument("--csv", default=None, metavar="FILE",
+                   help="--dataset csv: your catalogue, one row per image: an id column, the attribute columns "
+                        "and optionally a product-name column")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="--dataset csv: the image folder, images at DIR/<id>.jpg (default: the CSV's folder)")
+    p.add_argument("--attributes", default=None, metavar="A,B,...",
+                   help="--dataset csv: the attribute columns (any number >= 1); a group is a full tuple of them")
+    p.add_argument("--id-column", default="id", help="--dataset csv: the id column (default: %(default)s)")
+    p.add_argument("--text-column", default=None,
+                   help="--dataset csv: the product-name column that tags (Tasks 2 and 3) and the paper metric's "
+                        "tokens come from (default: none; then run --tasks task1)")
     p.add_argument("--backbones", default=",".join(DEFAULT_BACKBONES),
                    help="comma-separated backbones (default: %(default)s)")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: %(default)s)")
@@ -1072,8 +1104,11 @@ def parse_args(argv: Sequence[str] | None = None, root: str | os.PathLike | None
     # every value at once, with the notebooks' own checks (attrboost.params), before any work
     cli = dict(dataset=a.dataset, split=a.split, backbones=_csv_list(a.backbones), tasks=_csv_list(a.tasks),
                seeds=a.seeds, n_groups=a.n_groups, per_group=a.per_group, batch_size=a.batch_size, device=a.device,
-               data_dir=a.data_dir, out=a.out, figures_dir=a.figures_dir)
+               data_dir=a.data_dir, out=a.out, figures_dir=a.figures_dir, csv=a.csv, images=a.images,
+               attributes=a.attributes, id_column=a.id_column, text_column=a.text_column)
     cli = {k: v for k, v in cli.items() if not (k in ("out", "figures_dir") and v is None)}  # None: the defaults
+    if a.dataset != "csv":
+        cli.pop("id_column")  # a default: nothing given
     try:
         checked = spec.validate(cli, labels={k: "--" + k.replace("_", "-") for k in cli})
     except ValueError as e:
@@ -1107,8 +1142,18 @@ def parse_args(argv: Sequence[str] | None = None, root: str | os.PathLike | None
         **vars(a), "root": root, "backbones": checked["backbones"], "tasks": checked["tasks"],
         "seeds": checked["seeds"], "weights": weights, "runset": runset,
         "data_dir": rel_to_root(a.data_dir, root) if a.data_dir else None,
+        **_csv_options(a, checked, root),
         "out": rel_to_root(a.out or root / out, root),
         "figures_dir": rel_to_root(a.figures_dir or root / figures, root)})
+
+
+def _csv_options(a: argparse.Namespace, checked: dict, root: Path) -> dict:
+    """StudyConfig's csv fields: the checked values (paths root-relative) for ``--dataset csv``, else None."""
+    if a.dataset != "csv":
+        return {k: None for k in spec.CSV}
+    return {"csv": rel_to_root(a.csv, root), "images": rel_to_root(a.images, root) if a.images else None,
+            "attributes": checked["attributes"], "id_column": checked["id_column"],
+            "text_column": checked["text_column"]}
 
 
 def unknown_parameters(cfg: StudyConfig) -> str | None:

@@ -60,8 +60,10 @@ ATTRIBUTES = ("gender", "masterCategory", "subCategory", "articleType", "baseCol
 #: The header of the Kaggle ``styles.csv`` (written by the download and the synthetic generator).
 KAGGLE_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                   "season", "year", "usage", "productDisplayName")
-#: The data sets :func:`load_dataset` knows by name.
-DATASETS = ("synthetic", "fashion")
+#: Columns a catalogue and a protocol sample add next to the attributes: no attribute may be named so.
+RESERVED_COLUMNS = ("id", "image_path", "text", "group", "part", "tags")
+#: The data sets :func:`load_dataset` knows by name (``csv``: a user's own catalogue, :func:`load_csv`).
+DATASETS = ("synthetic", "fashion", "csv")
 DATA_HELP = (
     "Get the real data with `make data` (downloads ashraq/fashion-product-images-small from the "
     "Hugging Face hub), or by hand from https://www.kaggle.com/datasets/paramaggarwal/"
@@ -297,6 +299,10 @@ def load_csv(csv_path: str | os.PathLike, image_dir: str | os.PathLike | None = 
                         "and the attribute columns")
     if not attributes:
         raise DataError("load_csv(attributes=...): give at least one attribute column")
+    reserved = [a for a in attributes if a in RESERVED_COLUMNS]
+    if reserved:
+        raise DataError(f"{csv_path}: attribute column(s) {reserved}: the study uses these names for its own "
+                        f"columns {list(RESERVED_COLUMNS)}; rename them in the CSV")
     if path_column is None and id_column is None:
         raise DataError("load_csv: give id_column (images at <image_dir>/<id><image_ext>) or path_column")
     base = Path(image_dir).expanduser() if image_dir is not None else csv_path.parent
@@ -344,8 +350,10 @@ def default_fashion_dir() -> Path | None:
 
 def load_dataset(name: str = "synthetic", data_dir: str | os.PathLike | None = None, **kw) -> Catalogue:
     """Load a catalogue by name: ``synthetic`` (embedded default, generated and cached on first
-    use; ``kw`` go to :func:`~attrboost.data.synthetic.ensure_synthetic`) or ``fashion`` (the real data in
-    the Kaggle layout at ``data_dir``; ``kw`` go to :func:`load_kaggle`, e.g. ``encoding``)."""
+    use; ``kw`` go to :func:`~attrboost.data.synthetic.ensure_synthetic`), ``fashion`` (the real data in
+    the Kaggle layout at ``data_dir``; ``kw`` go to :func:`load_kaggle`, e.g. ``encoding``) or ``csv`` (a
+    user's own catalogue: ``kw`` are ``csv`` (the file), ``images`` (the image folder; None: the CSV's
+    folder), ``attributes`` and the other options of :func:`load_csv`; ``data_dir`` is not used)."""
     if name == "synthetic":
         from .synthetic import ensure_synthetic
 
@@ -356,5 +364,14 @@ def load_dataset(name: str = "synthetic", data_dir: str | os.PathLike | None = N
         if path is None:
             raise DataError(f"the real data was not found. {DATA_HELP}")
         return load_kaggle(path, name="fashion", **kw)
+    if name == "csv":
+        csv_path, images = kw.pop("csv", None), kw.pop("images", None)
+        if csv_path is None:
+            raise DataError("dataset 'csv' needs the catalogue file: csv=<file> (notebooks: -p csv FILE; "
+                            "CLI: --csv FILE), with --attributes naming its label columns")
+        if not kw.get("attributes"):
+            raise DataError(f"dataset 'csv' ({csv_path}) needs its attribute columns: attributes=[...] "
+                            "(notebooks: -p attributes a,b; CLI: --attributes a,b)")
+        return load_csv(csv_path, images, name="csv", **kw)
     raise DataError(f"unknown dataset {name!r}; known: {list(DATASETS)} (or use attrboost.data.load_csv "
                     "for your own catalogue)")
