@@ -39,15 +39,23 @@ def _say(msg: str) -> None:
 
 # ------------------------------------------------------------------------------------------------------ fit
 def _split_validation(labels, val_fraction: float, seed: int) -> np.ndarray:
-    """Boolean validation mask: a seeded random ``val_fraction`` of the rows, minus rows with a label the
-    training part lacks (BoostHead's classes come from the training labels)."""
+    """Boolean validation mask, drawn per group (full attribute tuple) so model selection's retrieval score
+    has pairs to rank: from every group of at least 4 rows, a seeded ``val_fraction`` of its rows (at least
+    2; the rest stays in training); smaller groups stay in training. Rows with a label the training part
+    lacks are then moved back (BoostHead's classes come from the training labels)."""
     n = len(labels)
     n_val = int(round(val_fraction * n))
     if not 0 < val_fraction < 1 or n_val < 1 or n_val >= n:
         raise CliError(f"--val-fraction {val_fraction}: with {n} labelled rows the validation part would have "
                        f"{n_val} rows; expected a fraction in (0, 1) giving 1..{n - 1} rows")
+    rng = np.random.default_rng(seed)
     val = np.zeros(n, dtype=bool)
-    val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    groups = labels.astype(str).agg("\x1f".join, axis=1).to_numpy()
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        if len(rows) >= 4:
+            take = min(len(rows) - 2, max(2, int(round(val_fraction * len(rows)))))
+            val[rng.permutation(rows)[:take]] = True
     for col in labels.columns:
         seen = set(labels.loc[~val, col])
         val &= labels[col].isin(seen).to_numpy()

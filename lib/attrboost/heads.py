@@ -502,6 +502,12 @@ class BoostHead(BaseEstimator, TransformerMixin):
         if self.selection == "val_map@r" and y_val is None:
             raise ValueError("selection='val_map@r' needs y_val (the validation attributes define which items are "
                              "relevant to each other), also for task2")
+        if self.selection == "val_map@r":
+            groups = group_codes(encode_attributes(y_val, len(y_val), "y_val"))
+            if not (np.bincount(groups) > 1).any():
+                raise ValueError("selection='val_map@r': no two validation items share their attributes (y_val), "
+                                 "so the retrieval score is undefined; draw the validation part per group "
+                                 "(at least 2 items of a group) or use selection='val_loss'")
         if self.selection == "val_loss":
             parts = (("y_val", self._uses_attrs, y_val), ("tags_val", self._uses_tags, tags_val))
             need = [p for p, used, given in parts if used and given is None]
