@@ -114,3 +114,15 @@ def test_splice_readme_replaces_only_the_block():
         f"intro\n{R.README_BEGIN}\nnew\n{R.README_END}\noutro\n"
     with pytest.raises(ValueError, match="markers"):
         R.splice_readme("no markers", "x")
+
+
+def test_run_sets_from_before_the_metric_change_are_flagged_not_tabulated(tmp_path):
+    old = _results({("efficientnet_lite0", "raw"): [1, 2], ("efficientnet_lite0", "task1"): [3, 4]})
+    (tmp_path / "papermill_runs" / "fashion").mkdir(parents=True)
+    old.to_csv(tmp_path / "papermill_runs" / "fashion" / "results.csv", index=False)
+    text = R.runset_tables(tmp_path, "fashion")
+    assert "Not re-executed" in text and "|" not in text
+    new = pd.concat([old, old.assign(metric="paper_map@10_filtered")])
+    new.to_csv(tmp_path / "papermill_runs" / "fashion" / "results.csv", index=False)
+    text = R.runset_tables(tmp_path, "fashion")
+    assert "Not re-executed" not in text and "| efficientnet_lite0 | 1.50 ± 6.35 | 3.50 ± 6.35" in text

@@ -193,6 +193,18 @@ RUNSETS = ("synthetic", "fashion", "fashion-by_group")
 HEADLINE_METRICS = ("map@r", "paper_map@10", "paper_ndcg@10", "paper_map@10_filtered")
 
 
+STALE_NOTE = ("**Not re-executed since 2026-11's metric and selection changes**: its `paper_map@10` is today's "
+              "`paper_map@10_filtered` and its heads were selected by validation loss (patience 5), so its numbers "
+              "are not shown here. Re-run it with `python -m attrboost.study --dataset {dataset}{split} --seeds "
+              "0,1,2,3,4 --publish` (real data needed).\n")
+
+
+def predates_2026_11(results: pd.DataFrame) -> bool:
+    """A results table written before the original metric and the one selection rule (no
+    ``paper_map@10_filtered`` rows: its ``paper_map@10`` is the old variant)."""
+    return "paper_map@10_filtered" not in set(results["metric"])
+
+
 def _fmt_ci(v) -> str:
     from .stats import mean_ci
 
@@ -215,6 +227,10 @@ def runset_tables(root: str | os.PathLike, runset: str) -> str:
     embs = [e for e in ("raw", "task1", "task2", "task3") if e in set(res["embedding"])]
     seeds = sorted(res["seed"].unique())
     out = [f"#### Run set `{runset}` ({len(seeds)} seeds; `papermill_runs/{runset}/results.csv`)\n"]
+    if predates_2026_11(res):
+        out.append(STALE_NOTE.format(runset=runset, dataset=runset.split("-")[0],
+                                     split=" --split by_group" if runset.endswith("by_group") else ""))
+        return "\n".join(out)
     for metric in [m for m in HEADLINE_METRICS if m in set(res["metric"])]:
         t = (res[res["metric"] == metric].groupby(["backbone", "embedding"])["value"].apply(_fmt_ci).unstack()
              .reindex(index=backbones, columns=embs))
@@ -265,6 +281,8 @@ def beyond_tables(root: str | os.PathLike, runset: str) -> str:
     if not path.exists():
         return ""
     b = pd.read_csv(path)
+    if predates_2026_11(b):
+        return ""  # said once, by runset_tables
     out = [f"#### 06 on `{runset}` ({b['backbone'].iloc[0]}, `papermill_runs/{runset}/beyond.csv`)\n"]
     test = b[(b["experiment"] == "baselines") & (b["part"] == "test")]
     labels = {"raw": "raw", "task1": "Task 1 (boost)", **BASELINE_LABELS}
