@@ -253,6 +253,12 @@ def runset_tables(root: str | os.PathLike, runset: str) -> str:
                          **{f"{m} minus raw": f"{fmt_delta(d)} {d['verdict']}" for m in ("map@r", "paper_map@10")
                             for d in [paired(res, (b, t), (b, "raw"), m)]}})
     out.append("Boosted minus raw, same backbone, paired by seed [95 % CI]:\n\n" + _md(pd.DataFrame(rows), index=False))
+    pairs = [(x, y) for x, y in (("task1", "task2"), ("task1", "task3"), ("task3", "task2")) if x in embs and y in embs]
+    if pairs:
+        rows = [{"backbone": b, "heads": f"{TASK_LABELS[x].split(':')[0]} minus {TASK_LABELS[y].split(':')[0]}",
+                 **{m: f"{fmt_delta(d)} {d['verdict']}" for m in ("map@r", "paper_map@10")
+                    for d in [paired(res, (b, x), (b, y), m)]}} for b in backbones for x, y in pairs]
+        out.append("Head against head, same backbone, paired by seed [95 % CI]:\n\n" + _md(pd.DataFrame(rows), index=False))
     cost = {b: flops_per_image(b) for b in backbones}
     raw_rows = [{"cheaper": s, "costlier": g, **{f"{m}: raw costlier minus raw cheaper": f"{fmt_delta(d)} {d['verdict']}"
                                                  for m in ("map@r", "paper_map@10")
