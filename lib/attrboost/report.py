@@ -315,8 +315,11 @@ def beyond_tables(root: str | os.PathLike, runset: str) -> str:
     if len(sel):
         s = sel[sel["metric"].isin(["map@r", "selected_epoch"])]
         s = s.assign(method_=s["method"].str.split(" \\| ").str[0], rule=s["method"].str.split(" \\| ").str[1])
-        st = s.groupby(["rule", "method_", "metric"])["value"].apply(_fmt_ci).unstack(["method_", "metric"])
+        fmt = {"map@r": _fmt_ci, "selected_epoch": lambda v: f"{int(v.median())} ({int(v.min())}-{int(v.max())})"}
+        st = s.groupby(["rule", "method_", "metric"])["value"].apply(
+            lambda v: fmt[v.name[2]](v)).unstack(["method_", "metric"])
         st = st.reindex(list(SELECTION_RULES))
+        st.columns = [f"{m}: {'test MAP@R' if k == 'map@r' else 'selected epoch'}" for m, k in st.columns]
         out.append("Selection sensitivity (test MAP@R and selected epoch; test-selected is optimistic by "
                    "construction, never used for a claim):\n\n" + _md(st))
     tw = b[b["experiment"] == "tag_weight"]
