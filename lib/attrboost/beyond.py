@@ -330,15 +330,12 @@ def _rule_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: s
     n_test = int(sample.mask("test").sum())
 
     def compute():
-        attrs = list(sample.attributes)
         sel = "test" if on_test else "val"
-        tr, va = sample.mask("train"), sample.mask(sel)
-        y_tr, y_va = sample.part("train")[attrs], sample.part(sel)[attrs]
         if method == "task1":
-            keep = [a for a in attrs if y_tr[a].nunique() > 1]
-            est.fit(X[tr], y_tr[keep], X_val=X[va], y_val=sample.part(sel)[[*keep, "group"]])
+            P.fit_head(est, sample, X, select_on=sel)
         else:
-            est.fit(X[tr], y_tr, X[va], y_va)
+            attrs = list(sample.attributes)
+            est.fit(X[sample.mask("train")], sample.part("train")[attrs], X[sample.mask(sel)], sample.part(sel)[attrs])
         return {"emb_test": est.transform(X[sample.mask("test")]), "best_epoch": np.array(est.best_epoch_),
                 "n_epochs": np.array(len(est.history_))}
 

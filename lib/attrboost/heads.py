@@ -430,7 +430,8 @@ class BoostHead(BaseEstimator, TransformerMixin):
         self.__dict__.pop("model_", None)  # a failed refit must not leave a stale fitted model
         X, X_val = self._check_inputs(X, y, tags, X_val, y_val, tags_val)
         train_targets = self._learn_targets(y, tags)
-        self._check_validation(X_val, y_val, tags_val)
+        val_groups = None if y_val is None else group_codes(encode_attributes(y_val, len(y_val), "y_val"))
+        self._check_validation(X_val, y_val, tags_val, val_groups)
         loss_rows, val_targets = self._encode_val_targets(y_val, tags_val)
         self.n_val_loss_rows_ = None if X_val is None else int(loss_rows.sum())
         if self.selection == "val_loss" and self.n_val_loss_rows_ == 0:
@@ -443,7 +444,6 @@ class BoostHead(BaseEstimator, TransformerMixin):
             train = self._tensors(X, *train_targets)
             val = None if X_val is None else self._tensors(X_val[loss_rows], *val_targets)
             val_all = None if X_val is None else torch.as_tensor(X_val, device=torch.device(self.device))
-            val_groups = None if y_val is None else group_codes(encode_attributes(y_val, len(y_val), "y_val"))
             log = fit_epochs(net, lambda perm: self._train_epoch(net, opt, train, perm),
                              lambda epoch: self._score_epoch(net, val, val_all, val_groups, y_val, tags_val, epoch),
                              n=len(X), seed=self.seed, max_epochs=self.max_epochs, patience=self.patience,
@@ -494,8 +494,8 @@ class BoostHead(BaseEstimator, TransformerMixin):
             tokens = self._encode_tags(tags)
         return Y, tokens
 
-    def _check_validation(self, X_val, y_val, tags_val) -> None:
-        """The validation data that ``selection`` needs is there."""
+    def _check_validation(self, X_val, y_val, tags_val, val_groups) -> None:
+        """The validation data that ``selection`` needs is there (``val_groups``: y_val's group codes)."""
         if self.selection != "last" and X_val is None:
             raise ValueError(f"selection={self.selection!r} needs a validation split: pass X_val "
                              f"(and y_val / tags_val), or use selection='last'")
@@ -503,8 +503,7 @@ class BoostHead(BaseEstimator, TransformerMixin):
             raise ValueError("selection='val_map@r' needs y_val (the validation attributes define which items are "
                              "relevant to each other), also for task2")
         if self.selection == "val_map@r":
-            groups = group_codes(encode_attributes(y_val, len(y_val), "y_val"))
-            if not (np.bincount(groups) > 1).any():
+            if not (np.bincount(val_groups) > 1).any():
                 raise ValueError("selection='val_map@r': no two validation items share their attributes (y_val), "
                                  "so the retrieval score is undefined; draw the validation part per group "
                                  "(at least 2 items of a group) or use selection='val_loss'")

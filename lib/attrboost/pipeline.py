@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import io
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -211,20 +212,26 @@ def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
     path, key, _, part = entry
     head = BoostHead(task=task, **params, seed=seed, progress=progress)
     t0 = time.perf_counter()
-    train, val = sample.part("train"), sample.part("val")
-    # an attribute constant in the training part cannot be learned: leave it out of the head's targets
-    attrs = [a for a in sample.attributes if train[a].nunique() > 1]
-    # y_val also holds the group (the full attribute tuple, even for a sample with an attribute removed from
-    # the targets): model selection's retrieval score uses the same relevance as the evaluation; validation
-    # rows with a value the classifiers never saw (split="by_group") are left out of the loss by BoostHead
-    head.fit(X[part["train"]], train[attrs], tags=sample.tags("train"),
-             X_val=X[part["val"]], y_val=val[[*attrs, "group"]], tags_val=sample.tags("val"))
+    fit_head(head, sample, X)
     fit_s = time.perf_counter() - t0
     emb = {p: head.transform(X[m]) for p, m in part.items()}
     hist = head.history_.reset_index(drop=True)
     save_checked(path, key, **{f"emb_{p}": e for p, e in emb.items()}, history=np.array(hist.to_json(orient="split")),
                  best_epoch=np.array(head.best_epoch_), fit_seconds=np.array(fit_s))
     return HeadRun(task, seed, emb, hist, int(head.best_epoch_), fit_s, params)
+
+
+def fit_head(head: BoostHead, sample: Sample, X: np.ndarray, select_on: str = "val") -> BoostHead:
+    """Fit ``head`` on the sample's training part, selected on part ``select_on`` (``"val"``; 06's optimistic
+    "test-selected" rule alone passes ``"test"``)."""
+    train, sel = sample.part("train"), sample.part(select_on)
+    # an attribute constant in the training part cannot be learned: leave it out of the head's targets
+    attrs = [a for a in sample.attributes if train[a].nunique() > 1]
+    # y_val also holds the group (the full attribute tuple, even for a sample with an attribute removed from
+    # the targets): model selection's retrieval score uses the same relevance as the evaluation; validation
+    # rows with a value the classifiers never saw (split="by_group") are left out of the loss by BoostHead
+    return head.fit(X[sample.mask("train")], train[attrs], tags=sample.tags("train"),
+                    X_val=X[sample.mask(select_on)], y_val=sel[[*attrs, "group"]], tags_val=sample.tags(select_on))
 
 
 # ----------------------------------------------------------------------------- many fits at once
@@ -279,7 +286,12 @@ def run_fits(calls: list, n_jobs: int, *, progress: bool = False, desc: str = "f
 
     cache = str(cache_dir())
     try:
-        with parallel_config(backend="loky", inner_max_num_threads=1):
+        # loky replaces a worker that exits (e.g. its idle timeout while a long fit runs elsewhere) and says so
+        # with a UserWarning naming its own file path; every result is still collected below, and a worker that
+        # dies for real raises TerminatedWorkerError, so the warning is noise in the notebooks
+        with warnings.catch_warnings(), parallel_config(backend="loky", inner_max_num_threads=1):
+            warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given",
+                                    category=UserWarning)
             results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
                 delayed(_in_worker)(cache, fn, args, kwargs) for fn, args, kwargs in calls)
             for _ in tqdm(results, total=len(calls), desc=desc, disable=not progress):

@@ -212,6 +212,12 @@ def _fmt_ci(v) -> str:
     return f"{m:.2f} ± {(hi - lo) / 2:.2f}" if np.isfinite(lo) else f"{m:.2f}"
 
 
+def _fmt_range(v, collapse: bool = False) -> str:
+    """``median (min-max)`` of integer-valued ``v`` (``collapse``: just the median when min == max)."""
+    lo, hi = int(v.min()), int(v.max())
+    return f"{int(v.median())}" + ("" if collapse and lo == hi else f" ({lo}-{hi})")
+
+
 def _md(df: pd.DataFrame, index: bool = True) -> str:
     return df.to_markdown(index=index) + "\n"
 
@@ -239,7 +245,7 @@ def runset_tables(root: str | os.PathLike, runset: str) -> str:
     width = {b: describe_backbone(b)["features"] for b in backbones}
     if "selected_epoch" in set(res["metric"]):
         ep = res[res["metric"] == "selected_epoch"].groupby(["backbone", "embedding"])["value"]
-        ep = ep.apply(lambda v: f"{int(v.median())} ({int(v.min())}-{int(v.max())})").unstack()
+        ep = ep.apply(_fmt_range).unstack()
         ep = ep.reindex(index=backbones, columns=[e for e in embs if e != "raw"])
         ep.columns = [TASK_LABELS[e] for e in ep.columns]
         ep.insert(0, "embedding width", [width[b] for b in backbones])
@@ -298,8 +304,7 @@ def beyond_tables(root: str | os.PathLike, runset: str) -> str:
     extra = [c for c in ("embedding_width", "selected_epoch") if c in set(test["metric"])]
     for c in extra:
         v = test[test["metric"] == c].groupby("method")["value"]
-        t[c.replace("_", " ")] = v.apply(lambda x: f"{int(x.median())}" + (f" ({int(x.min())}-{int(x.max())})"
-                                                                          if x.min() != x.max() else "")).reindex(order)
+        t[c.replace("_", " ")] = v.apply(_fmt_range, collapse=True).reindex(order)
     t.index = [labels[m] for m in t.index]
     rule = ("every trained method selected by validation MAP@R, patience 10, at most 200 epochs; "
             if "selected_epoch" in extra else "")
@@ -315,7 +320,7 @@ def beyond_tables(root: str | os.PathLike, runset: str) -> str:
     if len(sel):
         s = sel[sel["metric"].isin(["map@r", "selected_epoch"])]
         s = s.assign(method_=s["method"].str.split(" \\| ").str[0], rule=s["method"].str.split(" \\| ").str[1])
-        fmt = {"map@r": _fmt_ci, "selected_epoch": lambda v: f"{int(v.median())} ({int(v.min())}-{int(v.max())})"}
+        fmt = {"map@r": _fmt_ci, "selected_epoch": _fmt_range}
         st = s.groupby(["rule", "method_", "metric"])["value"].apply(
             lambda v: fmt[v.name[2]](v)).unstack(["method_", "metric"])
         st = st.reindex(list(SELECTION_RULES))
