@@ -95,3 +95,12 @@ def test_mismatch_and_empty_errors():
     assert (np.diff(scores, axis=1) <= 1e-6).all()
     with pytest.raises(ValueError, match="kind='annoy'"):
         VectorIndex(32, "annoy")
+
+
+def test_ivfpq_on_a_small_catalogue_trains_without_faiss_warnings(capfd):
+    """2,000 vectors: 8-bit PQ codebooks (256 centroids) would want 9,984; the index picks fewer bits."""
+    X = _clustered(2000, 64)
+    index = VectorIndex(64, "ivfpq").add(X, np.arange(2000))
+    assert "please provide at least" not in capfd.readouterr().err
+    assert 2 ** index.report["params"]["pq_nbits"] * 39 <= 2000
+    assert index.report["recall_at_10"]["recall"] > 0.05  # chance: 10 / 2000

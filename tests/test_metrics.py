@@ -351,3 +351,73 @@ def test_bad_k_and_bad_tags():
         M.knn(emb, True)
     with pytest.raises(TypeError, match=r"tags\[0\] must be a list of tokens"):
         M.paper_map_at_10_filtered(emb, attrs, ["men tshirt"] * 20)
+
+
+# ------------------------------------------------------------- queries over a whole gallery
+def group_metrics_loop_queries(emb, attrs, queries):
+    """map@r and precision@1 by brute force for the query rows only, every item as the gallery."""
+    n = len(emb)
+    group = [tuple(a) for a in attrs]
+    maps, p1s = [], []
+    for q in queries:
+        ranking = ranking_loop(emb, q)
+        relevant = {j for j in range(n) if j != q and group[j] == group[q]}
+        if not relevant:
+            continue
+        hits, ap = 0, 0.0
+        for i, j in enumerate(ranking[:len(relevant)], start=1):
+            if j in relevant:
+                hits += 1
+                ap += hits / i
+        maps.append(ap / len(relevant))
+        p1s.append(1.0 if ranking[0] in relevant else 0.0)
+    return 100.0 * sum(maps) / len(maps), 100.0 * sum(p1s) / len(p1s)
+
+
+@pytest.mark.filterwarnings("ignore:emb has .* zero vector")
+@pytest.mark.parametrize("seed", SEEDS[:3])
+@pytest.mark.parametrize("k", [1, 6])
+def test_knn_queries_are_the_rows_of_the_full_search(seed, k):
+    emb, _, _ = tie_heavy(seed, n=180, dim=3)
+    rows = np.random.default_rng(seed).choice(180, 37, replace=False)
+    want_idx, want_scores = knn_numpy(emb, k)
+    for margin in (None, 0):
+        idx, scores = M.knn(emb, k, margin=margin, queries=rows)
+        np.testing.assert_array_equal(idx, want_idx[rows])
+        np.testing.assert_array_equal(scores, want_scores[rows])
+    mask = np.zeros(180, bool)
+    mask[rows] = True
+    np.testing.assert_array_equal(M.knn(emb, k, queries=mask)[0], want_idx[np.sort(rows)])
+
+
+@pytest.mark.filterwarnings("ignore:emb has .* zero vector")
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_map_at_r_and_p1_over_query_rows_equal_brute_force(seed):
+    emb, attrs, _ = tie_heavy(seed, n=150)
+    rows = np.random.default_rng(seed + 1).choice(150, 40, replace=False)
+    want_map, want_p1 = group_metrics_loop_queries(emb, attrs, rows)
+    assert M.map_at_r(emb, attrs, queries=rows) == pytest.approx(want_map, abs=1e-12)
+    assert M.precision_at_1(emb, attrs, queries=rows) == pytest.approx(want_p1, abs=1e-12)
+    # every item as a query is the default
+    assert M.map_at_r(emb, attrs, queries=np.arange(150)) == pytest.approx(M.map_at_r(emb, attrs), abs=1e-12)
+
+
+def test_bad_queries_name_the_problem():
+    emb, attrs, _ = continuous(0, n=30)
+    with pytest.raises(ValueError, match=r"queries: item indices must be in \[0, 29\]"):
+        M.map_at_r(emb, attrs, queries=[0, 30])
+    with pytest.raises(ValueError, match="one value per item"):
+        M.precision_at_1(emb, attrs, queries=np.ones(5, bool))
+    with pytest.raises(ValueError, match="non-empty 1-D array"):
+        M.map_at_r(emb, attrs, queries=[])
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_average_precision_at_r_are_the_terms_of_map_at_r(seed):
+    emb, attrs, _ = continuous(seed, n=80, n_attrs=2, values=3)
+    attrs[0] = [9, 9]  # a lone item: no relevant item, NaN
+    rows = np.array([0, 5, 7, 11, 40])
+    ap = M.average_precision_at_r(emb, attrs, queries=rows)
+    assert ap.shape == (5,) and np.isnan(ap[0]) and not np.isnan(ap[1:]).any()
+    assert np.nanmean(ap) == pytest.approx(group_metrics_loop_queries(emb, attrs, rows)[0], abs=1e-12)
+    assert np.nanmean(M.average_precision_at_r(emb, attrs)) == pytest.approx(M.map_at_r(emb, attrs), abs=1e-12)

@@ -32,7 +32,7 @@ def make_notebook(source: str, outputs: list | None = None) -> dict:
 
 def make_repo(root: Path) -> Path:
     (root / "notebooks").mkdir(parents=True)
-    for name in S.NOTEBOOKS:
+    for name in S.COMMITTED_NOTEBOOKS:
         (root / "notebooks" / f"{name}.ipynb").write_text(json.dumps(make_notebook(f"# {name}\n")))
     return root
 
@@ -385,8 +385,8 @@ def test_refresh_notebooks_in_place_in_order_and_restores_on_failure(repo):
     ex = FakeExecute(repo)
     assert S.main(["--refresh-notebooks"], execute=ex, root=repo) == 0
     assert [(n, out, p) for n, _, out, p in ex.calls] == [
-        (n, f"notebooks/{n}.ipynb", {}) for n in S.NOTEBOOKS]
-    for n in S.NOTEBOOKS:  # the fake overwrote them
+        (n, f"notebooks/{n}.ipynb", {}) for n in S.COMMITTED_NOTEBOOKS]
+    for n in S.COMMITTED_NOTEBOOKS:  # the fake overwrote them
         (repo / "notebooks" / f"{n}.ipynb").write_text(json.dumps(make_notebook(f"# {n}\n")))
     before = (repo / "notebooks" / "03_train.ipynb").read_bytes()
     ex = FakeExecute(repo, fail={None: "03_train"})

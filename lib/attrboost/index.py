@@ -108,7 +108,9 @@ class VectorIndex:
         n = len(X)
         nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
         m = _largest_divisor(d, d // 16)
-        nbits = max(1, min(8, int(math.log2(max(2, n // 4)))))  # PQ training needs >= 2**nbits vectors
+        # faiss's k-means wants >= 39 training vectors per centroid (it warns, and trains slowly, below that):
+        # 2**nbits PQ centroids, 8 bits (one byte per sub-vector) from 9,984 vectors on
+        nbits = max(1, min(8, int(math.log2(max(2, n // 39)))))
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = index.pq.cp.seed = self.seed

@@ -217,8 +217,10 @@ def _exact_rows(xn: np.ndarray, rows: np.ndarray, k: int, exclude_self: bool):
     return idx, sc
 
 
-def knn(emb, k: int, *, exclude_self: bool = True, margin: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest items of every item by cosine similarity, with deterministic ties.
+def knn(emb, k: int, *, exclude_self: bool = True, margin: int | None = None,
+        queries=None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest items of every item (or of the ``queries`` rows) by cosine similarity, with
+    deterministic ties.
 
     Candidates come from faiss exact inner-product search (``IndexFlatIP`` on L2-normalised
     float32 vectors), asking for ``k + 1 + margin`` of them. The candidates are then re-scored in
@@ -237,11 +239,13 @@ def knn(emb, k: int, *, exclude_self: bool = True, margin: int | None = None) ->
     exclude_self : drop the query itself (by index, so an identical duplicate is still returned).
     margin : extra candidates asked from faiss (default 16); only affects speed (fewer exact
         fallbacks with more candidates), never the result.
+    queries : row indices of the items to search for (default: every item); each is searched
+        among all ``n`` items (a whole catalogue as the gallery, a sample of it as the queries).
 
     Returns
     -------
-    indices : (n, k) int64, neighbours of each item, best first.
-    scores : (n, k) float32, their cosine similarities.
+    indices : (n_queries, k) int64, neighbours of each query, best first.
+    scores : (n_queries, k) float32, their cosine similarities.
     """
     import faiss
 
@@ -252,35 +256,55 @@ def knn(emb, k: int, *, exclude_self: bool = True, margin: int | None = None) ->
     if margin < 0:
         raise ValueError(f"margin must be >= 0; got {margin}")
     xn = _normalise(x)
+    rows = _query_rows(queries, n)
+    nq = rows.size
     m = k + int(exclude_self) + margin
     if m >= n:  # the candidates would be every item: just do it exactly
-        return _exact_rows(xn, np.arange(n), k, exclude_self)
+        return _exact_rows(xn, rows, k, exclude_self)
 
     index = faiss.IndexFlatIP(d)
     index.add(np.ascontiguousarray(xn, dtype=np.float32))
-    f_scores, cand = index.search(np.ascontiguousarray(xn, dtype=np.float32), m)
+    f_scores, cand = index.search(np.ascontiguousarray(xn[rows], dtype=np.float32), m)
     # Any item faiss did not return has faiss score <= min(f_scores), hence a true cosine below
     # min(f_scores) + tol; tol bounds float32 rounding of the vectors and of the d-term sum.
     tol = 2.0 * (d + 4) * _U32 + 1e-6
     f_min = f_scores.min(axis=1).astype(np.float64)
 
-    idx = np.empty((n, k), dtype=np.int64)
-    sc = np.empty((n, k), dtype=np.float32)
+    idx = np.empty((nq, k), dtype=np.int64)
+    sc = np.empty((nq, k), dtype=np.float32)
     unsafe = []
     block = int(np.clip(_GATHER_BYTES // (m * d * 8), 1, 1024))
-    for s in range(0, n, block):
-        q = np.arange(s, min(s + block, n))
-        c = np.sort(cand[q].astype(np.int64), axis=1)
+    for s in range(0, nq, block):
+        p = np.arange(s, min(s + block, nq))  # positions in the query list
+        q = rows[p]  # the queries' item indices
+        c = np.sort(cand[p].astype(np.int64), axis=1)
         scores = np.matmul(xn[c], xn[q][:, :, None])[..., 0].astype(np.float32)
         if exclude_self:
             scores[c == q[:, None]] = -np.inf
-        idx[q], sc[q] = _rank_rows(scores, c, k)
-        bad = ~(sc[q, k - 1].astype(np.float64) > f_min[q] + tol)
-        unsafe.append(q[bad])
+        idx[p], sc[p] = _rank_rows(scores, c, k)
+        bad = ~(sc[p, k - 1].astype(np.float64) > f_min[p] + tol)
+        unsafe.append(p[bad])
     unsafe = np.concatenate(unsafe)
     if unsafe.size:
-        idx[unsafe], sc[unsafe] = _exact_rows(xn, unsafe, k, exclude_self)
+        idx[unsafe], sc[unsafe] = _exact_rows(xn, rows[unsafe], k, exclude_self)
     return idx, sc
+
+
+def _query_rows(queries, n: int) -> np.ndarray:
+    """The query rows as int64 item indices (all ``n`` items when None); clear errors otherwise."""
+    if queries is None:
+        return np.arange(n, dtype=np.int64)
+    q = np.asarray(queries)
+    if q.dtype == bool:
+        if q.shape != (n,):
+            raise ValueError(f"queries: a boolean mask must have one value per item ({n}); got shape {q.shape}")
+        q = np.flatnonzero(q)
+    if q.ndim != 1 or q.size == 0 or not np.issubdtype(q.dtype, np.integer):
+        raise ValueError(f"queries must be a non-empty 1-D array of item indices (or a boolean mask); got "
+                         f"dtype {q.dtype}, shape {q.shape}")
+    if q.min() < 0 or q.max() >= n:
+        raise ValueError(f"queries: item indices must be in [0, {n - 1}]; got {int(q.min())}..{int(q.max())}")
+    return q.astype(np.int64)
 
 
 # ------------------------------------------------------------------------------ metric kernels
@@ -482,21 +506,31 @@ def _relevant_counts(groups: np.ndarray) -> np.ndarray:
     return np.bincount(groups)[groups] - 1
 
 
-def _map_at_r(nbrs: np.ndarray, groups: np.ndarray) -> float:
-    r = _relevant_counts(groups)
+def _ap_at_r(nbrs: np.ndarray, groups: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per-query AP@R (0-1; NaN for a query with no relevant item). ``nbrs``: the neighbours of the
+    items ``rows`` (default all), among all items of ``groups``."""
+    rows = np.arange(groups.size) if rows is None else rows
+    r = _relevant_counts(groups)[rows]
     valid = r > 0
+    ap = np.full(rows.size, np.nan)
     rmax = int(r.max())
     if rmax == 0:
-        return _nanmean100(np.empty(0), "map@r")
-    rel = groups[nbrs[:, :rmax]] == groups[:, None]
+        return ap
+    rel = groups[nbrs[:, :rmax]] == groups[rows][:, None]
     rel &= np.arange(rmax) < r[:, None]
-    ap = _average_precision(rel[valid], r[valid])
-    return _nanmean100(ap, "map@r")
+    ap[valid] = _average_precision(rel[valid], r[valid])
+    return ap
 
 
-def _precision_at_1(nbrs: np.ndarray, groups: np.ndarray) -> float:
-    valid = _relevant_counts(groups) > 0
-    return _nanmean100((groups[nbrs[:, 0]] == groups)[valid].astype(np.float64), "precision@1")
+def _map_at_r(nbrs: np.ndarray, groups: np.ndarray, rows: np.ndarray | None = None) -> float:
+    ap = _ap_at_r(nbrs, groups, rows)
+    return _nanmean100(ap[~np.isnan(ap)], "map@r")
+
+
+def _precision_at_1(nbrs: np.ndarray, groups: np.ndarray, rows: np.ndarray | None = None) -> float:
+    rows = np.arange(groups.size) if rows is None else rows
+    valid = _relevant_counts(groups)[rows] > 0
+    return _nanmean100((groups[nbrs[:, 0]] == groups[rows])[valid].astype(np.float64), "precision@1")
 
 
 def _recall_at_k(nbrs: np.ndarray, groups: np.ndarray, k: int) -> float:
@@ -678,11 +712,24 @@ def paper_ground_truth_filtered(attrs, tags, k: int = 10) -> np.ndarray:
     return _filtered_ground_truth(group_codes(codes), tag_sets, k)
 
 
-def map_at_r(emb, attrs) -> float:
-    """MAP@R x100: relevant = same group, R = number of relevant items; queries with R = 0 skipped."""
+def map_at_r(emb, attrs, queries=None) -> float:
+    """MAP@R x100: relevant = same group, R = number of relevant items; queries with R = 0 skipped.
+
+    ``queries``: the row indices (or a boolean mask) of the items used as queries, each searched among
+    all items (default: every item is a query), e.g. a sample of queries over a whole catalogue."""
     x, codes, groups = _prepare(emb, attrs)
-    nbrs, _ = knn(x, max(1, int(_relevant_counts(groups).max())))
-    return _map_at_r(nbrs, groups)
+    rows = _query_rows(queries, x.shape[0])
+    nbrs, _ = knn(x, max(1, int(_relevant_counts(groups)[rows].max())), queries=rows)
+    return _map_at_r(nbrs, groups, rows)
+
+
+def average_precision_at_r(emb, attrs, queries=None) -> np.ndarray:
+    """Each query's AP@R x100 (the terms :func:`map_at_r` averages; NaN for a query with no relevant
+    item), in the order of ``queries`` (default: every item). For paired comparisons over queries."""
+    x, codes, groups = _prepare(emb, attrs)
+    rows = _query_rows(queries, x.shape[0])
+    nbrs, _ = knn(x, max(1, int(_relevant_counts(groups)[rows].max())), queries=rows)
+    return 100.0 * _ap_at_r(nbrs, groups, rows)
 
 
 def map_at_r_quiet(emb, attrs) -> float:
@@ -693,11 +740,13 @@ def map_at_r_quiet(emb, attrs) -> float:
         return float(map_at_r(emb, attrs))
 
 
-def precision_at_1(emb, attrs) -> float:
-    """Precision@1 x100: the nearest other item is in the query's group (queries with R = 0 skipped)."""
+def precision_at_1(emb, attrs, queries=None) -> float:
+    """Precision@1 x100: the nearest other item is in the query's group (queries with R = 0 skipped);
+    ``queries`` as in :func:`map_at_r`."""
     x, codes, groups = _prepare(emb, attrs)
-    nbrs, _ = knn(x, 1)
-    return _precision_at_1(nbrs, groups)
+    rows = _query_rows(queries, x.shape[0])
+    nbrs, _ = knn(x, 1, queries=rows)
+    return _precision_at_1(nbrs, groups, rows)
 
 
 def recall_at_k(emb, attrs, k: int = 10) -> float:

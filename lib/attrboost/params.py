@@ -36,6 +36,7 @@ from .beyond import BUDGETS
 from .data.catalogue import DATASETS, RESERVED_COLUMNS
 from .data.sampling import PROTOCOL_DEFAULTS, SPLITS
 from .heads import SELECTIONS, TASKS
+from .index import KINDS
 from .pipeline import head_params
 
 IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit"})
@@ -302,6 +303,15 @@ PARAMS: dict[str, Param] = {
     "baselines": Param(choices(BASELINES), list(BASELINES), "06's label-aware baselines"),
     "budgets": Param(integers(2), list(BUDGETS), "06's label budgets (>= 2 images each)"),
     "ablation": Param(boolean(), True, "06's attribute ablation"),
+    # 07: search a whole catalogue
+    "task": Param(choice(TASKS), "task1", "07's head task"),
+    "kinds": Param(choices(KINDS), list(KINDS), "07's faiss index kinds"),
+    "k": Param(integer(1), 10, "neighbours a search returns"),
+    "n_queries": Param(integer(2, optional=True), 2000,
+                       "07's queries for retrieval quality over the catalogue; None: every eligible item"),
+    "n_latency": Param(integer(1), 200, "07's single-vector searches timed per index"),
+    "n_image_queries": Param(integer(1), 30, "07's single-image queries timed end to end"),
+    "out_dir": Param(path(kind="writable"), None, "07: where to save the model bundle and the index; None: not saved"),
 }
 
 CSV = ("csv", "images", "attributes", "id_column", "text_column")  # pipeline.CSV_OPTIONS
@@ -319,6 +329,8 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "05_figures": ("dataset", "runs_dir", "figures_dir", "data_dir", *CSV, "example_backbone", "show_images"),
     "06_beyond": (*_DATA, "backbone", "weights", "seeds", "baselines", "budgets", "ablation", "results_dir",
                   "figures_dir", *_HEAD, *_FITS),
+    "07_search": (*_DATA, "seed", "show_images", "backbone", "weights", "device", "task", *_HEAD, "kinds", "k",
+                  "n_queries", "n_latency", "n_image_queries", "out_dir"),
 }
 
 #: Where a notebook's parameter differs from :data:`PARAMS` (05 reads a run set, not a data set).

@@ -137,6 +137,27 @@ def get_features(sample: Sample, backbone: str, *, weights=None, device: str = "
                             progress=progress, preprocessing=preprocessing)[1]
 
 
+def get_catalogue_features(cfg: DataConfig, backbone: str, *, weights=None, device: str = "auto",
+                           batch_size: int = 32, num_workers: int | str = "auto",
+                           progress: bool = True) -> tuple[Catalogue, np.ndarray]:
+    """``(catalogue, features)``: frozen features of every item of the catalogue (rows aligned with
+    ``catalogue.items``), through the same feature store as :func:`get_features` (a protocol sample's images
+    are not extracted twice; an interrupted run resumes). Pretrained CNN/ViT backbones only: ``pca`` is
+    fitted on a sample, not a catalogue-wide encoder."""
+    from .backbones import get_spec, resolve_weights
+    from .extract import extract_features
+
+    if not get_spec(backbone).is_torch:
+        raise ValueError(f"backbone={backbone!r}: a whole catalogue is embedded with a pretrained backbone "
+                         "(e.g. efficientnet_lite0); pca is fitted on a protocol sample's training part only")
+    cat = get_catalogue(cfg.dataset, cfg.data_dir, **cfg.catalogue_options())
+    items = cat.items
+    X = extract_features(resolve_weights(backbone, weights), items["image_path"].tolist(), items["id"].tolist(),
+                         device=device, batch_size=batch_size, num_workers=num_workers,
+                         dataset_fp=cat.fingerprint, progress=progress)[1]
+    return cat, X
+
+
 # ----------------------------------------------------------------------------- heads
 @dataclass
 class HeadRun:

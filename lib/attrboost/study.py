@@ -7,7 +7,7 @@
         --n-groups 20 --per-group 10                           # a catalogue of your own
     python -m attrboost.study --figures-only                   # only 05 on the existing runs
     python -m attrboost.study --reproduce                      # re-execute the committed run set into runs/reproduce/
-    python -m attrboost.study --refresh-notebooks              # re-execute notebooks/0*.ipynb in place
+    python -m attrboost.study --refresh-notebooks              # re-execute notebooks/0*.ipynb (01-07) in place
 
 Where the output goes. Ad-hoc runs write under ``runs/`` (git-ignored), which mirrors the tracked
 layout: ``runs/papermill_runs/<runset>/`` and ``runs/figures/<runset>/``. The committed run sets
@@ -94,6 +94,8 @@ BACKBONE_NOTEBOOKS = ("01_data", "02_embeddings", "03_train", "04_evaluate")
 FIGURES_NOTEBOOK = "05_figures"
 BEYOND_NOTEBOOK = "06_beyond"
 NOTEBOOKS = BACKBONE_NOTEBOOKS + (FIGURES_NOTEBOOK, BEYOND_NOTEBOOK)
+SEARCH_NOTEBOOK = "07_search"  # not part of a run set: a whole catalogue searched (committed, refreshed)
+COMMITTED_NOTEBOOKS = NOTEBOOKS + (SEARCH_NOTEBOOK,)
 BEYOND_RESULTS = "beyond.csv"
 RESULT_COLUMNS = ("dataset", "backbone", "embedding", "seed", "metric", "value")
 SORT_COLUMNS = ("backbone", "embedding", "seed", "metric")
@@ -1187,9 +1189,9 @@ def strip_run_metadata(path: Path) -> None:
 
 
 def refresh_notebooks(execute: Execute, root: Path) -> int:
-    """Execute notebooks/01..06 in place with their default parameters; stop at the first failure,
+    """Execute notebooks/01..07 in place with their default parameters; stop at the first failure,
     restoring that notebook's previous content."""
-    paths = [f"notebooks/{name}.ipynb" for name in NOTEBOOKS]
+    paths = [f"notebooks/{name}.ipynb" for name in COMMITTED_NOTEBOOKS]
     missing = missing_notebooks(paths)
     if missing:
         print(f"error: missing notebooks {missing} under {root}", file=sys.stderr)
