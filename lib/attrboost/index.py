@@ -12,7 +12,8 @@ When an approximate index is built (its first :meth:`VectorIndex.add`), its reca
 is measured on a sample of the added vectors used as queries and kept in :attr:`VectorIndex.report`.
 
 An index remembers the model that made its vectors (:attr:`VectorIndex.model`: backbone, width, weights and
-head hashes, bundle path); :meth:`VectorIndex.check_model` refuses vectors from another one. :meth:`save`
+head hashes, bundle path, and ``space``: ``boosted`` vectors, or ``raw`` frozen backbone features for an
+``attrboost index --raw``); :meth:`VectorIndex.check_model` refuses vectors from another one. :meth:`save`
 writes a directory (every file atomically, then a manifest with checksums); :meth:`load` verifies it.
 """
 from __future__ import annotations

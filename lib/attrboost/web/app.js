@@ -1,7 +1,9 @@
 // attrboost search page: no framework, no external resources. Talks to /api/* (see attrboost/serve.py).
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { info: null, seed: Math.floor(Math.random() * 1e9), last: null };
+// ?seed=N fixes the catalogue sample shown (e.g. for a screenshot); otherwise a random one
+const state = { info: null, last: null,
+  seed: Number(new URLSearchParams(location.search).get("seed")) || Math.floor(Math.random() * 1e9) };
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
