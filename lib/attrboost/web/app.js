@@ -119,7 +119,7 @@ async function init() {
   try {
     const info = state.info = await getJSON(await fetch("/api/info"));
     const val = info.validation || {};
-    const map = val["val_map@r"] !== undefined ? `, validation MAP@R ${Number(val["val_map@r"]).toFixed(3)}` : "";
+    const map = val["val_map@r"] !== undefined ? `, validation MAP@R ${Number(val["val_map@r"]).toFixed(1)}` : "";
     $("model").textContent = `${info.backbone} + ${info.task} head on ${info.attributes.join(", ")}${map}; ` +
       `${info.index.n} indexed items (${info.index.kind})` +
       (info.raw_index ? `; raw: ${info.raw_index.n} items` : "; no raw index (serve --raw-index)");
