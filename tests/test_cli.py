@@ -132,4 +132,4 @@ def test_module_entry_point_and_study_still_run():
         out = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True, env=env,
                              timeout=120)
         assert out.returncode == 0, out.stderr
-        assert mod == "attrboost.study" or "{fit,index,search,export}" in out.stdout
+        assert mod == "attrboost.study" or "{fit,index,search,export,serve,demo-data}" in out.stdout

@@ -5,12 +5,16 @@
     attrboost fit    --csv FILE --images DIR --attributes a,b,c [--id-column id] [--text-column name]
                      [--backbone efficientnet_lite0] [--task task1] --out MODEL_DIR
     attrboost index  --model MODEL_DIR (--images DIR | --csv FILE) --out INDEX_DIR [--kind flat|hnsw|ivfpq] [--add]
+                     [--raw]
     attrboost search --index INDEX_DIR IMAGE... [-k 10] [--json]
     attrboost export --model MODEL_DIR --onnx FILE
+    attrboost serve  --model MODEL_DIR --index INDEX_DIR [--raw-index RAW_DIR] [--host 127.0.0.1] [--port 7860]
+    attrboost demo-data OUT_DIR      (the embedded synthetic catalogue as styles.csv + images/, to try the above)
 
 ``fit`` trains :class:`~attrboost.heads.BoostHead` with its defaults (the study's model selection) on the
 labelled rows, a validation part (``--val-fraction``) carved out at random, and writes a model bundle
-(:func:`attrboost.bundle.save_model`). ``python -m attrboost.study`` (the reproduction study) is unchanged.
+(:func:`attrboost.bundle.save_model`). ``index --raw`` indexes the frozen backbone features instead of the
+boosted vectors (the baseline ``serve --raw-index`` shows beside the boosted results). ``python -m attrboost.study`` (the reproduction study) is unchanged.
 Bad input ends with ``attrboost: error: ...`` and exit status 2.
 """
 from __future__ import annotations
@@ -168,10 +172,11 @@ def cmd_index(args) -> int:
     out = Path(args.out)
     encoder = load_model(args.model, device=args.device, batch_size=args.batch_size)
     ids, paths = _csv_items(args) if args.csv else _image_files(args.images)
-    identity = {**encoder.identity, "bundle": str(Path(args.model).resolve())}
+    own = encoder.raw_identity if args.raw else encoder.identity
+    identity = {**own, "bundle": str(Path(args.model).resolve())}
     if args.add:
         index = VectorIndex.load(out)
-        index.check_model(encoder.identity)
+        index.check_model(own)
         have = set(index.ids.tolist())
         keep = [k for k, i in enumerate(ids) if str(i) not in have]
         _say(f"{len(ids) - len(keep)} of {len(ids)} images are already in {out}; adding {len(keep)}")
@@ -179,25 +184,25 @@ def cmd_index(args) -> int:
     else:
         if (out / "manifest.json").exists():
             raise CliError(f"--out {out} already holds an index: pass --add to append to it, or choose another --out")
-        index = VectorIndex(encoder.width, args.kind, model=identity)
+        index = VectorIndex(identity["width"], args.kind, model=identity)
     if not ids:
         _say("nothing to add")
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    enc = encoder.encode(paths, ids, progress=not args.quiet, checkpoint=out / PARTIAL)
+    enc = encoder.encode(paths, ids, progress=not args.quiet, checkpoint=out / PARTIAL, return_features=args.raw)
     if enc.failed:
         _say(f"{len(enc.failed)} image(s) could not be decoded and were skipped:")
         for f in enc.failed[:20]:
             _say(f"  {f['path']}: {f['error']}")
     if len(enc) == 0:
         raise CliError(f"none of the {len(paths)} images could be decoded; nothing indexed")
-    index.add(enc.vectors, enc.ids, enc.paths)
+    index.add(enc.features if args.raw else enc.vectors, enc.ids, enc.paths)
     index.report.setdefault("undecodable", [])
     index.report["undecodable"] += enc.failed
     index.save(out)
     (out / PARTIAL).unlink(missing_ok=True)
     recall = index.report.get("recall_at_10")
-    _say(f"{out}: {index.kind} index of {len(index)} images (+{len(enc)}, {len(enc.failed)} undecodable)"
+    _say(f"{out}: {index.kind} index of {len(index)} images{' (raw backbone features)' if args.raw else ''} (+{len(enc)}, {len(enc.failed)} undecodable)"
          + (f"; recall@{recall['k']} vs exact {recall['recall']:.3f} on {recall['queries']} queries" if recall and
             not args.add else ""))
     return 0
@@ -214,12 +219,13 @@ def cmd_search(args) -> int:
     if not model_dir:
         raise CliError(f"{args.index} does not name its model: pass --model MODEL_DIR")
     encoder = load_model(model_dir, device=args.device)
-    index.check_model(encoder.identity)
+    raw = index.model.get("space") == "raw"
+    index.check_model(encoder.raw_identity if raw else encoder.identity)
     X, bad = encoder.features(args.images)
     if bad:
         pos, err = bad[0]
         raise DataError(f"query image {args.images[pos]} cannot be used: {err}")
-    found, scores = index.search(encoder.transform(X), args.k)
+    found, scores = index.search(X if raw else encoder.transform(X), args.k)
     predicted = encoder.predict_features(X)
     results = []
     for q, path in enumerate(args.images):
@@ -250,6 +256,50 @@ def cmd_export(args) -> int:
     _say(f"wrote {args.onnx}: input uint8 {report['input_shape']} (resized + cropped RGB), output {encoder.width}-wide "
          f"vectors; ONNX Runtime vs PyTorch on {report['n_images']} image(s): min cosine {report['min_cosine']:.6f}, "
          f"max |diff| {report['max_abs_diff']:.2e}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ serve
+def cmd_serve(args) -> int:
+    from importlib.util import find_spec
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+        if find_spec("python_multipart") is None and find_spec("multipart") is None:
+            raise ImportError("no module named python_multipart")  # FastAPI's upload parser
+    except ImportError as exc:
+        raise CliError(f"serve needs the packages fastapi, uvicorn and python-multipart ({exc}): "
+                       f'pip install -e ".[serve]" in a clone, or pip install "attrboost[serve]"') from None
+    from .serve import create_app, is_loopback
+
+    if args.max_upload_mb <= 0:
+        raise CliError(f"--max-upload-mb {args.max_upload_mb}: expected a positive number of megabytes")
+    app = create_app(args.model, args.index, args.raw_index, device=args.device, k=args.k,
+                     max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    if not is_loopback(args.host):
+        _say(f"warning: --host {args.host} serves the page to every machine that can reach this one, without "
+             f"authentication; the default 127.0.0.1 serves this machine only")
+    _say(f"attrboost serve: http://{args.host}:{args.port}/  (Ctrl-C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ demo-data
+def cmd_demo_data(args) -> int:
+    from .data.synthetic import generate_synthetic
+
+    out = Path(args.out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CliError(f"{args.out_dir}: expected a new or empty folder")
+    try:
+        generate_synthetic(out, n_groups=args.n_groups, per_group=args.per_group, seed=args.seed,
+                           progress=not args.quiet)
+    except ValueError as exc:  # a count or seed out of range, named by the generator
+        raise CliError(f"demo-data: {exc}") from None
+    n = sum(1 for _ in (out / "images").iterdir())
+    _say(f"wrote {out / 'styles.csv'} and {n} images in {out / 'images'} (the embedded synthetic catalogue"
+         f"{'' if (args.n_groups, args.per_group, args.seed) == (110, 44, 0) else ', non-default parameters'})")
     return 0
 
 
@@ -294,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="index directory")
     i.add_argument("--kind", default="flat", choices=KINDS, help="flat (exact, default) | hnsw | ivfpq")
     i.add_argument("--add", action="store_true", help="append to the existing index in --out")
+    i.add_argument("--raw", action="store_true", help="index the frozen backbone features, without the head "
+                   "(the baseline for serve --raw-index)")
     common(i)
     i.set_defaults(func=cmd_index)
 
@@ -311,6 +363,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--onnx", required=True, help="output .onnx file")
     e.add_argument("--check-images", nargs="*", help="images for the parity check (default: 2 random images)")
     e.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("serve", help="a search page (upload or pick an image; raw vs boosted) and a JSON API")
+    v.add_argument("--model", required=True, help="model bundle directory (attrboost fit --out)")
+    v.add_argument("--index", required=True, help="index of the boosted vectors (attrboost index --out)")
+    v.add_argument("--raw-index", help="index of the frozen backbone features (attrboost index --raw), shown "
+                   "beside the boosted results")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only; 0.0.0.0 serves every network)")
+    v.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    v.add_argument("-k", type=int, default=10, help="results per query shown by default (default 10)")
+    v.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MB)")
+    v.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    v.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    v.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("demo-data", help="write the embedded synthetic catalogue (styles.csv + images/) to a folder")
+    d.add_argument("out_dir", metavar="OUT_DIR", help="new or empty folder")
+    d.add_argument("--n-groups", type=int, default=110, help="attribute groups (default 110)")
+    d.add_argument("--per-group", type=int, default=44, help="images per group (default 44)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_demo_data)
     return p
 
 

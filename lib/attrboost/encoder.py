@@ -125,8 +125,16 @@ class Encoder:
 
     @property
     def identity(self) -> dict:
-        """What an index built with this encoder must match: backbone, weights, head and width."""
-        return {"backbone": self.backbone.name, "width": self.width, **self._identity}
+        """What an index built with this encoder must match: backbone, weights, head and width
+        (``space`` ``"boosted"``: the head's vectors)."""
+        return {"backbone": self.backbone.name, "width": self.width, "space": "boosted", **self._identity}
+
+    @property
+    def raw_identity(self) -> dict:
+        """What an index of this encoder's frozen backbone features (no head; ``attrboost index --raw``) must
+        match: backbone, weights and the backbone's width (``space`` ``"raw"``)."""
+        rest = {k: v for k, v in self._identity.items() if k != "head_sha256"}
+        return {"backbone": self.backbone.name, "width": int(self.backbone.spec.width), "space": "raw", **rest}
 
     def __repr__(self) -> str:
         return (f"Encoder(backbone={self.backbone.name!r}, task={self.head.task!r}, width={self.width}, "
@@ -185,6 +193,17 @@ class Encoder:
         X = np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(
             (0, self.backbone.spec.width), dtype=np.float32)
         return X, failed
+
+    def image_features(self, images: Sequence) -> np.ndarray:
+        """Frozen features of decoded RGB PIL images (e.g. an upload), one row each: the same preprocessing
+        and forward pass as :meth:`features` runs on files."""
+        pil_stage, normalise = self.preprocessing()
+        model = self.model()
+        if not len(images):
+            return np.zeros((0, self.backbone.spec.width), dtype=np.float32)
+        x = torch.from_numpy(np.stack([np.array(pil_stage(im), dtype=np.uint8) for im in images]))
+        with torch_threads(max(1, self.num_threads or torch.get_num_threads())), torch.inference_mode():
+            return model(normalise(x, self.device)).float().cpu().numpy()
 
     def encode(self, paths: Sequence[str | os.PathLike], ids: Sequence | None = None, *, progress: bool = True,
                checkpoint: str | os.PathLike | None = None, chunk_size: int = CHUNK_SIZE,

@@ -12,7 +12,8 @@ When an approximate index is built (its first :meth:`VectorIndex.add`), its reca
 is measured on a sample of the added vectors used as queries and kept in :attr:`VectorIndex.report`.
 
 An index remembers the model that made its vectors (:attr:`VectorIndex.model`: backbone, width, weights and
-head hashes, bundle path); :meth:`VectorIndex.check_model` refuses vectors from another one. :meth:`save`
+head hashes, bundle path, and ``space``: ``boosted`` vectors, or ``raw`` frozen backbone features for an
+``attrboost index --raw``); :meth:`VectorIndex.check_model` refuses vectors from another one. :meth:`save`
 writes a directory (every file atomically, then a manifest with checksums); :meth:`load` verifies it.
 """
 from __future__ import annotations
@@ -187,7 +188,12 @@ class VectorIndex:
 
     def check_model(self, identity: dict) -> None:
         """Raise :class:`IndexMismatchError` if ``identity`` (an encoder's) differs from the index's model."""
-        fields = ("backbone", "width", "weights_sha256", "head_sha256")
+        fields = ("space", "backbone", "width", "weights_sha256", "head_sha256")
+        got, want = self.model.get("space", "boosted"), identity.get("space", "boosted")
+        if got != want:
+            what = {"raw": "frozen backbone features (attrboost index --raw)", "boosted": "boosted vectors"}
+            raise IndexMismatchError(f"the index ({self.model.get('bundle', '?')}) holds {what.get(got, got)}, but "
+                                     f"the query vectors are {what.get(want, want)}")
         diff = [f for f in fields if f in self.model and f in identity and self.model[f] != identity[f]]
         if diff:
             detail = "; ".join(f"{f}: index {self.model[f]!r}, model {identity[f]!r}" for f in diff)
