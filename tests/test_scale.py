@@ -82,7 +82,9 @@ def test_ray_index_equals_single_process(work, built, capsys):
     root, images = work
     meta = _same_as_local(root, built)
     assert meta["kind"] == "flat" and meta["n"] == 40
-    assert meta["report"]["scale"][0]["embedded_shards"] == 6 and meta["report"]["scale"][0]["shards"] == 6
+    job = meta["report"]["scale"][0]
+    assert job["embedded_shards"] == 6 and job["shards"] == 6
+    assert job["actors"] == 1 and job["cpus_per_actor"] == 1.75  # default: the 2 CPUs less one decoding share
     queries = [images / "s3.jpg", images / "s20.jpg"]
     got, want = _search(capsys, built, queries), _search(capsys, root / "local", queries)
     for g, w in zip(got, want):
@@ -131,6 +133,11 @@ def test_killed_actor_is_survived(work, ray_local, tmp_path):
     assert not ray_local.exists()  # an actor did die
     meta = _same_as_local(root, tmp_path / "ix")
     assert meta["report"]["scale"][0]["embedded_shards"] == 6
+
+
+def test_default_cpus_per_actor_fill_the_node(ray_local):
+    assert scale.default_cpus_per_actor(1) == 1.75 and scale.default_cpus_per_actor(2) == 0.875
+    assert scale.default_cpus_per_actor(3, decode_cpus=0.5) == pytest.approx(0.5)
 
 
 def test_collector_drops_repeated_rows_and_add_shards_checks_every_id(tmp_path):

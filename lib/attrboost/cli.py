@@ -215,11 +215,16 @@ def cmd_index(args) -> int:
 
         plan = scale.Plan(ids, paths, out / "shards", shard_size=args.shard_size or scale.SHARD_SIZE,
                           model=encoder.identity)
-        job = scale.run(plan, encoder, address=args.address, actors=args.actors or 1, batch_size=args.batch_size,
-                        cpus_per_actor=args.cpus_per_actor or 1.0, gpus_per_actor=args.gpus_per_actor or 0.0,
-                        quiet=args.quiet, say=_say)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(ids), desc="encode (ray)", unit="img", disable=args.quiet) as bar:
+            job = scale.run(plan, encoder, address=args.address, actors=args.actors or 1,
+                            batch_size=args.batch_size, cpus_per_actor=args.cpus_per_actor,
+                            gpus_per_actor=args.gpus_per_actor or 0.0, quiet=args.quiet, say=_say,
+                            on_rows=bar.update)
         _say(f"ray: embedded {len(job.embedded)} shard(s), reused {len(job.reused)} (of {plan.n_shards} in "
-             f"{plan.directory}) on {len(job.nodes)} node(s) in {job.seconds:.0f} s"
+             f"{plan.directory}) on {len(job.nodes)} node(s) in {job.seconds:.0f} s ({job.startup_seconds:.0f} s to "
+             f"the first vectors)"
              + (f"; dropped {job.duplicates} duplicate row(s)" if job.duplicates else ""))
         n_ok, failed = scale.add_shards(index, plan)
         index.report.setdefault("scale", []).append(job.report())
@@ -343,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help="Ray cluster to join (e.g. auto, HOST:6379, ray://HOST:10001); "
                                      "default: start a local Ray")
     r.add_argument("--actors", type=int, help="embedding actors, each loading the model once (default 1)")
-    r.add_argument("--cpus-per-actor", type=float, help="CPUs (= torch threads) per actor (default 1)")
+    r.add_argument("--cpus-per-actor", type=float, help="CPUs (= torch threads) per actor (default: CPU actors "
+                                                       "share the smallest node's CPUs; GPU actors 1)")
     r.add_argument("--gpus-per-actor", type=float, help="GPUs per actor, e.g. 1 or 0.5; > 0: embed on CUDA "
                                                        "(default 0: CPU actors)")
     r.add_argument("--shard-size", type=int, help="images per output shard, the unit of resuming (default 1000)")

@@ -22,8 +22,8 @@ twice is dropped (:attr:`JobResult.duplicates` counts them); after the run every
 one shard, else :class:`ScaleError`.
 
 Writing happens on the driver, so ``OUT`` need not be shared between nodes; the model bundle and the images
-must be readable at the same paths on every node (a shared filesystem), and attrboost with its
-dependencies installed there (``pip install 'attrboost[scale]'``).
+must be readable at the same paths on every node (a shared filesystem), and attrboost's dependencies
+installed there (``pip install 'attrboost[scale]'``; :func:`connect` ships attrboost's own code with the job).
 
 :func:`sizing_table` turns measured rates into machines, wall time, index type, memory and build time for
 a catalogue size (the README's "Scaling out" table, printed by ``benchmarks/bench_scale.py``).
@@ -42,11 +42,11 @@ import numpy as np
 
 from .cache import atomic_write, fingerprint
 
-__all__ = ["ScaleError", "RAY_MISSING", "require_ray", "Plan", "JobResult", "run", "add_shards",
+__all__ = ["ScaleError", "RAY_MISSING", "require_ray", "connect", "Plan", "JobResult", "run", "add_shards",
            "decode_batch", "Embedder", "sizing_table", "sizing_markdown"]
 
 SHARD_SIZE = 1000
-#: CPUs reserved per decoding task: with less than one, decoding runs beside CPU actors that hold the cores.
+#: CPUs reserved per decoding task beside CPU actors (which hold the rest of the cores); 1 beside GPU actors.
 DECODE_CPUS = 0.25
 #: Vectors per VectorIndex.add when building from shards (an ``ivfpq`` index is trained on the first group).
 ADD_ROWS = 1 << 18
@@ -159,7 +159,8 @@ class Plan:
 @dataclass
 class JobResult:
     """What :func:`run` did: shards embedded now, shards reused from an earlier run, rows dropped as
-    duplicates, Ray node ids that embedded, seconds."""
+    duplicates, Ray node ids that embedded, seconds in all and until the first vectors came back (starting
+    Ray, the actors loading the model, the first batches)."""
 
     plan: Plan
     embedded: list[int]
@@ -167,11 +168,14 @@ class JobResult:
     duplicates: int = 0
     nodes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    startup_seconds: float = 0.0
+    resources: dict = field(default_factory=dict)
 
     def report(self) -> dict:
         return {"engine": "ray", "shards": self.plan.n_shards, "shard_size": self.plan.shard_size,
                 "embedded_shards": len(self.embedded), "reused_shards": len(self.reused),
-                "duplicates_dropped": self.duplicates, "nodes": len(self.nodes), "seconds": round(self.seconds, 1)}
+                "duplicates_dropped": self.duplicates, "nodes": len(self.nodes), "seconds": round(self.seconds, 1),
+                "startup_seconds": round(self.startup_seconds, 1), **self.resources}
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -237,23 +241,48 @@ class Embedder:
 
 
 # ---------------------------------------------------------------------------------------------- the job
-def _connect(address: str | None, quiet: bool) -> bool:
-    """Connect to Ray (``address``; None: start a local one) unless this process already is; True if we did."""
+def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = False) -> bool:
+    """Connect this process to Ray unless it already is; True if this call did (then ``ray.shutdown()`` is
+    the caller's). address: a cluster (``auto``, ``HOST:6379``, ``ray://HOST:10001``); None: start a local
+    Ray (``num_cpus``: its CPUs, default all). The job ships this attrboost package to the workers
+    (``runtime_env={"py_modules": [...]}``), so every node runs the driver's code and needs only the
+    dependencies installed."""
     ray = require_ray()
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
-             logging_level="WARNING" if quiet else "INFO")
+    from . import __file__ as package_init
+
+    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=not quiet,
+             logging_level="WARNING" if quiet else "INFO",
+             runtime_env={"py_modules": [str(Path(package_init).parent)]})
     return True
 
 
+def default_cpus_per_actor(actors: int, decode_cpus: float = DECODE_CPUS) -> float:
+    """CPUs per CPU actor that fill the smallest node with CPUs, one decoding share left free (see :func:`run`)."""
+    import ray
+
+    cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    cpus = [c for c in cpus if c > 0]
+    if not cpus:
+        raise ScaleError("the Ray cluster has no node with CPUs: give --cpus-per-actor and --gpus-per-actor")
+    per_node = math.ceil(actors / len(cpus))
+    return max(0.1, (min(cpus) - decode_cpus) / per_node)
+
+
 def run(plan: Plan, encoder, *, address: str | None = None, actors: int = 1, batch_size: int = 32,
-        cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0, decode_cpus: float = DECODE_CPUS,
-        quiet: bool = False, say=print) -> JobResult:
+        cpus_per_actor: float | None = None, gpus_per_actor: float = 0.0, decode_cpus: float | None = None,
+        quiet: bool = False, say=print, on_rows=None) -> JobResult:
     """Embed every shard of ``plan`` that has no complete file yet; return what was done.
 
     encoder: the driver's :class:`~attrboost.encoder.Encoder` of the bundle (its PIL stage is shipped to the
     decoding tasks; each actor loads the bundle itself). ``gpus_per_actor > 0``: actors embed on CUDA.
+    ``say(text)``: progress messages; ``on_rows(n)``: called as each batch of ``n`` vectors comes back.
+
+    Resources: ``decode_cpus`` per decoding task (default :data:`DECODE_CPUS` beside CPU actors, 1 beside GPU
+    actors); ``cpus_per_actor`` (= the actor's torch threads, rounded) defaults to 1 for GPU actors, and for
+    CPU actors to the CPUs of the smallest node with CPUs, less one decoding share, divided among the actors
+    that land on a node: on one 2-core machine, 1 actor x 1.75 CPUs or 2 x 0.875.
     """
     t0 = time.perf_counter()
     reused = plan.done()
@@ -269,8 +298,14 @@ def run(plan: Plan, encoder, *, address: str | None = None, actors: int = 1, bat
     ray = require_ray()
     import pandas as pd
 
-    started = _connect(address, quiet)
+    started = connect(address, quiet=quiet)
     try:
+        if decode_cpus is None:
+            decode_cpus = DECODE_CPUS if gpus_per_actor == 0 else 1.0
+        if cpus_per_actor is None:
+            cpus_per_actor = 1.0 if gpus_per_actor > 0 else default_cpus_per_actor(actors, decode_cpus)
+        result.resources = {"actors": actors, "cpus_per_actor": round(cpus_per_actor, 3),
+                            "gpus_per_actor": gpus_per_actor, "decode_cpus": decode_cpus}
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = not quiet
         ctx.execution_options.verbose_progress = False
@@ -292,7 +327,11 @@ def run(plan: Plan, encoder, *, address: str | None = None, actors: int = 1, bat
         collector = _Collector(plan, todo)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                if not result.startup_seconds:
+                    result.startup_seconds = time.perf_counter() - t0
                 collector.add(batch)
+                if on_rows is not None:
+                    on_rows(len(batch["pos"]))
         except ray.exceptions.RayError as exc:
             raise ScaleError(f"the Ray job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0]}); "
                              f"the {len(collector.written)} shard(s) finished are kept in {plan.directory}: rerun "
@@ -435,7 +474,7 @@ def _human(n: float, unit: str = "") -> str:
 def sizing_markdown(rows: list[dict], cores_per_machine: int = 16) -> str:
     """:func:`sizing_table`'s rows as a markdown table."""
     def dur(h):
-        return f"{h:.1f} h" if h >= 1 else f"{h * 60:.0f} min"
+        return f"{h:.1f} h" if h >= 1 else f"{h * 60:.0f} min" if h >= 1 / 60 else f"{h * 3600:.0f} s"
 
     head = (f"| images | CPU machines ({cores_per_machine} cores) x wall | GPU machines x wall | index | "
             f"index memory | index build (1 machine) |")
