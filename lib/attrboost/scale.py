@@ -115,21 +115,21 @@ class Plan:
         s, e = self.bounds(k)
         return fingerprint("attrboost-shard", self.model, self.ids[s:e], self.paths[s:e])
 
-    def read(self, k: int):
-        """Shard ``k``'s table if its file is complete and was made for this shard and model, else None."""
+    def read(self, k: int, columns: list[str] | None = None):
+        """Shard ``k``'s table (``columns``: only these) if its file is complete and was made for this shard
+        and model, else None."""
         import pyarrow.parquet as pq
 
         f = self.path(k)
         if not f.is_file():
             return None
         try:
-            table = pq.read_table(f)
+            table = pq.read_table(f, columns=columns if columns is None or "pos" in columns else ["pos", *columns])
             meta = json.loads(table.schema.metadata[SHARD_META])
         except Exception:  # noqa: BLE001 - an unreadable file is recomputed (and overwritten)
             return None
         s, e = self.bounds(k)
-        pos = table.column("pos").to_numpy()
-        if meta.get("key") != self.key(k) or not np.array_equal(pos, np.arange(s, e)):
+        if meta.get("key") != self.key(k) or not np.array_equal(table.column("pos").to_numpy(), np.arange(s, e)):
             return None
         return table
 
@@ -153,7 +153,7 @@ class Plan:
 
     def done(self) -> list[int]:
         """Shards whose file is complete (what a rerun skips)."""
-        return [k for k in range(self.n_shards) if self.read(k) is not None]
+        return [k for k in range(self.n_shards) if self.read(k, columns=["pos"]) is not None]
 
 
 @dataclass
