@@ -5,7 +5,7 @@
     attrboost fit    --csv FILE --images DIR --attributes a,b,c [--id-column id] [--text-column name]
                      [--backbone efficientnet_lite0] [--task task1] --out MODEL_DIR
     attrboost index  --model MODEL_DIR (--images DIR | --csv FILE) --out INDEX_DIR [--kind flat|hnsw|ivfpq] [--add]
-                     [--raw]
+                     [--raw] [--engine ray [--address ADDR] [--actors N] [--cpus-per-actor C] [--gpus-per-actor G]]
     attrboost search --index INDEX_DIR IMAGE... [-k 10] [--json]
     attrboost export --model MODEL_DIR --onnx FILE
     attrboost serve  --model MODEL_DIR --index INDEX_DIR [--raw-index RAW_DIR] [--host 127.0.0.1] [--port 7860]
@@ -163,12 +163,40 @@ def _csv_items(args) -> tuple[list[str], list[str]]:
     return ids, paths
 
 
+RAY_OPTIONS = ("address", "actors", "cpus_per_actor", "gpus_per_actor", "shard_size")
+
+
+def _check_engine(args) -> None:
+    given = [o for o in RAY_OPTIONS if getattr(args, o) is not None]
+    if args.engine != "ray":
+        if given:
+            raise CliError(f"--{given[0].replace('_', '-')} applies to --engine ray only")
+        return
+    for name, ok, expected in (("actors", lambda v: v >= 1, "an integer >= 1"),
+                               ("shard_size", lambda v: v >= 1, "an integer >= 1"),
+                               ("cpus_per_actor", lambda v: v > 0, "a number > 0"),
+                               ("gpus_per_actor", lambda v: v >= 0, "a number >= 0")):
+        value = getattr(args, name)
+        if value is not None and not ok(value):
+            raise CliError(f"--{name.replace('_', '-')} {value}: expected {expected}")
+    if args.raw:
+        raise CliError("--raw with --engine ray: not supported yet (the actors emit boosted vectors); index the "
+                       "raw features with the default engine (drop --engine ray)")
+    if args.device != "cpu":
+        raise CliError(f"--device {args.device}: with --engine ray the actors choose the device; give "
+                       f"--gpus-per-actor 1 (or a fraction) to embed on GPUs")
+    from .scale import require_ray
+
+    require_ray()
+
+
 def cmd_index(args) -> int:
     from .bundle import load_model
     from .index import VectorIndex
 
     if not (args.images or args.csv):
         raise CliError("give the images to index: --images DIR or --csv FILE")
+    _check_engine(args)
     out = Path(args.out)
     encoder = load_model(args.model, device=args.device, batch_size=args.batch_size)
     ids, paths = _csv_items(args) if args.csv else _image_files(args.images)
@@ -189,20 +217,41 @@ def cmd_index(args) -> int:
         _say("nothing to add")
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    enc = encoder.encode(paths, ids, progress=not args.quiet, checkpoint=out / PARTIAL, return_features=args.raw)
-    if enc.failed:
-        _say(f"{len(enc.failed)} image(s) could not be decoded and were skipped:")
-        for f in enc.failed[:20]:
+    if args.engine == "ray":
+        from . import scale
+
+        plan = scale.Plan(ids, paths, out / "shards", shard_size=args.shard_size or scale.SHARD_SIZE,
+                          model=encoder.identity)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(ids), desc="encode (ray)", unit="img", disable=args.quiet) as bar:
+            job = scale.run(plan, encoder, address=args.address, actors=args.actors or 1,
+                            batch_size=args.batch_size, cpus_per_actor=args.cpus_per_actor,
+                            gpus_per_actor=args.gpus_per_actor or 0.0, quiet=args.quiet, say=_say,
+                            on_rows=bar.update)
+        _say(f"ray: embedded {len(job.embedded)} shard(s), reused {len(job.reused)} (of {plan.n_shards} in "
+             f"{plan.directory}) on {len(job.nodes)} node(s) in {job.seconds:.0f} s ({job.startup_seconds:.0f} s to "
+             f"the first vectors)"
+             + (f"; dropped {job.duplicates} duplicate row(s)" if job.duplicates else ""))
+        n_ok, failed = scale.add_shards(index, plan)
+        index.report.setdefault("scale", []).append(job.report())
+    else:
+        enc = encoder.encode(paths, ids, progress=not args.quiet, checkpoint=out / PARTIAL, return_features=args.raw)
+        n_ok, failed = len(enc), enc.failed
+        if n_ok:
+            index.add(enc.features if args.raw else enc.vectors, enc.ids, enc.paths)
+    if failed:
+        _say(f"{len(failed)} image(s) could not be decoded and were skipped:")
+        for f in failed[:20]:
             _say(f"  {f['path']}: {f['error']}")
-    if len(enc) == 0:
+    if n_ok == 0:
         raise CliError(f"none of the {len(paths)} images could be decoded; nothing indexed")
-    index.add(enc.features if args.raw else enc.vectors, enc.ids, enc.paths)
     index.report.setdefault("undecodable", [])
-    index.report["undecodable"] += enc.failed
+    index.report["undecodable"] += failed
     index.save(out)
     (out / PARTIAL).unlink(missing_ok=True)
     recall = index.report.get("recall_at_10")
-    _say(f"{out}: {index.kind} index of {len(index)} images{' (raw backbone features)' if args.raw else ''} (+{len(enc)}, {len(enc.failed)} undecodable)"
+    _say(f"{out}: {index.kind} index of {len(index)} images{' (raw backbone features)' if args.raw else ''} (+{n_ok}, {len(failed)} undecodable)"
          + (f"; recall@{recall['k']} vs exact {recall['recall']:.3f} on {recall['queries']} queries" if recall and
             not args.add else ""))
     return 0
@@ -346,6 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--add", action="store_true", help="append to the existing index in --out")
     i.add_argument("--raw", action="store_true", help="index the frozen backbone features, without the head "
                    "(the baseline for serve --raw-index)")
+    i.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local (this process, default) | ray: Ray Data, on this machine or a cluster "
+                        "(pip install 'attrboost[scale]'); shards in OUT/shards/, a rerun skips finished ones")
+    r = i.add_argument_group("--engine ray")
+    r.add_argument("--address", help="Ray cluster to join (e.g. auto, HOST:6379, ray://HOST:10001); "
+                                     "default: start a local Ray")
+    r.add_argument("--actors", type=int, help="embedding actors, each loading the model once (default 1)")
+    r.add_argument("--cpus-per-actor", type=float, help="CPUs (= torch threads) per actor (default: CPU actors "
+                                                       "share the smallest node's CPUs; GPU actors 1)")
+    r.add_argument("--gpus-per-actor", type=float, help="GPUs per actor, e.g. 1 or 0.5; > 0: embed on CUDA "
+                                                       "(default 0: CPU actors)")
+    r.add_argument("--shard-size", type=int, help="images per output shard, the unit of resuming (default 1000)")
     common(i)
     i.set_defaults(func=cmd_index)
 
@@ -393,13 +454,14 @@ def main(argv: list[str] | None = None) -> int:
     from .bundle import BundleError
     from .data import DataError
     from .index import EmptyIndexError, IndexMismatchError
+    from .scale import ScaleError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (CliError, DataError, BundleError, IndexMismatchError, EmptyIndexError, WeightsUnavailableError,
-            FileNotFoundError) as exc:
+            ScaleError, FileNotFoundError) as exc:
         print(f"attrboost {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
