@@ -208,7 +208,9 @@ def test_ray_options_are_checked(tmp_path, capsys):
 
 @pytest.mark.cluster
 def test_two_node_cluster_embeds_every_image_once(work, tmp_path, capsys):
-    """Head + one more node (1 CPU each), as Ray's own tests build one; two actors spread over them."""
+    """Head + one more node (1 CPU each), as Ray's own tests build one; two actors spread over them: 0.75 CPU
+    each, so one node cannot hold both (0.5 each let Ray put both on one node), with 0.25 left on each node for
+    the decoding tasks; batches of 4 (11 of them) so that both actors get work."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
@@ -219,11 +221,13 @@ def test_two_node_cluster_embeds_every_image_once(work, tmp_path, capsys):
         cluster.add_node(num_cpus=1)
         capsys.readouterr()
         assert main(["index", "--model", str(root / "model"), "--images", str(images), "--out", str(tmp_path / "ix"),
-                     "--address", cluster.address, "--actors", "2", "--cpus-per-actor", "0.5", *RAY]) == 0
+                     "--address", cluster.address, "--actors", "2", "--cpus-per-actor", "0.75", *RAY,
+                     "--batch-size", "4"]) == 0
     finally:
         ray.shutdown()
         cluster.shutdown()
-    assert "on 2 node(s)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "on 2 node(s)" in err, err[-600:]
     meta = _same_as_local(root, tmp_path / "ix")
     assert meta["report"]["scale"][0]["nodes"] == 2
     import pyarrow.parquet as pq

@@ -362,7 +362,9 @@ def test_page_in_a_real_browser_shows_k_results_side_by_side(server, reference, 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
+            # bypass_csp: Playwright polls wait_for_function predicates with eval, which the page's own CSP
+            # (script-src self, tested in test_page_is_self_contained_with_safe_headers) forbids
+            page = browser.new_page(bypass_csp=True)
             failed = []
             page.on("requestfailed", lambda r: failed.append(r.url))
             page.goto(server + "/")

@@ -323,7 +323,8 @@ def run(plan: Plan, encoder, *, address: str | None = None, actors: int = 1, bat
                                              "device": "cuda" if gpus_per_actor > 0 else "cpu",
                                              "num_threads": threads},
             compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="numpy",
-            num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None)
+            num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
+            scheduling_strategy="SPREAD")  # actors over the nodes, not packed onto the first that fits
         collector = _Collector(plan, todo)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
