@@ -173,8 +173,7 @@ class Encoder:
         from tqdm.auto import tqdm
 
         paths = [os.fspath(p) for p in paths]
-        model = self.model()
-        pil_stage, normalise = self.preprocessing()
+        pil_stage = self.preprocessing()[0]
         dataset = _TolerantImages(paths, pil_stage, uint8=True)
         batches = [list(range(s, min(s + self.batch_size, len(paths)))) for s in range(0, len(paths), self.batch_size)]
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers,
@@ -186,7 +185,7 @@ class Encoder:
             for idx, x, bad in loader:
                 failed.extend(bad)
                 if x is not None:
-                    out.append(model(normalise(x, self.device)).float().cpu().numpy())
+                    out.append(self.forward(x))
                 bar.update(len(idx) + len(bad))
                 if on_batch is not None:
                     on_batch(len(idx) + len(bad))
@@ -197,12 +196,19 @@ class Encoder:
     def image_features(self, images: Sequence) -> np.ndarray:
         """Frozen features of decoded RGB PIL images (e.g. an upload), one row each: the same preprocessing
         and forward pass as :meth:`features` runs on files."""
-        pil_stage, normalise = self.preprocessing()
-        model = self.model()
+        pil_stage = self.preprocessing()[0]
         if not len(images):
             return np.zeros((0, self.backbone.spec.width), dtype=np.float32)
         x = torch.from_numpy(np.stack([np.array(pil_stage(im), dtype=np.uint8) for im in images]))
-        with torch_threads(max(1, self.num_threads or torch.get_num_threads())), torch.inference_mode():
+        with torch_threads(max(1, self.num_threads or torch.get_num_threads())):
+            return self.forward(x)
+
+    def forward(self, x: torch.Tensor) -> np.ndarray:
+        """Frozen features of a preprocessed uint8 NHWC batch (the PIL stage's output): normalise, backbone
+        forward, float32 numpy. The one forward pass of files (:meth:`features`), uploads
+        (:meth:`image_features`) and Ray actors (:class:`attrboost.scale.Embedder`); threads are the caller's."""
+        model, normalise = self.model(), self.preprocessing()[1]
+        with torch.inference_mode():
             return model(normalise(x, self.device)).float().cpu().numpy()
 
     def encode(self, paths: Sequence[str | os.PathLike], ids: Sequence | None = None, *, progress: bool = True,

@@ -218,8 +218,7 @@ class Embedder:
         from .bundle import load_model
 
         self.encoder = load_model(bundle, device=device, num_workers=0)
-        self.model = self.encoder.model()
-        self.normalise = self.encoder.preprocessing()[1]
+        self.encoder.model()  # built once, here
         self.num_threads = num_threads
         self.node = ray.get_runtime_context().get_node_id()
 
@@ -233,9 +232,8 @@ class Embedder:
         V = np.zeros((len(ok), self.encoder.width), dtype=np.float32)
         if ok.any():
             x = torch.from_numpy(np.ascontiguousarray(batch["image"][ok]))
-            with torch_threads(self.num_threads), torch.inference_mode():
-                X = self.model(self.normalise(x, self.encoder.device)).float().cpu().numpy()
-            V[ok] = self.encoder.transform(X)
+            with torch_threads(self.num_threads):
+                V[ok] = self.encoder.transform(self.encoder.forward(x))
         return {"pos": batch["pos"], "vector": V, "error": batch["error"],
                 "node": np.full(len(ok), self.node, dtype=object)}
 
