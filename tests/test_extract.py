@@ -61,7 +61,8 @@ class Interrupted(Exception):
 
 
 class Counting(torch.nn.Module):
-    """Wraps a backbone, counts forwarded images, raises on forward call number ``fail_at`` (1-based)."""
+    """Wraps a backbone, counts forwarded images (not the blank padding of :func:`attrboost.backbones.forward`),
+    raises on forward call number ``fail_at`` (1-based)."""
 
     def __init__(self, inner, fail_at=None):
         super().__init__()
@@ -71,7 +72,7 @@ class Counting(torch.nn.Module):
         self.calls += 1
         if self.fail_at is not None and self.calls == self.fail_at:
             raise Interrupted("simulated interruption")
-        self.images += len(x)
+        self.images += int((x.flatten(1).abs().sum(1) > 0).sum())  # not the blanks padding a CPU micro-batch
         return self.inner(x)
 
 
@@ -370,3 +371,31 @@ def test_cuda_matches_cpu(cache, images, direct):
     assert feats.dtype == np.float32
     # TF32 convolutions on recent GPUs: agreement to ~1e-2 relative, not bit-exact
     np.testing.assert_allclose(feats, direct, rtol=2e-2, atol=2e-2)
+
+
+def test_cpu_forward_is_bitwise_the_same_for_any_batch_size_and_thread_count():
+    """backbones.forward pads every CPU micro-batch to one shape: oneDNN otherwise picks other kernels for
+    small batches on one thread (features ~1e-5 apart), and a study run's numbers would depend on the batch
+    size, the chunking and the machine's core count."""
+    model, transform = create_backbone(BACKBONE)
+    model = backbones.fold_batchnorm(model).to(memory_format=torch.channels_last)
+    split = extract._split_transform(transform)
+    assert split is not None
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (21, 224, 224, 3), dtype=torch.uint8, generator=gen)
+    cpu = torch.device("cpu")
+    old = torch.get_num_threads()
+    runs = {}
+    try:
+        with torch.inference_mode():
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                for batch in (1, 5, 16, 21):
+                    runs[threads, batch] = np.concatenate(
+                        [backbones.forward(model, x[s:s + batch], split[1], cpu) for s in range(0, len(x), batch)])
+    finally:
+        torch.set_num_threads(old)
+    first = runs[1, 1]
+    assert first.shape == (21, backbones.get_spec(BACKBONE).width)
+    for key, got in runs.items():
+        assert np.array_equal(got, first), (key, float(np.abs(got - first).max()))

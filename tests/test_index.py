@@ -104,3 +104,56 @@ def test_ivfpq_on_a_small_catalogue_trains_without_faiss_warnings(capfd):
     assert "please provide at least" not in capfd.readouterr().err
     assert 2 ** index.report["params"]["pq_nbits"] * 39 <= 2000
     assert index.report["recall_at_10"]["recall"] > 0.05  # chance: 10 / 2000
+
+
+# ------------------------------------------------------------------ flat: float16 candidates, float32 proof
+def _one_at_a_time(index, Q, k):
+    got = [index.search(q[None], k) for q in Q]
+    return np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got])
+
+
+def test_flat_few_query_search_is_exact_like_brute_force():
+    X = _clustered(3000, d=48)
+    Q = _clustered(30, d=48, seed=1)
+    index = VectorIndex(X.shape[1]).add(X, range(len(X)))
+    pos, scores = _brute_force(X, Q, 10)
+    for got_ids, got_scores in (_one_at_a_time(index, Q, 10), index.search(Q[:5], 10)):
+        assert got_ids.astype(int).tolist() == pos[:len(got_ids)].tolist()
+        np.testing.assert_allclose(got_scores, scores[:len(got_ids)], atol=1e-5)
+    many_ids, _ = index.search(Q, 10)  # 30 queries: faiss's float32 scan, same answer
+    assert many_ids.astype(int).tolist() == pos.tolist()
+
+
+def test_flat_near_duplicates_below_float16_resolution_stay_exact():
+    """500 near-copies of the query whose cosines are 1 - 2e-6 j (j = 0..499, shuffled): float16 storage
+    (~5e-4 resolution near 1) cannot order them, so the float16 candidates are a lottery; the bound must
+    reject them and the search must still be exact."""
+    rng = np.random.default_rng(3)
+    d = 64
+    q = np.abs(rng.normal(size=d))
+    q /= np.linalg.norm(q)
+    v = rng.normal(size=(500, d))
+    v -= (v @ q)[:, None] * q  # directions orthogonal to the query
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    cos = 1 - 2e-6 * rng.permutation(500)
+    near = cos[:, None] * q + np.sqrt(1 - cos**2)[:, None] * v
+    X = np.vstack([near, _clustered(1500, d=d, seed=4)]).astype(np.float32)
+    index = VectorIndex(d).add(X, range(len(X)))
+    got_ids, got_scores = index.search(q[None].astype(np.float32), 10)
+    assert got_ids[0].astype(int).tolist() == np.argsort(-cos)[:10].tolist()
+    np.testing.assert_allclose(got_scores[0], np.sort(cos)[::-1][:10], atol=1e-6)
+    assert index.widened > 0  # the proof failed and the search widened
+
+
+def test_flat_float16_copy_follows_load_and_add(tmp_path):
+    X = _clustered(400)
+    index = VectorIndex(X.shape[1]).add(X[:300], [f"a{i}" for i in range(300)])
+    index.search(X[:1], 5)  # builds the float16 copy
+    index.add(X[300:350], [f"b{i}" for i in range(50)])  # appended to it
+    index.save(tmp_path / "ix")
+    loaded = VectorIndex.load(tmp_path / "ix").add(X[350:], [f"c{i}" for i in range(50)])
+    for ix in (index, loaded):
+        n = len(ix)
+        got, _ = _one_at_a_time(ix, X[:n], 1)
+        assert got[:, 0].tolist() == ix.ids.tolist()  # every vector finds itself first, new ones included
+        assert ix._fp16.ntotal == n

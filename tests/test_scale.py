@@ -135,6 +135,17 @@ def test_killed_actor_is_survived(work, ray_local, tmp_path):
     assert meta["report"]["scale"][0]["embedded_shards"] == 6
 
 
+def test_actors_the_cluster_cannot_place_are_a_clear_error(work, ray_local, tmp_path, capsys, monkeypatch):
+    """An actor asking for more CPUs than the local Ray has would wait for ever; it is an error naming them."""
+    root, images = work
+    monkeypatch.setattr(scale, "WAIT_FOR_ACTORS_S", 5)
+    capsys.readouterr()
+    assert main(["index", "--model", str(root / "model"), "--images", str(images), "--out", str(tmp_path / "ix"),
+                 *RAY, "--cpus-per-actor", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "did not start 1 actor(s) with 3 CPU and 0 GPU each within 5 s" in err, err[-800:]
+
+
 def test_default_cpus_per_actor_fill_the_node(ray_local):
     assert scale.default_cpus_per_actor(1) == 1.75 and scale.default_cpus_per_actor(2) == 0.875
     assert scale.default_cpus_per_actor(3, decode_cpus=0.5) == pytest.approx(0.5)
@@ -226,14 +237,14 @@ def test_two_node_cluster_embeds_every_image_once(work, tmp_path, capsys):
     finally:
         ray.shutdown()
         cluster.shutdown()
-    # The two actors are placed one per node (0.75 CPU each on 1-CPU nodes), but which actor gets the batches
-    # is Ray Data's choice: on a loaded machine one actor sometimes embedded all 11 batches (seen in a clean-clone
-    # CI run), so the test checks the job on the two-node cluster and its output, not that both nodes embedded.
+    # The two actors are placed one per node (0.75 CPU each on 1-CPU nodes) and both are started before the
+    # first batch is handed out (scale.WAIT_FOR_ACTORS_S; without it, one actor embedded all 11 batches in a
+    # clean-clone CI run while the other was still loading the model), so both nodes embed.
     err = capsys.readouterr().err
-    assert "on 1 node(s)" in err or "on 2 node(s)" in err, err[-600:]
+    assert "on 2 node(s)" in err, err[-600:]
     meta = _same_as_local(root, tmp_path / "ix")  # every id exactly once, vectors equal to the local path's
     import pyarrow.parquet as pq
     nodes = set()
     for f in sorted((tmp_path / "ix" / "shards").glob("shard-*.parquet")):
         nodes.update(json.loads(pq.read_schema(f).metadata[scale.SHARD_META])["nodes"])
-    assert meta["report"]["scale"][0]["nodes"] == len(nodes) >= 1
+    assert meta["report"]["scale"][0]["nodes"] == len(nodes) == 2

@@ -41,7 +41,7 @@ from .training import one_blas_thread
 __all__ = [
     "BACKBONES", "BackboneSpec", "ResolvedWeights", "WeightsUnavailableError", "list_backbones", "get_spec",
     "data_config", "create_transform", "resolve_weights", "create_backbone", "create_classifier", "fold_batchnorm",
-    "PixelPCA", "load_pixels",
+    "forward", "CPU_MICRO_BATCH", "PixelPCA", "load_pixels",
 ]
 
 RANDOM_INIT_SEED = 0
@@ -444,6 +444,57 @@ def create_backbone(name: str | ResolvedWeights, *, weights: str | os.PathLike |
     model.eval()
     model.attrboost_weights = resolved.identity
     return model, create_transform(spec.name, preprocessing)
+
+
+#: Images per forward pass on the CPU, whatever the batch size the images come in (see :func:`forward`).
+CPU_MICRO_BATCH = 16
+
+
+@functools.lru_cache(maxsize=None)
+def _keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse (blocks up to 32 MB from the heap, not fresh ``mmap``
+    pages; the heap not trimmed below 1 GB). No-op (False) off glibc."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30)
+                    and libc.mallopt(m_top_pad, 64 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
+def forward(model: torch.nn.Module, x: torch.Tensor, finish, device: torch.device, *, pad: bool = True) -> np.ndarray:
+    """``model(finish(x, device))`` as float32 numpy; the caller holds ``torch.inference_mode``.
+
+    On CUDA: the batch at once. On the CPU: in micro-batches of :data:`CPU_MICRO_BATCH` images, the last one
+    padded with blank images (``pad``; dropped from the output), so that every forward pass has the same
+    shape: the features are then bitwise the same whatever the batch size, the chunking and the torch
+    thread count (oneDNN picks other kernels for other shapes: at 1 thread, batches under 16 images round
+    differently; measured on Lite0/1/2, 1-3 threads). ``pad=False`` for a few uploaded images, where 16
+    forwards would cost more than the rounding matters.
+
+    Why micro-batches: a batch of 32 224 x 224 images makes activations of 50-150 MB; glibc's malloc serves
+    them with fresh ``mmap`` pages and unmaps them when freed, so every batch page-faults its activations in
+    again (about as much system time as compute). With blocks of 16 images kept in the heap
+    (:func:`_keep_freed_memory`) EfficientNet-Lite0 ran 150-220 img/s on 2 cores instead of 80-100
+    (``benchmarks/bench_extract.py``).
+    """
+    if device.type != "cpu":
+        return model(finish(x, device)).float().cpu().numpy()
+    _keep_freed_memory()
+    n, step, out = len(x), CPU_MICRO_BATCH, []
+    for s in range(0, n, step):
+        part = x[s:s + step]
+        if pad and len(part) < step:
+            part = torch.cat([part, part.new_zeros((step - len(part), *part.shape[1:]))])
+        out.append(model(finish(part, device)).float().cpu().numpy()[:min(step, n - s)])
+    return np.concatenate(out) if len(out) != 1 else out[0]
 
 
 def fold_batchnorm(model: torch.nn.Module, input_size: Sequence[int] = (3, 64, 64)) -> torch.nn.Module:

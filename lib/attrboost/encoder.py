@@ -201,15 +201,16 @@ class Encoder:
             return np.zeros((0, self.backbone.spec.width), dtype=np.float32)
         x = torch.from_numpy(np.stack([np.array(pil_stage(im), dtype=np.uint8) for im in images]))
         with torch_threads(max(1, self.num_threads or torch.get_num_threads())):
-            return self.forward(x)
+            return self.forward(x, pad=False)  # a few uploads: no blank padding (backbones.forward)
 
-    def forward(self, x: torch.Tensor) -> np.ndarray:
+    def forward(self, x: torch.Tensor, *, pad: bool = True) -> np.ndarray:
         """Frozen features of a preprocessed uint8 NHWC batch (the PIL stage's output): normalise, backbone
-        forward, float32 numpy. The one forward pass of files (:meth:`features`), uploads
-        (:meth:`image_features`) and Ray actors (:class:`attrboost.scale.Embedder`); threads are the caller's."""
+        forward (:func:`attrboost.backbones.forward`: padded micro-batches on the CPU unless ``pad=False``),
+        float32 numpy. The one forward pass of files (:meth:`features`), uploads (:meth:`image_features`) and
+        Ray actors (:class:`attrboost.scale.Embedder`); threads are the caller's."""
         model, normalise = self.model(), self.preprocessing()[1]
         with torch.inference_mode():
-            return model(normalise(x, self.device)).float().cpu().numpy()
+            return backbones.forward(model, x, normalise, self.device, pad=pad)
 
     def encode(self, paths: Sequence[str | os.PathLike], ids: Sequence | None = None, *, progress: bool = True,
                checkpoint: str | os.PathLike | None = None, chunk_size: int = CHUNK_SIZE,

@@ -313,7 +313,7 @@ def _forward(resolved: backbones.ResolvedWeights, image_paths: list[str], rows: 
     with torch_threads(max(1, threads)), torch.inference_mode(), tqdm(
             total=n, desc=f"features {resolved.name}", unit="img", disable=not progress) as bar:
         for idx, x in zip(batches, loader):
-            pending.append(model(finish(x, dev)).float().cpu().numpy())
+            pending.append(backbones.forward(model, x, finish, dev))
             bar.update(len(idx))
             end = idx[-1] + 1
             if end in ends:  # a chunk is complete

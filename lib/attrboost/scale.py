@@ -52,6 +52,10 @@ DECODE_CPUS = 0.25
 ADD_ROWS = 1 << 18
 #: Fault injection for tests: the path of a marker file; the first actor call that removes it exits its process.
 FAIL_ONCE_ENV = "ATTRBOOST_SCALE_FAIL_ONCE"
+# every actor is started before the first batch is handed out (else the first actor up takes the early
+# batches, or all of them, while the others load the model); a cluster that cannot place them in this time
+# is an error naming the resources asked for
+WAIT_FOR_ACTORS_S = 600
 SHARD_META = b"attrboost-shard"
 RAY_MISSING = ("--engine ray needs Ray Data, which is not installed: pip install 'attrboost[scale]' "
                "(or pip install 'ray[data]>=2.40')")
@@ -307,6 +311,7 @@ def run(plan: Plan, encoder, *, address: str | None = None, actors: int = 1, bat
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = not quiet
         ctx.execution_options.verbose_progress = False
+        ctx.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
         pil_stage = encoder.preprocessing()[0]
         frames = []
         for k in todo:
@@ -331,6 +336,11 @@ def run(plan: Plan, encoder, *, address: str | None = None, actors: int = 1, bat
                 collector.add(batch)
                 if on_rows is not None:
                     on_rows(len(batch["pos"]))
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ScaleError(f"the Ray cluster did not start {actors} actor(s) with {cpus_per_actor:g} CPU and "
+                             f"{gpus_per_actor or 0:g} GPU each within {WAIT_FOR_ACTORS_S} s: ask for fewer "
+                             f"(--actors, --cpus-per-actor, --gpus-per-actor) or add nodes; the "
+                             f"{len(collector.written)} shard(s) finished are kept in {plan.directory}") from exc
         except ray.exceptions.RayError as exc:
             raise ScaleError(f"the Ray job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0]}); "
                              f"the {len(collector.written)} shard(s) finished are kept in {plan.directory}: rerun "
