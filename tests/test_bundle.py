@@ -155,9 +155,10 @@ def test_interrupted_encode_resumes_from_its_checkpoint(tmp_path, model_dir, sha
         return real(self, paths, **kw)
 
     monkeypatch.setattr(Encoder, "features", features)
-    ckpt = tmp_path / "partial.npz"
+    ckpt = tmp_path / "partial"
     with pytest.raises(KeyboardInterrupt):
         enc.encode(shapes, progress=False, checkpoint=ckpt, chunk_size=4)
+    assert sorted(f.name for f in ckpt.iterdir()) == ["chunk-000000000000.npz", "chunk-000000000004.npz"]  # one file per chunk
     calls.clear()
     again = enc.encode(shapes, progress=False, checkpoint=ckpt, chunk_size=4)
     assert calls == [4]  # only the chunk that was interrupted

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import numpy as np
 __all__ = ["main", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-PARTIAL = ".encode-partial.npz"
+PARTIAL = ".encode-partial"  # the resumable encode's chunks (a directory), removed when the index is saved
 
 
 class CliError(Exception):
@@ -249,7 +250,7 @@ def cmd_index(args) -> int:
     index.report.setdefault("undecodable", [])
     index.report["undecodable"] += failed
     index.save(out)
-    (out / PARTIAL).unlink(missing_ok=True)
+    shutil.rmtree(out / PARTIAL, ignore_errors=True)
     recall = index.report.get("recall_at_10")
     _say(f"{out}: {index.kind} index of {len(index)} images{' (raw backbone features)' if args.raw else ''} (+{n_ok}, {len(failed)} undecodable)"
          + (f"; recall@{recall['k']} vs exact {recall['recall']:.3f} on {recall['queries']} queries" if recall and

@@ -5,7 +5,7 @@ transform, BatchNorm folded into the convolutions, channels_last, batched, decod
 and then :meth:`BoostHead.transform <attrboost.heads.BoostHead.transform>`. Unlike the study's extraction it
 never stops on a bad file: an image that cannot be decoded is skipped, counted and listed
 (:attr:`Encoded.failed`). With ``checkpoint=`` the finished chunks are saved as they complete
-(:func:`attrboost.cache.save_checked`), so an interrupted :meth:`Encoder.encode` resumes where it stopped.
+(one checked file per chunk, :func:`attrboost.cache.save_checked`), so an interrupted :meth:`Encoder.encode` resumes where it stopped.
 
 Get one from a saved bundle with :func:`attrboost.load_model`, or build it from a fitted head::
 
@@ -169,7 +169,10 @@ class Encoder:
     def features(self, paths: Sequence[str | os.PathLike], *, progress: bool = False,
                  on_batch=None) -> tuple[np.ndarray, list[tuple[int, str]]]:
         """Frozen features of the images that decode: ``(X, failed)``, X float32 with one row per decoded
-        image in input order, failed ``[(position, error)]``. ``on_batch(n)`` is called after each batch."""
+        image in input order, failed ``[(position, error)]``. ``on_batch(n)`` is called after each batch.
+        On the CPU the forward runs in padded micro-batches (bitwise the same whatever the batch size and
+        thread count, :func:`attrboost.backbones.forward`), except for fewer than
+        :data:`~attrboost.backbones.CPU_MICRO_BATCH` paths (a query), run as they are."""
         from tqdm.auto import tqdm
 
         paths = [os.fspath(p) for p in paths]
@@ -184,8 +187,8 @@ class Encoder:
                 total=len(paths), desc=f"encode {self.backbone.name}", unit="img", disable=not progress) as bar:
             for idx, x, bad in loader:
                 failed.extend(bad)
-                if x is not None:
-                    out.append(self.forward(x))
+                if x is not None:  # a query of a few images is not padded to a micro-batch (backbones.forward)
+                    out.append(self.forward(x, pad=len(paths) >= backbones.CPU_MICRO_BATCH))
                 bar.update(len(idx) + len(bad))
                 if on_batch is not None:
                     on_batch(len(idx) + len(bad))
@@ -217,45 +220,57 @@ class Encoder:
                return_features: bool = False) -> Encoded:
         """Boosted vectors of image files (see :class:`Encoded`); ``ids`` default to the paths.
 
-        checkpoint: a ``.npz`` path; the work done so far is saved there after every chunk of
-        ``chunk_size`` images and picked up by the next call with the same encoder, paths and ids
-        (the caller deletes it when done).
+        checkpoint: a directory; each finished chunk of ``chunk_size`` images is saved there as its own
+        checked file (``chunk-<start>.npz``: writing is linear in the catalogue, not quadratic), and the next
+        call with the same encoder, paths, ids and chunk size picks up the chunks found (the caller deletes
+        the directory when done).
         """
         paths = [os.fspath(p) for p in paths]
         ids = np.asarray(paths if ids is None else [str(i) for i in ids], dtype=str)
         if len(ids) != len(paths):
             raise ValueError(f"ids has {len(ids)} entries but paths has {len(paths)}")
         check_int(chunk_size, "chunk_size")
-        key = fingerprint("encode", self.identity, self.head.task, ids.tolist(), paths, return_features)
-        done = {"n": 0, "ok": [], "V": [], "F": [], "bad": [], "err": []}
+        key = fingerprint("encode", self.identity, self.head.task, ids.tolist(), paths, return_features, chunk_size)
+        ok, bad, err, V, F = [], [], [], [], []
+
+        def keep(got: dict) -> None:
+            ok.extend(got["ok"].tolist())
+            bad.extend(got["bad"].tolist())
+            err.extend(got["err"].tolist())
+            V.append(got["V"])
+            F.append(got["F"])
+
+        start = 0
         if checkpoint is not None:
-            got = load_checked(checkpoint, key)
-            if got is not None:
-                done = {"n": int(got["n"]), "ok": got["ok"].tolist(), "V": [got["V"]], "F": [got["F"]],
-                        "bad": got["bad"].tolist(), "err": got["err"].tolist()}
+            checkpoint = Path(checkpoint)
+            while start < len(paths):
+                got = load_checked(checkpoint / f"chunk-{start:012d}.npz", f"{key}:{start}")
+                if got is None:
+                    break
+                keep(got)
+                start = min(start + chunk_size, len(paths))
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(paths), initial=done["n"], desc=f"encode {self.backbone.name}", unit="img",
+        with tqdm(total=len(paths), initial=start, desc=f"encode {self.backbone.name}", unit="img",
                   disable=not progress) as bar:
-            for s in range(done["n"], len(paths), chunk_size):
+            for s in range(start, len(paths), chunk_size):
                 e = min(s + chunk_size, len(paths))
-                X, bad = self.features(paths[s:e], on_batch=bar.update)
-                bad_pos = {p for p, _ in bad}
-                done["ok"] += [s + k for k in range(e - s) if k not in bad_pos]
-                done["bad"] += [s + p for p, _ in bad]
-                done["err"] += [err for _, err in bad]
-                done["V"].append(self.transform(X) if len(X) else np.zeros((0, self.width), np.float32))
-                done["F"].append(X if return_features else np.zeros((len(X), 0), np.float32))
-                done["n"] = e
+                X, failed = self.features(paths[s:e], on_batch=bar.update)
+                bad_pos = {p for p, _ in failed}
+                got = {"ok": np.asarray([s + k for k in range(e - s) if k not in bad_pos], dtype=np.int64),
+                       "bad": np.asarray([s + p for p, _ in failed], dtype=np.int64),
+                       "err": np.asarray([msg for _, msg in failed], dtype=str),
+                       "V": self.transform(X) if len(X) else np.zeros((0, self.width), np.float32),
+                       "F": X if return_features else np.zeros((len(X), 0), np.float32)}
                 if checkpoint is not None:
-                    save_checked(checkpoint, key, n=np.int64(e), ok=np.asarray(done["ok"], dtype=np.int64),
-                                 V=np.concatenate(done["V"]), F=np.concatenate(done["F"]),
-                                 bad=np.asarray(done["bad"], dtype=np.int64), err=np.asarray(done["err"], dtype=str))
-        ok = np.asarray(done["ok"], dtype=np.int64)
-        V = np.concatenate(done["V"]) if done["V"] else np.zeros((0, self.width), np.float32)
-        F = np.concatenate(done["F"]) if done["F"] else None
-        failed = [{"id": str(ids[p]), "path": paths[p], "error": err} for p, err in zip(done["bad"], done["err"])]
-        return Encoded(ids[ok], [paths[p] for p in ok], np.ascontiguousarray(V, dtype=np.float32), failed,
+                    checkpoint.mkdir(parents=True, exist_ok=True)
+                    save_checked(checkpoint / f"chunk-{s:012d}.npz", f"{key}:{s}", **got)
+                keep(got)
+        ok_pos = np.asarray(ok, dtype=np.int64)
+        V = np.concatenate(V) if V else np.zeros((0, self.width), np.float32)
+        F = np.concatenate(F) if F else None
+        failed = [{"id": str(ids[p]), "path": paths[p], "error": msg} for p, msg in zip(bad, err)]
+        return Encoded(ids[ok_pos], [paths[p] for p in ok_pos], np.ascontiguousarray(V, dtype=np.float32), failed,
                        F if return_features else None)
 
     def __call__(self, paths, **kw) -> np.ndarray:

@@ -106,7 +106,7 @@ class VectorIndex:
         self.paths = np.zeros(0, dtype=str)
         self.report: dict = {}
         self._faiss = None
-        self._fp16 = None  # flat only: the float16 copy that pre-filters few-query searches
+        self._fp16 = None  # flat only: the float16 copy that pre-filters few-query searches (built with the index)
         self.widened = 0  # flat: times the float16 candidates could not prove the top k (more were taken)
 
     def __len__(self) -> int:
@@ -162,8 +162,11 @@ class VectorIndex:
             self._faiss, params = self._new(X)
             self.report = {"params": params}
         self._faiss.add(X)
-        if self._fp16 is not None:  # else built from every vector at the first few-query search
-            self._fp16.add(X)
+        if self.kind == "flat":  # the float16 copy for few-query searches, kept in step
+            if self._fp16 is None:
+                self._fp16_index()  # built from every vector, these included
+            else:
+                self._fp16.add(X)
         self.ids, self.paths = np.concatenate([self.ids, ids]), np.concatenate([self.paths, paths])
         if first:
             self.report["build_seconds"] = time.perf_counter() - t0
@@ -290,6 +293,8 @@ class VectorIndex:
         out._faiss = faiss.read_index(str(directory / "faiss.index"))
         items = load_arrays(directory / "items.npz")
         out.ids, out.paths, out.report = items["ids"], items["paths"], meta.get("report", {})
+        if out.kind == "flat":
+            out._fp16_index()  # now, not in the first query's time
         if out._faiss.ntotal != len(out.ids) or out._faiss.d != out.width:
             raise BundleError(f"{directory}: faiss.index holds {out._faiss.ntotal} vectors of width {out._faiss.d}, "
                               f"items.npz {len(out.ids)} ids, index.json width {out.width}")
