@@ -240,11 +240,13 @@ class Encoder:
             V.append(got["V"])
             F.append(got["F"])
 
+        def chunk_file(s: int) -> tuple[Path, str]:  # a chunk's file in the checkpoint and its key
+            return Path(checkpoint) / f"chunk-{s:012d}.npz", f"{key}:{s}"
+
         start = 0
         if checkpoint is not None:
-            checkpoint = Path(checkpoint)
             while start < len(paths):
-                got = load_checked(checkpoint / f"chunk-{start:012d}.npz", f"{key}:{start}")
+                got = load_checked(*chunk_file(start))
                 if got is None:
                     break
                 keep(got)
@@ -263,8 +265,8 @@ class Encoder:
                        "V": self.transform(X) if len(X) else np.zeros((0, self.width), np.float32),
                        "F": X if return_features else np.zeros((len(X), 0), np.float32)}
                 if checkpoint is not None:
-                    checkpoint.mkdir(parents=True, exist_ok=True)
-                    save_checked(checkpoint / f"chunk-{s:012d}.npz", f"{key}:{s}", **got)
+                    Path(checkpoint).mkdir(parents=True, exist_ok=True)
+                    save_checked(*chunk_file(s), **got)
                 keep(got)
         ok_pos = np.asarray(ok, dtype=np.int64)
         V = np.concatenate(V) if V else np.zeros((0, self.width), np.float32)

@@ -106,7 +106,7 @@ class VectorIndex:
         self.paths = np.zeros(0, dtype=str)
         self.report: dict = {}
         self._faiss = None
-        self._fp16 = None  # flat only: the float16 copy that pre-filters few-query searches (built with the index)
+        self._fp16 = None  # flat only: the float16 copy that pre-filters few-query searches (kept in step by add/load)
         self.widened = 0  # flat: times the float16 candidates could not prove the top k (more were taken)
 
     def __len__(self) -> int:
@@ -163,10 +163,7 @@ class VectorIndex:
             self.report = {"params": params}
         self._faiss.add(X)
         if self.kind == "flat":  # the float16 copy for few-query searches, kept in step
-            if self._fp16 is None:
-                self._fp16_index()  # built from every vector, these included
-            else:
-                self._fp16.add(X)
+            self._add_fp16(X)
         self.ids, self.paths = np.concatenate([self.ids, ids]), np.concatenate([self.paths, paths])
         if first:
             self.report["build_seconds"] = time.perf_counter() - t0
@@ -174,23 +171,21 @@ class VectorIndex:
                 self.report["recall_at_10"] = self._recall(X)
         return self
 
-    def _fp16_index(self):
+    def _add_fp16(self, X: np.ndarray) -> None:
+        """Append ``X`` to the float16 copy of a flat index (made on first use)."""
         import faiss
 
         if self._fp16 is None:
             self._fp16 = faiss.IndexScalarQuantizer(self.width, faiss.ScalarQuantizer.QT_fp16,
                                                     faiss.METRIC_INNER_PRODUCT)
             self._fp16.train(np.zeros((1, self.width), np.float32))  # float16 needs no training
-            if self._faiss is not None and self._faiss.ntotal:
-                self._fp16.add(self._faiss.reconstruct_n(0, self._faiss.ntotal))
-        return self._fp16
+        self._fp16.add(X)
 
     def _search_prefiltered(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` of a few queries via float16 candidates (module docstring); ties by position."""
         n, eps = len(self), fp16_error_bound(self.width)
         scores = np.empty((len(Q), k), np.float32)
         pos = np.empty((len(Q), k), np.int64)
-        fp16 = self._fp16_index()
         for r, q in enumerate(Q):
             c = max(PREFILTER_MIN_CANDIDATES, 4 * k)
             while True:
@@ -198,7 +193,7 @@ class VectorIndex:
                     s, p = self._faiss.search(q[None], k)
                     scores[r], pos[r] = s[0], p[0]
                     break
-                s16, cand = fp16.search(q[None], c)
+                s16, cand = self._fp16.search(q[None], c)
                 cand = cand[0]
                 exact = self._faiss.reconstruct_batch(cand) @ q
                 order = np.lexsort((cand, -exact))[:k]
@@ -293,9 +288,9 @@ class VectorIndex:
         out._faiss = faiss.read_index(str(directory / "faiss.index"))
         items = load_arrays(directory / "items.npz")
         out.ids, out.paths, out.report = items["ids"], items["paths"], meta.get("report", {})
-        if out.kind == "flat":
-            out._fp16_index()  # now, not in the first query's time
         if out._faiss.ntotal != len(out.ids) or out._faiss.d != out.width:
             raise BundleError(f"{directory}: faiss.index holds {out._faiss.ntotal} vectors of width {out._faiss.d}, "
                               f"items.npz {len(out.ids)} ids, index.json width {out.width}")
+        if out.kind == "flat":  # the float16 copy now, not in the first query's time
+            out._add_fp16(out._faiss.reconstruct_n(0, out._faiss.ntotal))
         return out
