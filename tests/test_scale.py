@@ -194,8 +194,9 @@ def test_sizing_table_matches_hand_arithmetic():
     # ivfpq on width 1280: 80-byte codes (1280 / 16) + an 8-byte id per vector
     assert big["kind"] == "ivfpq" and big["index_bytes"] == 10**8 * 88
     assert big["build_seconds"] == pytest.approx(600 + 1e8 / 2e4)
+    assert big["items_bytes"] == pytest.approx(1e8 * 87)  # the default item_bytes: 55 characters + 32 bytes
     table = scale.sizing_markdown(rows)
-    assert "| 100 M | 9 x 7.7 h | 12 x 7.4 h | ivfpq | 8.8 GB |" in table
+    assert "| 100 M | 9 x 7.7 h | 12 x 7.4 h | ivfpq | 8.8 GB | 8.7 GB |" in table
 
 
 def test_without_ray_the_engine_says_how_to_install(monkeypatch, tmp_path, capsys):

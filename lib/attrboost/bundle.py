@@ -75,8 +75,9 @@ def write_manifest(directory: str | os.PathLike, files: list[str], *, fmt: str =
         "versions": library_versions(), "files": table})
 
 
-def read_manifest(directory: str | os.PathLike, *, fmt: str = FORMAT, version: int = FORMAT_VERSION) -> dict:
-    """The verified manifest of a bundle directory (see the module docstring for the checks)."""
+def read_manifest(directory: str | os.PathLike, *, fmt: str = FORMAT, version: int | tuple = FORMAT_VERSION) -> dict:
+    """The verified manifest of a bundle directory (see the module docstring for the checks); ``version``: the
+    format version, or a tuple of the versions the caller reads."""
     directory = Path(directory)
     kind = "index" if fmt != FORMAT else "model"
     if not directory.is_dir():
@@ -91,9 +92,10 @@ def read_manifest(directory: str | os.PathLike, *, fmt: str = FORMAT, version: i
     if manifest.get("format") != fmt:
         raise BundleError(f"{path}: format {manifest.get('format')!r}, expected {fmt!r}")
     got = manifest.get("format_version")
-    if got != version:
+    accepted = version if isinstance(version, tuple) else (version,)
+    if got not in accepted:
         raise BundleError(f"{path}: format version {got!r}, but this attrboost "
-                          f"({library_versions()['attrboost']}) reads version {version} only; re-create the "
+                          f"({library_versions()['attrboost']}) reads version {' and '.join(map(str, accepted))} only; re-create the "
                           f"{kind} with this version (written by attrboost "
                           f"{manifest.get('versions', {}).get('attrboost')})")
     for name, info in manifest.get("files", {}).items():

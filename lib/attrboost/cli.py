@@ -206,8 +206,7 @@ def cmd_index(args) -> int:
     if args.add:
         index = VectorIndex.load(out)
         index.check_model(own)
-        have = set(index.ids.tolist())
-        keep = [k for k, i in enumerate(ids) if str(i) not in have]
+        keep = np.flatnonzero(~index.items.contains(ids)).tolist()
         _say(f"{len(ids) - len(keep)} of {len(ids)} images are already in {out}; adding {len(keep)}")
         ids, paths = [ids[k] for k in keep], [paths[k] for k in keep]
     else:

@@ -33,13 +33,16 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import BundleError, read_manifest, write_manifest
-from .cache import atomic_write, load_arrays, save_arrays, write_json
+from .cache import atomic_write, load_arrays, write_json
 from .checks import check_features, check_int
+from .items import ItemTable
 
 __all__ = ["VectorIndex", "KINDS", "IndexMismatchError", "EmptyIndexError", "exact_search"]
 
 KINDS = ("flat", "hnsw", "ivfpq")
-FORMAT, FORMAT_VERSION = "attrboost-index", 1
+FORMAT, FORMAT_VERSION = "attrboost-index", 2
+#: Versions :meth:`VectorIndex.load` reads: 1 kept ids and paths in ``items.npz`` (fixed-width unicode).
+READABLE_VERSIONS = (1, 2)
 RECALL_SAMPLE, RECALL_K = 500, 10
 PREFILTER_MAX_QUERIES = 20  # faiss switches to BLAS (fast for many queries) at 20
 PREFILTER_MIN_CANDIDATES, PREFILTER_GROWTH = 64, 8
@@ -102,15 +105,24 @@ class VectorIndex:
         self.model = dict(model or {})
         self.seed = seed
         self.num_threads = check_int(num_threads, "num_threads", allow_none=True)
-        self.ids = np.zeros(0, dtype=str)
-        self.paths = np.zeros(0, dtype=str)
+        self.items = ItemTable()  # ids and paths by position (attrboost.items: variable length, memory-mapped)
         self.report: dict = {}
         self._faiss = None
         self._fp16 = None  # flat only: the float16 copy that pre-filters few-query searches (kept in step by add/load)
         self.widened = 0  # flat: times the float16 candidates could not prove the top k (more were taken)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.items)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Every item's id in index order (reads them all; on large indexes use ``items.ids_at``)."""
+        return self.items.ids
+
+    @property
+    def paths(self) -> np.ndarray:
+        """Every item's path in index order (reads them all; on large indexes use ``items.paths_at``)."""
+        return self.items.paths
 
     def __repr__(self) -> str:
         return f"VectorIndex(kind={self.kind!r}, width={self.width}, n={len(self)})"
@@ -152,10 +164,7 @@ class VectorIndex:
                            dtype=str)
         if not len(ids) == len(paths) == len(X):
             raise ValueError(f"vectors ({len(X)}), ids ({len(ids)}) and paths ({len(paths)}) differ in length")
-        dup = set(ids.tolist()) & set(self.ids.tolist())
-        if dup or len(set(ids.tolist())) != len(ids):
-            dup = dup or {i for i in ids.tolist() if (ids == i).sum() > 1}
-            raise ValueError(f"ids must be unique in the index: {len(dup)} repeated, e.g. {sorted(dup)[:5]}")
+        self.items.check_new(ids.tolist())  # before anything changes
         t0 = time.perf_counter()
         first = self._faiss is None
         if first:
@@ -164,7 +173,7 @@ class VectorIndex:
         self._faiss.add(X)
         if self.kind == "flat":  # the float16 copy for few-query searches, kept in step
             self._add_fp16(X)
-        self.ids, self.paths = np.concatenate([self.ids, ids]), np.concatenate([self.paths, paths])
+        self.items.append(ids.tolist(), paths.tolist())
         if first:
             self.report["build_seconds"] = time.perf_counter() - t0
             if self.kind != "flat":
@@ -239,12 +248,15 @@ class VectorIndex:
         finally:
             faiss.omp_set_num_threads(before)
         found = pos >= 0
-        out_ids = np.where(found, self.ids[np.clip(pos, 0, None)], "")
+        got = np.asarray(self.items.ids_at(np.clip(pos, 0, None)), dtype=str).reshape(pos.shape)
+        out_ids = np.where(found, got, "")
         return out_ids, np.where(found, scores, -np.inf).astype(np.float32)
 
     def path_of(self, ids) -> list[str]:
-        row = {i: k for k, i in enumerate(self.ids.tolist())}
-        return [self.paths[row[i]] if i in row else "" for i in ids]
+        """The path of each id ("" for ids not in the index)."""
+        pos = self.items.positions(ids)
+        paths = self.items.paths_at(np.clip(pos, 0, None)) if len(self) else [""] * len(pos)
+        return [p if k >= 0 else "" for k, p in zip(pos, paths)]
 
     def check_model(self, identity: dict) -> None:
         """Raise :class:`IndexMismatchError` if ``identity`` (an encoder's) differs from the index's model."""
@@ -262,7 +274,8 @@ class VectorIndex:
 
     # ---------------------------------------------------------------------------------------------- files
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``faiss.index``, ``items.npz`` (ids, paths), ``index.json`` and a checksummed manifest."""
+        """Write ``faiss.index``, the item table (ids and paths: :data:`attrboost.items.FILES`), ``index.json``
+        and a checksummed manifest (format version 2)."""
         import faiss
 
         if self._faiss is None:
@@ -270,27 +283,36 @@ class VectorIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write(directory / "faiss.index", lambda tmp: faiss.write_index(self._faiss, str(tmp)))
-        save_arrays(directory / "items.npz", ids=self.ids, paths=self.paths)
+        items = self.items.save(directory)
+        (directory / "items.npz").unlink(missing_ok=True)  # format version 1's, when an old index is re-saved
         write_json(directory / "index.json", {"kind": self.kind, "width": self.width, "n": len(self),
                                               "seed": self.seed, "model": self.model, "report": self.report})
-        write_manifest(directory, ["faiss.index", "items.npz", "index.json"], fmt=FORMAT, version=FORMAT_VERSION)
+        write_manifest(directory, ["faiss.index", *items, "index.json"], fmt=FORMAT, version=FORMAT_VERSION)
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "VectorIndex":
-        """The index saved by :meth:`save` (manifest, checksums and format version verified)."""
+        """The index saved by :meth:`save` (manifest, checksums and format version verified). The item table is
+        memory-mapped; format version 1 (``items.npz``) is read too."""
         import faiss
 
         directory = Path(directory)
-        read_manifest(directory, fmt=FORMAT, version=FORMAT_VERSION)
+        manifest = read_manifest(directory, fmt=FORMAT, version=READABLE_VERSIONS)
         meta = json.loads((directory / "index.json").read_text(encoding="utf-8"))
         out = cls(meta["width"], meta["kind"], model=meta["model"], seed=meta.get("seed", 0))
         out._faiss = faiss.read_index(str(directory / "faiss.index"))
-        items = load_arrays(directory / "items.npz")
-        out.ids, out.paths, out.report = items["ids"], items["paths"], meta.get("report", {})
-        if out._faiss.ntotal != len(out.ids) or out._faiss.d != out.width:
+        out.report = meta.get("report", {})
+        if manifest["format_version"] == 1:
+            items = load_arrays(directory / "items.npz")
+            out.items = ItemTable.from_arrays(items["ids"], items["paths"])
+        else:
+            try:
+                out.items = ItemTable.load(directory, out._faiss.ntotal)
+            except ValueError as exc:
+                raise BundleError(str(exc)) from None
+        if out._faiss.ntotal != len(out.items) or out._faiss.d != out.width:
             raise BundleError(f"{directory}: faiss.index holds {out._faiss.ntotal} vectors of width {out._faiss.d}, "
-                              f"items.npz {len(out.ids)} ids, index.json width {out.width}")
+                              f"the item table {len(out.items)} ids, index.json width {out.width}")
         if out.kind == "flat":  # the float16 copy now, not in the first query's time
             out._add_fp16(out._faiss.reconstruct_n(0, out._faiss.ntotal))
         return out

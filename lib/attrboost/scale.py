@@ -444,15 +444,17 @@ def add_shards(index, plan: Plan, add_rows: int = ADD_ROWS) -> tuple[int, list[d
 # ---------------------------------------------------------------------------------------------- sizing
 def sizing_table(rate_per_core: float, *, rate_per_gpu: float | None = None, cores_per_machine: int = 16,
                  sizes: Sequence[int] = (10**6, 10**7, 10**8), target_hours: float = 8.0, width: int = 1280,
-                 flat_max: int = 10**6, add_rate: dict | None = None, train_seconds: float = 0.0) -> list[dict]:
+                 flat_max: int = 10**6, add_rate: dict | None = None, train_seconds: float = 0.0,
+                 item_bytes: float = 87.0) -> list[dict]:
     """Machines, wall time, index type, memory and build time for catalogues of ``sizes`` images.
 
     Embedding: a CPU machine does ``rate_per_core * cores_per_machine`` img/s, a GPU machine ``rate_per_gpu``;
     ``machines = ceil(n / (rate * target_hours * 3600))``, ``hours = n / (machines * rate) / 3600``.
     Index: ``flat`` (exact, ``4 * width`` bytes per vector) up to ``flat_max`` images, else ``ivfpq``
     (:class:`~attrboost.index.VectorIndex`'s codes of ``m`` bytes, ``m`` = the largest divisor of ``width``
-    up to ``width // 16``, + 8 bytes of faiss id per vector); ids and paths (``items.npz``) come on top.
-    Build time: ``train_seconds`` (ivfpq only) + ``n / add_rate[kind]`` (vectors/s, measured), on one machine.
+    up to ``width // 16``, + 8 bytes of faiss id per vector). Ids and paths (:mod:`attrboost.items`, on disk and
+    memory-mapped): ``item_bytes`` per image, by default 87 = 55 characters of id and path + 32 bytes
+    (``benchmarks/bench_items.py``). Build time: ``train_seconds`` (ivfpq only) + ``n / add_rate[kind]`` (vectors/s, measured), on one machine.
     """
     from .index import _largest_divisor
 
@@ -466,7 +468,7 @@ def sizing_table(rate_per_core: float, *, rate_per_gpu: float | None = None, cor
                 row[f"{name}_machines"], row[f"{name}_hours"] = machines, n / (machines * rate) / 3600
         kind = "flat" if n <= flat_max else "ivfpq"
         per_vector = 4 * width if kind == "flat" else _largest_divisor(width, width // 16) + 8
-        row.update(kind=kind, index_bytes=n * per_vector)
+        row.update(kind=kind, index_bytes=n * per_vector, items_bytes=n * item_bytes)
         if kind in add_rate:
             row["build_seconds"] = (train_seconds if kind == "ivfpq" else 0.0) + n / add_rate[kind]
         rows.append(row)
@@ -486,12 +488,12 @@ def sizing_markdown(rows: list[dict], cores_per_machine: int = 16) -> str:
         return f"{h:.1f} h" if h >= 1 else f"{h * 60:.0f} min" if h >= 1 / 60 else f"{h * 3600:.0f} s"
 
     head = (f"| images | CPU machines ({cores_per_machine} cores) x wall | GPU machines x wall | index | "
-            f"index memory | index build (1 machine) |")
-    lines = [head, "|---|---|---|---|---|---|"]
+            f"index memory | ids + paths (memory-mapped) | index build (1 machine) |")
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
         cpu = f"{r['cpu_machines']} x {dur(r['cpu_hours'])}" if "cpu_machines" in r else "–"
         gpu = f"{r['gpu_machines']} x {dur(r['gpu_hours'])}" if "gpu_machines" in r else "–"
         build = dur(r["build_seconds"] / 3600) if "build_seconds" in r else "–"
         lines.append(f"| {_human(r['images'])} | {cpu} | {gpu} | {r['kind']} | {_human(r['index_bytes'], 'B')} | "
-                     f"{build} |")
+                     f"{_human(r['items_bytes'], 'B')} | {build} |")
     return "\n".join(lines)

@@ -154,10 +154,6 @@ class SearchService:
 
     def __init__(self, encoder, index: VectorIndex, raw_index: VectorIndex | None, *, max_pixels: int):
         self.encoder, self.index, self.raw_index, self.max_pixels = encoder, index, raw_index, max_pixels
-        self.paths = dict(zip(index.ids.tolist(), index.paths.tolist()))
-        if raw_index is not None:
-            for i, p in zip(raw_index.ids.tolist(), raw_index.paths.tolist()):
-                self.paths.setdefault(i, p)
         self.lock = threading.Lock()
         self.thumbnail = functools.lru_cache(maxsize=4096)(self._thumbnail)
 
@@ -185,11 +181,21 @@ class SearchService:
                     "boosted": self._hits(self.index, self.encoder.transform(X), k),
                     "raw": None if self.raw_index is None else self._hits(self.raw_index, X, k)}
 
+    def path_of(self, item_id: str) -> str | None:
+        """The path of an indexed item (the boosted index first, then the raw one); None: no such id."""
+        for ix in (self.index, self.raw_index):
+            if ix is not None:
+                pos = ix.items.positions([item_id])[0]
+                if pos >= 0:
+                    return ix.items.paths_at([pos])[0]
+        return None
+
     def indexed_image(self, item_id: str) -> Image.Image:
-        if item_id not in self.paths:
+        path = self.path_of(item_id)
+        if path is None:
             raise QueryError(404, f"no indexed item has id {item_id!r}")
         try:
-            return load_image(self.paths[item_id])
+            return load_image(path)
         except DataError:
             log.exception("indexed item %r cannot be read", item_id)
             raise QueryError(404, f"the image of indexed item {item_id!r} cannot be read on the server") from None
@@ -204,7 +210,7 @@ class SearchService:
     def sample(self, limit: int, seed: int) -> list[dict]:
         n = len(self.index)
         pick = np.random.default_rng(seed).choice(n, size=min(limit, n), replace=False)
-        return [{"id": str(i), "thumb": f"/thumb/{quote(str(i), safe='')}"} for i in self.index.ids[pick]]
+        return [{"id": str(i), "thumb": f"/thumb/{quote(str(i), safe='')}"} for i in self.index.items.ids_at(pick)]
 
 
 def _web_file(name: str) -> str:
