@@ -91,6 +91,13 @@ def cache(tmp_path, monkeypatch):
     return path
 
 
+@pytest.fixture(autouse=True)
+def one_backbone_at_a_time(monkeypatch):
+    """The tests that check the order of notebooks run one backbone at a time (``--jobs 1``);
+    test_backbones_side_by_side_give_the_same_run_set checks ``--jobs 2``."""
+    monkeypatch.setattr(S, "DEFAULT_JOBS", 1)
+
+
 def run(repo, argv, fail=None):
     ex = FakeExecute(repo, fail)
     return S.main(["--seeds", "0,1"] + argv, execute=ex, root=repo), ex
@@ -812,3 +819,57 @@ def test_swap_refusal_moves_nothing(tmp_path):
         with S.Swap([a, b]):
             pass
     assert a.read_text() == "old a" and not S.side_path(a, S.PREVIOUS).exists()
+
+
+class SideBySide(FakeExecute):
+    """FakeExecute that holds each backbone notebook a moment and records how many ran at once and the
+    thread variables the kernels would inherit."""
+
+    def __init__(self, root, fail=None):
+        super().__init__(root, fail)
+        import threading
+
+        self.lock, self.running, self.most, self.env = threading.Lock(), 0, 0, set()
+
+    def __call__(self, input_path, output_path, parameters=None, **kw):
+        import time
+
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.env.add(os.environ.get("OMP_NUM_THREADS"))
+        try:
+            if Path(input_path).stem in S.BACKBONE_NOTEBOOKS:
+                time.sleep(0.05)
+            return super().__call__(input_path, output_path, parameters, **kw)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_backbones_side_by_side_give_the_same_run_set(tmp_path, monkeypatch):
+    """--jobs 2: two backbones' notebooks at a time, each backbone's in order, 05 and 06 after all of them,
+    one thread per kernel on 2 CPUs; the run set (results, failures, summary) is the one --jobs 1 gives."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    fail = {"efficientnet_lite1": "03_train"}
+    out = {}
+    for jobs in (1, 2):
+        repo = make_repo(tmp_path / f"repo{jobs}")
+        ex = SideBySide(repo, fail)
+        code = S.main(["--seeds", "0,1", "--backbones", BB_ARG, "--jobs", str(jobs)], execute=ex, root=repo)
+        failures = json.loads((repo / "runs/papermill_runs/synthetic" / S.FAILURES_JSON).read_text())
+        out[jobs] = (code, ex, (repo / "runs/papermill_runs/synthetic/results.csv").read_text(),
+                     [{k: v for k, v in f.items() if k != "output"} for f in failures])
+    (code1, ex1, res1, fail1), (code2, ex2, res2, fail2) = out[1], out[2]
+    assert code1 == code2 == 1 and res1 == res2 and fail1 == fail2 and fail2[0]["backbone"] == "efficientnet_lite1"
+    assert ex1.most == 1 and ex2.most == 2
+    assert ex1.env == {None} and ex2.env == {"1", None}  # 05 and 06 run alone, with the user's settings
+    assert os.environ.get("OMP_NUM_THREADS") is None
+    calls = ex2.executed()
+    for bb in BACKBONES:
+        mine = [n for n, b in calls if b == bb and n in S.BACKBONE_NOTEBOOKS]
+        want = list(S.BACKBONE_NOTEBOOKS) if bb != "efficientnet_lite1" else list(S.BACKBONE_NOTEBOOKS)[:3]
+        assert mine == want
+    assert calls[-2:] == [("05_figures", None), *BEYOND]
+    assert sorted(calls) == sorted(ex1.executed())

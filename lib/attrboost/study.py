@@ -73,6 +73,7 @@ import re
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -107,6 +108,9 @@ EVALUE_CHARS = 500
 # where the output goes (relative to the repository root): ad-hoc runs under runs/ (git-ignored),
 # the committed run sets only with --publish, a re-execution of a committed run set under runs/reproduce/
 DEFAULT_OUT, DEFAULT_FIGURES = "runs/papermill_runs", "runs/figures"
+#: --jobs default: two backbones at a time where there are two CPUs
+DEFAULT_JOBS = min(2, os.cpu_count() or 1)
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 PUBLISH_OUT, PUBLISH_FIGURES = "papermill_runs", "figures"
 REPRODUCE_OUT, REPRODUCE_FIGURES = "runs/reproduce/papermill_runs", "runs/reproduce/figures"
 # the parameters a run set's backbones share: results of different ones never go into one run set
@@ -157,6 +161,7 @@ class StudyConfig:
     beyond_backbone: str
     no_beyond: bool
     refresh_notebooks: bool
+    jobs: int = 1                # backbones whose notebooks run at the same time
 
     @property
     def runset_dir(self) -> str:
@@ -819,6 +824,22 @@ def run_study(cfg: StudyConfig, execute: Execute | None = None) -> int:
     return 1 if failures or table.empty else 0
 
 
+@contextlib.contextmanager
+def kernel_threads(n: int):
+    """Kernels started in this block use ``n`` BLAS / OpenMP / torch threads (:data:`THREAD_ENV`; their
+    results do not depend on it: ``tests/test_determinism.py``), so that notebooks running side by side do not
+    oversubscribe the cores (measured: 02's 2-D PCA plot took 17 s instead of 3 with two kernels of 2 threads
+    on 2 cores). A variable the user set is left alone."""
+    old = {k: os.environ.get(k) for k in THREAD_ENV}
+    os.environ.update({k: str(n) for k, v in old.items() if v is None})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
 def _run_runset(cfg: StudyConfig, execute: Execute, p: Plan, current: dict | None, progress: _Progress):
     """Run each backbone's job, then 05 and 06 on the run set. Returns (summary rows, failures,
     backbones skipped as up to date)."""
@@ -833,9 +854,21 @@ def _run_runset(cfg: StudyConfig, execute: Execute, p: Plan, current: dict | Non
 
     print(f"study {cfg.runset}: backbones {cfg.backbones}, tasks {cfg.tasks}, seeds {cfg.seeds} -> {runset_dir}",
           flush=True)
-    for i, r in enumerate(p.runs, 1):
-        if run(backbone_job(r, f"[{i}/{len(p.runs)} backbones] {r.backbone}", cfg.weights.get(r.backbone),
-                            lib)).status == "up to date":
+    jobs = [backbone_job(r, f"[{i}/{len(p.runs)} backbones] {r.backbone}", cfg.weights.get(r.backbone), lib)
+            for i, r in enumerate(p.runs, 1)]
+    n = min(cfg.jobs, len(jobs))
+    if n > 1:
+        # backbones are independent (own run directory and run.json; the shared cache writes atomically and the
+        # synthetic catalogue is generated race-safely); outcomes are recorded in plan order
+        with kernel_threads(max(1, (os.cpu_count() or 1) // n)), \
+                ThreadPoolExecutor(max_workers=n, thread_name_prefix="study") as pool:
+            outcomes = list(pool.map(lambda job: run_job(job, execute, cfg.root, progress, cfg.force), jobs))
+    else:
+        outcomes = [run_job(job, execute, cfg.root, progress, cfg.force) for job in jobs]
+    for r, outcome in zip(p.runs, outcomes):
+        rows.append(outcome.row)
+        failures.extend([outcome.failure] if outcome.failure else [])
+        if outcome.status == "up to date":
             skipped.append(r.backbone)
 
     # the run set: every backbone with a successful run under the run-set parameters, not only this call's
@@ -1063,6 +1096,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto",
                    help="device of feature extraction, heads and baselines (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="feature-extraction batch (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                   help="backbones whose notebooks 01..04 run at the same time, each in its own kernel; results are "
+                        "the same for any value. 05 and 06 follow alone (default: %(default)s = min(2, CPUs): a "
+                        "notebook spends seconds in kernel start, imports and plots on one core)")
     p.add_argument("--out", default=None,
                    help=f"executed notebooks and results (default: <repo>/{DEFAULT_OUT}, git-ignored)")
     p.add_argument("--figures-dir", default=None, help=f"figures (default: <repo>/{DEFAULT_FIGURES})")
@@ -1126,6 +1163,8 @@ def parse_args(argv: Sequence[str] | None = None, root: str | os.PathLike | None
         if not Path(path).expanduser().is_file():
             parser.error(f"--weights: {name}={path}: no such file")
         weights[name] = rel_to_root(path, root)
+    if a.jobs < 1:
+        parser.error(f"--jobs: {a.jobs}: expected an integer >= 1")
     if a.beyond_backbone not in known:
         parser.error(f"--beyond-backbone: unknown backbone {a.beyond_backbone!r}; expected one of {list(known)}")
     runset = runset_name(a.dataset, a.split) if a.runset is None else a.runset
