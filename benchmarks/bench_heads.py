@@ -8,11 +8,14 @@ are ~8 words from a 300-word vocabulary, partly determined by the classes and gr
 Prints one row per (width, task): fit wall time and the process's CPU time (on a shared machine
 the CPU time is the steadier of the two; with one torch thread, wall ~= CPU on a quiet machine),
 epochs run, seconds per epoch, kept epoch and final validation loss. ``--repeat 3`` fits each
-head three times and reports the minimum. Usage::
+head three times and reports the minimum. ``--roofline`` adds, per head, the floating-point work of one
+training step (the matmuls of forward and backward, counted from the head's shapes and the batch's tokens),
+this CPU's measured float32 GEMM peak on the fit's threads, and the fastest the fit could be at that peak
+with the same epochs (a lower bound: it ignores the optimiser, the loss and the validation scoring). Usage::
 
     python benchmarks/bench_heads.py [--widths 512 1280 2048] [--tasks task1 task2 task3]
                                      [--num-threads 1] [--max-epochs 200] [--repeat 1]
-                                     [--decoder-dtype bfloat16|float32]
+                                     [--decoder-dtype bfloat16|float32] [--roofline]
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from attrboost.heads import BoostHead
+from attrboost.heads import TOKEN_DIM, BoostHead
 
 CLASS_COUNTS = {"gender": 5, "masterCategory": 4, "subCategory": 20, "articleType": 40,
                 "baseColour": 30, "season": 4, "usage": 6}
@@ -65,6 +68,41 @@ def make_data(n: int, d: int, seed: int = 0):
     return X, y, tags
 
 
+def gemm_peak_gflops(num_threads: int, n: int = 2048, repeat: int = 5) -> float:
+    """Measured float32 GEMM rate (n x n x n, best of ``repeat``) on ``num_threads`` torch threads."""
+    from attrboost.training import torch_threads
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = np.inf
+    with torch_threads(num_threads):
+        a @ b
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def step_gflop(head: BoostHead, tags, batch_size: int) -> float:
+    """Matmul work of one training step of ``head`` (GFLOP, forward + backward) at the mean tag length.
+
+    Forward of a Linear (b x i -> o) is 2 b i o; backward 2 b i o for the weight gradient and 2 b i o for
+    the input gradient (none for the first layer: its input needs no gradient). GRU: input and hidden
+    projections (3 gates) at every non-padded step (the sequences are packed), backward twice the forward."""
+    d, h, b = head.n_features_in_, head.hidden_dim_, batch_size
+    flop = 2 * b * d * h * 2  # hidden layer: forward + weight gradient
+    if head.task != "task2":
+        c = sum(len(v) for v in head.classes_.values())
+        flop += 2 * b * h * c * 3
+    if head.task != "task1":
+        g, v = head.gru_hidden, len(head.vocab_) + 3
+        tokens = b * (np.mean([min(len(t), head.max_tag_len) for t in tags]) + 1)  # BOS/EOS + words
+        flop += 2 * b * h * g * 3  # initial state
+        flop += 2 * tokens * (TOKEN_DIM + g) * 3 * g * 3  # GRU gates, forward + backward
+        flop += 2 * tokens * g * v * 3  # output projection
+    return flop / 1e9
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", type=int, nargs="+", default=[512, 1280, 2048])
@@ -74,12 +112,16 @@ def main(argv=None) -> None:
     ap.add_argument("--num-threads", type=int, default=1)
     ap.add_argument("--max-epochs", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=1, help="fits per head; the minimum times are reported")
+    ap.add_argument("--roofline", action="store_true", help="add the work per step and the GEMM-peak lower bound")
     ap.add_argument("--decoder-dtype", default=None,
                     help="BoostHead decoder_dtype (Tasks 2/3); default: BoostHead's default")
     args = ap.parse_args(argv)
 
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, num_threads={args.num_threads}")
+    peak = gemm_peak_gflops(args.num_threads) if args.roofline else None
+    if peak:
+        print(f"float32 GEMM peak, 2048^3 on {args.num_threads} thread(s): {peak:.0f} GFLOP/s")
     rows = []
     for d in args.widths:
         X, y, tags = make_data(args.n + args.n_val, d)
@@ -100,6 +142,11 @@ def main(argv=None) -> None:
                    "s_per_epoch": round(wall / head.n_epochs_, 2), "best_epoch": head.best_epoch_, "stop": head.stop_reason_,
                    "best_val_loss": round(float(best.val_loss), 3),
                    "load_avg": round(os.getloadavg()[0], 1)}
+            if peak:
+                steps = head.n_epochs_ * -(-args.n // head.batch_size)
+                gf = step_gflop(head, tags[tr], head.batch_size)
+                row.update(gflop_per_step=round(gf, 3), ms_per_step=round(1e3 * wall / steps, 1),
+                           achieved_gflops=round(gf * steps / wall), bound_s=round(gf * steps / peak, 1))
             if task != "task2":
                 accs = [best[f"val_acc_{a}"] for a in CLASS_COUNTS]
                 row["mean_val_acc"] = round(float(np.mean(accs)), 3)
