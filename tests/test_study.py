@@ -829,7 +829,7 @@ class SideBySide(FakeExecute):
         super().__init__(root, fail)
         import threading
 
-        self.lock, self.running, self.most, self.env = threading.Lock(), 0, 0, set()
+        self.lock, self.running, self.most, self.env, self.beyond_env = threading.Lock(), 0, 0, set(), "not run"
 
     def __call__(self, input_path, output_path, parameters=None, **kw):
         import time
@@ -838,38 +838,52 @@ class SideBySide(FakeExecute):
             self.running += 1
             self.most = max(self.most, self.running)
             self.env.add(os.environ.get("OMP_NUM_THREADS"))
+            if Path(input_path).stem == S.BEYOND_NOTEBOOK:
+                self.beyond_env = os.environ.get("OMP_NUM_THREADS")
         try:
             if Path(input_path).stem in S.BACKBONE_NOTEBOOKS:
-                time.sleep(0.05)
+                time.sleep(0.1)
             return super().__call__(input_path, output_path, parameters, **kw)
         finally:
             with self.lock:
                 self.running -= 1
 
 
-def test_backbones_side_by_side_give_the_same_run_set(tmp_path, monkeypatch):
-    """--jobs 2: two backbones' notebooks at a time, each backbone's in order, 05 and 06 after all of them,
-    one thread per kernel on 2 CPUs; the run set (results, failures, summary) is the one --jobs 1 gives."""
+def test_backbones_side_by_side_give_the_same_run_set(tmp_path, monkeypatch, capsys):
+    """--jobs 2: two backbones' notebooks at a time, each backbone's in order, 06 ahead of the queue once its
+    backbone is done, 05 alone after all of them, one thread per kernel on 2 CPUs; the run set (results,
+    failures, summary) is the one --jobs 1 gives."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     fail = {"efficientnet_lite1": "03_train"}
-    out = {}
+    out, out_text = {}, {}
     for jobs in (1, 2):
         repo = make_repo(tmp_path / f"repo{jobs}")
         ex = SideBySide(repo, fail)
         code = S.main(["--seeds", "0,1", "--backbones", BB_ARG, "--jobs", str(jobs)], execute=ex, root=repo)
+        out_text[jobs] = capsys.readouterr().out
         failures = json.loads((repo / "runs/papermill_runs/synthetic" / S.FAILURES_JSON).read_text())
         out[jobs] = (code, ex, (repo / "runs/papermill_runs/synthetic/results.csv").read_text(),
                      [{k: v for k, v in f.items() if k != "output"} for f in failures])
     (code1, ex1, res1, fail1), (code2, ex2, res2, fail2) = out[1], out[2]
     assert code1 == code2 == 1 and res1 == res2 and fail1 == fail2 and fail2[0]["backbone"] == "efficientnet_lite1"
     assert ex1.most == 1 and ex2.most == 2
-    assert ex1.env == {None} and ex2.env == {"1", None}  # 05 and 06 run alone, with the user's settings
+    assert ex1.env == {None} and ex2.env == {"1", None}  # 05 runs alone, with the user's settings
     assert os.environ.get("OMP_NUM_THREADS") is None
     calls = ex2.executed()
     for bb in BACKBONES:
         mine = [n for n, b in calls if b == bb and n in S.BACKBONE_NOTEBOOKS]
         want = list(S.BACKBONE_NOTEBOOKS) if bb != "efficientnet_lite1" else list(S.BACKBONE_NOTEBOOKS)[:3]
         assert mine == want
-    assert calls[-2:] == [("05_figures", None), *BEYOND]
+    # 06 starts after its backbone's 04, before the last backbone notebook: beside the others, not after them
+    beyond_at, lite0_done = calls.index(BEYOND[0]), calls.index(("04_evaluate", "efficientnet_lite0"))
+    last_backbone = max(i for i, (n, _) in enumerate(calls) if n in S.BACKBONE_NOTEBOOKS)
+    assert lite0_done < beyond_at < last_backbone
+    assert calls[-1] == ("05_figures", None) and ex2.beyond_env == "1"
+    assert ex1.executed()[-2:] == [("05_figures", None), *BEYOND]
     assert sorted(calls) == sorted(ex1.executed())
+    summary = [line.split()[0] for line in out_text[2].splitlines() if line.split()[:1] in ([S.FIGURES_NOTEBOOK],
+                                                                                           [S.BEYOND_NOTEBOOK])]
+    assert summary == [S.FIGURES_NOTEBOOK, S.BEYOND_NOTEBOOK] == [
+        line.split()[0] for line in out_text[1].splitlines()
+        if line.split()[:1] in ([S.FIGURES_NOTEBOOK], [S.BEYOND_NOTEBOOK])]

@@ -840,8 +840,36 @@ def kernel_threads(n: int):
                 os.environ.pop(k, None)
 
 
+def side_by_side(n: int, queue: list, after: Callable, run: Callable) -> dict:
+    """Run ``queue``'s ``(key, job)`` pairs on ``n`` threads, first come first served; ``after(key, outcome)``
+    may return another ``(key, job)``, which goes to the front. Returns ``{key: outcome}``. A thread that
+    finds the queue empty stops: a job added later is run by the thread that finished its predecessor."""
+    import threading
+    from collections import deque
+
+    pending, lock, done = deque(queue), threading.Lock(), {}
+
+    def worker():
+        while True:
+            with lock:
+                if not pending:
+                    return
+                key, job = pending.popleft()
+            done[key] = outcome = run(job)
+            nxt = after(key, outcome)
+            if nxt is not None:
+                with lock:
+                    pending.appendleft(nxt)
+
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="study") as pool:
+        for f in [pool.submit(worker) for _ in range(n)]:
+            f.result()
+    return done
+
+
 def _run_runset(cfg: StudyConfig, execute: Execute, p: Plan, current: dict | None, progress: _Progress):
-    """Run each backbone's job, then 05 and 06 on the run set. Returns (summary rows, failures,
+    """Run each backbone's job, then 05 and 06 on the run set (with ``--jobs`` > 1, 06 runs beside the other
+    backbones as soon as its own backbone is done; 05 always runs last and alone). Returns (summary rows, failures,
     backbones skipped as up to date)."""
     runset_dir, lib = Path(cfg.runset_dir), lib_hash()
     rows, failures, skipped = [], [], []
@@ -856,13 +884,27 @@ def _run_runset(cfg: StudyConfig, execute: Execute, p: Plan, current: dict | Non
           flush=True)
     jobs = [backbone_job(r, f"[{i}/{len(p.runs)} backbones] {r.backbone}", cfg.weights.get(r.backbone), lib)
             for i, r in enumerate(p.runs, 1)]
-    n = min(cfg.jobs, len(jobs))
+    n, bb = min(cfg.jobs, len(jobs)), cfg.beyond_backbone
+    early_beyond = p.beyond is not None and bb in [r.backbone for r in p.runs]
+    beyond_outcome = None  # 06's, when it ran beside the backbones
+
+    def after(key, outcome):
+        """06 goes ahead of the queue as soon as its backbone has succeeded (it reads only that backbone's
+        features and heads, and writes beyond.csv, its notebook and beyond_*.png: nothing another backbone's
+        notebooks touch); 05 shares the figures directory with it, so 05 waits for both."""
+        if early_beyond and key != "beyond" and jobs[key].name == bb and outcome.status != "failed" \
+                and bb in successful_backbones(runset_dir, [bb]):
+            return "beyond", beyond_job(p.beyond, cfg.runset, lib)
+        return None
+
     if n > 1:
         # backbones are independent (own run directory and run.json; the shared cache writes atomically and the
         # synthetic catalogue is generated race-safely); outcomes are recorded in plan order
-        with kernel_threads(max(1, (os.cpu_count() or 1) // n)), \
-                ThreadPoolExecutor(max_workers=n, thread_name_prefix="study") as pool:
-            outcomes = list(pool.map(lambda job: run_job(job, execute, cfg.root, progress, cfg.force), jobs))
+        with kernel_threads(max(1, (os.cpu_count() or 1) // n)):
+            done = side_by_side(n, list(enumerate(jobs)), after,
+                                lambda job: run_job(job, execute, cfg.root, progress, cfg.force))
+        outcomes = [done[i] for i in range(len(jobs))]
+        beyond_outcome = done.get("beyond")
     else:
         outcomes = [run_job(job, execute, cfg.root, progress, cfg.force) for job in jobs]
     for r, outcome in zip(p.runs, outcomes):
@@ -889,6 +931,9 @@ def _run_runset(cfg: StudyConfig, execute: Execute, p: Plan, current: dict | Non
             progress.say(f"[beyond] {cfg.runset}: {BEYOND_NOTEBOOK} not run: no successful {bb} run in {runset_dir} "
                          f"(add it to --backbones, or pick another with --beyond-backbone)")
             rows.append((BEYOND_NOTEBOOK, f"not run (no {bb} run)", "-", ""))
+        elif beyond_outcome is not None:
+            rows.append(beyond_outcome.row)
+            failures.extend([beyond_outcome.failure] if beyond_outcome.failure else [])
         elif p.beyond:
             run(beyond_job(p.beyond, cfg.runset, lib))
     if failures:
@@ -1098,7 +1143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="feature-extraction batch (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                    help="backbones whose notebooks 01..04 run at the same time, each in its own kernel; results are "
-                        "the same for any value. 05 and 06 follow alone (default: %(default)s = min(2, CPUs): a "
+                        "the same for any value. 06 joins them as soon as its backbone is done; 05 follows alone (default: %(default)s = min(2, CPUs): a "
                         "notebook spends seconds in kernel start, imports and plots on one core)")
     p.add_argument("--out", default=None,
                    help=f"executed notebooks and results (default: <repo>/{DEFAULT_OUT}, git-ignored)")
