@@ -58,6 +58,7 @@ from .baselines import BASELINES, METRIC_LOSSES, MULTISIMILARITY, MetricHead, gr
 from .cache import (atomic_write, cache_dir, cached, check_embeddings, embeddings_expect, fingerprint,
                     load_checked, save_checked)
 from .heads import BoostHead
+from .training import numerics
 from .data import Sample
 from .data.sampling import subsample_train, without_attribute
 from .metrics import map_at_r_quiet
@@ -107,7 +108,8 @@ def _baseline_entry(sample: Sample, X: np.ndarray, backbone: str, name: str, see
         {"multisimilarity": MULTISIMILARITY} if name == "multisimilarity" else {})
     if name in METRIC_LOSSES and device != "cpu":
         extra["device"] = device
-    key = fingerprint("baseline", __version__, sample.fingerprint, fingerprint(X), backbone, name, seed, settings, extra)
+    key = fingerprint("baseline", __version__, numerics(), sample.fingerprint, fingerprint(X), backbone, name, seed,
+                      settings, extra)
     path = cache_dir() / "baselines" / backbone / f"{name}-{key}.npz"
     part = {p: sample.mask(p) for p in ("train", "val", "test")}
     return path, key, {**embeddings_expect(part), "fit_seconds": ("f", ()), "params": ("U", ())}, part
@@ -323,7 +325,7 @@ def _rule_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: s
         est = make_baseline(method, seed, **{**_rule(method, head_params), **metric_kw}, device=device)
     settings = est.get_params()
     extra = {"multisimilarity": MULTISIMILARITY} if method == "multisimilarity" else {}
-    key = fingerprint("rule-fit", __version__, sample.fingerprint, fingerprint(X), backbone, method, rule, seed,
+    key = fingerprint("rule-fit", __version__, numerics(), sample.fingerprint, fingerprint(X), backbone, method, rule, seed,
                       {k: v for k, v in settings.items() if k not in ("progress", "device")}, device,
                       "test" if on_test else "val", extra)
     path = cache_dir() / "selection" / backbone / f"{method}-{key}.npz"

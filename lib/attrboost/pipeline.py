@@ -39,6 +39,7 @@ from .checks import check_int
 from .data import Catalogue, Sample, load_dataset, sample_protocol
 from .data.sampling import PROTOCOL_DEFAULTS
 from .heads import TASKS, BoostHead
+from .training import numerics
 
 
 #: The options of the ``csv`` dataset (:func:`attrboost.data.load_csv`), as DataConfig fields and notebook parameters.
@@ -198,7 +199,8 @@ def resolve_device(device) -> str:
 
 def _head_entry(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: int, params: dict):
     """(path, key, expected arrays, part masks) of a head's cache entry."""
-    key = fingerprint("head", __version__, sample.fingerprint, fingerprint(X), backbone, task, seed, params)
+    key = fingerprint("head", __version__, numerics(), sample.fingerprint, fingerprint(X), backbone, task, seed,
+                      params)
     path = cache_dir() / "heads" / backbone / f"{task}-{key}.npz"
     part = {p: sample.mask(p) for p in ("train", "val", "test")}
     expect = {**embeddings_expect(part), "history": ("U", ()), "best_epoch": ("i", ()), "fit_seconds": ("f", ())}

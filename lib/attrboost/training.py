@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["torch_threads", "one_blas_thread", "deterministic", "fit_epochs", "EpochLog", "MAX_EPOCHS", "PATIENCE"]
+__all__ = ["numerics", "torch_threads", "one_blas_thread", "deterministic", "fit_epochs", "EpochLog", "MAX_EPOCHS", "PATIENCE"]
 
 #: The study's one model-selection rule, shared by every method that is trained by epochs (the boosting
 #: heads, Tasks 1-3, and the metric-learning baselines): score the validation part's embedding by
@@ -27,6 +28,13 @@ __all__ = ["torch_threads", "one_blas_thread", "deterministic", "fit_epochs", "E
 #: epochs 1-7 and under-trained the heads; see docs/protocol.md.)
 MAX_EPOCHS = 200
 PATIENCE = 10
+
+
+def numerics() -> str:
+    """The CPU code paths torch's arithmetic takes in this process (see ``attrboost._pin_numerics``), e.g.
+    ``"aten=AVX2 mkl_cbwr=AVX2"``: part of the cache key of every trained model, since other code paths
+    give other bits."""
+    return f"aten={torch.backends.cpu.get_cpu_capability()} mkl_cbwr={os.environ.get('MKL_CBWR', 'unset')}"
 
 
 @contextlib.contextmanager
