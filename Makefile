@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STUDY_ARGS ?=
 
-.PHONY: install study reproduce test data figures lab bench clean-cache help readme
+.PHONY: install study reproduce test test-fast data figures lab bench bench-study clean-cache help readme
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,11 +26,14 @@ install: $(STAMP)  ## create .venv and install attrboost with its dev tools
 study: $(STAMP)  ## the main job: the study on the embedded synthetic default, offline (updates the committed papermill_runs/synthetic, figures/synthetic)
 	$(PY) -m attrboost.study --publish $(STUDY_ARGS)
 
-reproduce: $(STAMP)  ## re-execute the committed synthetic run set into runs/reproduce/ and compare (about 30-45 min on 2 cores, cold cache)
+reproduce: $(STAMP)  ## re-execute the committed synthetic run set into runs/reproduce/ and compare (a cold run: docs/performance.md)
 	$(PY) -m attrboost.study --reproduce $(STUDY_ARGS)
 
 test: $(STAMP)  ## the whole test suite: unit tests + nbval over the committed notebooks
 	$(PY) -m pytest --nbval
+
+test-fast: $(STAMP)  ## the tests without the slow ones (notebooks, Ray clusters, the browser), on both cores
+	$(PY) -m pytest tests -m "not slow" -n 2
 
 data: $(STAMP)  ## download the real data (needs a network) to data/fashion-product-images-small
 	$(PY) -m attrboost.data.download
@@ -38,17 +41,27 @@ data: $(STAMP)  ## download the real data (needs a network) to data/fashion-prod
 figures: $(STAMP)  ## regenerate figures/<dataset>/ from the committed runs
 	$(PY) -m attrboost.study --figures-only --publish $(STUDY_ARGS)
 
-readme: $(STAMP)  ## regenerate the README's result tables from the committed CSVs (between the results markers)
-	$(PY) -m attrboost.report --readme README.md
+readme: $(STAMP)  ## regenerate the result tables of docs/results.md from the committed CSVs (between its markers)
+	$(PY) -m attrboost.study.report
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks/
 
-bench: $(STAMP)  ## performance benchmarks (extraction, head training, baselines, index search + ONNX)
+bench: $(STAMP)  ## every benchmark that runs in minutes on this machine (prints numbers); lists what it skips
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_heads.py
 	$(PY) benchmarks/bench_baselines.py
 	$(PY) benchmarks/bench_index.py
+	$(PY) benchmarks/bench_items.py
+	$(PY) benchmarks/bench_serve.py
+	$(PY) benchmarks/bench_scale.py
+	$(PY) benchmarks/bench_device.py
+	@echo "skipped: benchmarks/bench_study.py (a whole cold study, tens of minutes: make bench-study)"
+	@echo "skipped: benchmarks/preprocessing.py (a crop-vs-pad experiment on the validation part, not a benchmark)"
+	@echo "skipped: benchmarks/screenshot_serve.py (re-draws figures/serve_synthetic.png, not a benchmark)"
+
+bench-study: $(STAMP)  ## the study benchmark: a fixed configuration, cold, seconds per stage
+	$(PY) benchmarks/bench_study.py
 
 clean-cache:  ## delete derived data (features, heads, synthetic images) in ATTRBOOST_CACHE if set, else .cache; rebuilt on demand
 	rm -rf -- "$${ATTRBOOST_CACHE:-.cache}"

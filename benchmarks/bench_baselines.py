@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from attrboost.baselines import BASELINES, group_labels, make_baseline
+from attrboost.study.baselines import BASELINES, group_labels, make_baseline
 from attrboost.heads import BoostHead
 from attrboost.metrics import map_at_r
 

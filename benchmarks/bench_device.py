@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_heads import make_data  # noqa: E402
 
-from attrboost.extract import extract_features  # noqa: E402
+from attrboost.features import extract_features# noqa: E402
 from attrboost.heads import BoostHead  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
 For each backbone (default: the offline ones: pca, efficientnet_lite0/1/2; resnet*/vit_b_16 only with
 ``--random-weights``, since their pretrained weights need a network) it prints: images/s of the full
-pipeline (``attrboost.extract.extract_features``, no cache; model creation timed apart) and of the model
+pipeline (``attrboost.features.extract_features``, no cache; model creation timed apart) and of the model
 forward alone on pre-loaded tensors, their ratio, the peak RSS of the process (each backbone runs in its
 own subprocess), and, when the real data exists (``../shared/data/fashion-product-images-small``), the time
 to extract a 4,000-image sample cold (fresh cache) and again from the cache.
@@ -77,7 +77,7 @@ def bench_torch(name: str, paths: list[str], args) -> dict:
     from PIL import Image
 
     from attrboost import backbones
-    from attrboost.extract import extract_features
+    from attrboost.features import extract_features
 
     spec = backbones.get_spec(name)
     pretrained = not (args.random_weights and spec.source == "hub")
@@ -128,7 +128,7 @@ def bench_torch(name: str, paths: list[str], args) -> dict:
 
 
 def bench_pca(paths: list[str], args) -> dict:
-    from attrboost.backbones import PixelPCA, load_pixels
+    from attrboost.pixels import PixelPCA, load_pixels
 
     best_pipe = best_model = 0.0
     pca = None
@@ -152,7 +152,7 @@ def bench_pca(paths: list[str], args) -> dict:
 
 def bench_real(name: str, args) -> dict:
     """Cold and cached extraction of the real sample (fresh cache dir: cold really is cold)."""
-    from attrboost.extract import embed
+    from attrboost.study.embed import embed
 
     items = real_items(args.sample)
     if items is None:

@@ -1,7 +1,7 @@
 """Benchmark search and export: faiss index kinds on a catalogue-sized gallery, ONNX Runtime vs eager PyTorch.
 
 Index part (random vectors around group centres, the real catalogue's size and Lite0's width by default): for
-``flat`` / ``hnsw`` / ``ivfpq`` (:class:`attrboost.index.VectorIndex`) it prints build time, the index's
+``flat`` / ``hnsw`` / ``ivfpq`` (:class:`attrboost.search.index.VectorIndex`) it prints build time, the index's
 size in memory (serialised bytes) and the process's RSS growth, single-query search latency p50/p99
 (one query vector at a time, search alone), and recall@10 against exact search.
 
@@ -10,7 +10,7 @@ PyTorch (the encoder's path: BatchNorm folded, channels_last) and through ONNX R
 their cosine agreement, and the single-image query latency p50/p99 including the embedding (decode, resize,
 forward, head, flat search).
 
-Targets (issue 15, 2-core machine): exact search over 39k vectors <= 5 ms per query; single-image query
+Targets (2-core machine): exact search over 39k vectors <= 5 ms per query; single-image query
 p99 <= 50 ms including the embedding; ONNX parity cosine >= 0.9999.
 
     python benchmarks/bench_index.py [--n 38943] [--width 1280] [--queries 200] [--batch 32] [--skip-onnx]
@@ -55,7 +55,7 @@ def pct(times_s: list[float]) -> tuple[float, float]:
 def bench_indexes(n: int, d: int, n_queries: int) -> list[dict]:
     import faiss
 
-    from attrboost.index import VectorIndex
+    from attrboost.search.index import VectorIndex
 
     X = gallery(n, d)
     Q = gallery(n_queries, d, seed=1)
@@ -86,10 +86,10 @@ def bench_encoder(batch: int, n_queries: int, skip_onnx: bool) -> dict:
     import torch
     from PIL import Image
 
-    from attrboost.encoder import Encoder
-    from attrboost.export import export_onnx, onnx_available
+    from attrboost.search.encoder import Encoder
+    from attrboost.search.export import export_onnx, onnx_available
     from attrboost.heads import BoostHead
-    from attrboost.index import VectorIndex
+    from attrboost.search.index import VectorIndex
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(64, 1280)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Benchmark: an index's item table (ids and paths, attrboost.items) at catalogue sizes, vs format version 1.
+"""Benchmark: an index's item table (ids and paths, attrboost.search.items) at catalogue sizes, vs format version 1.
 
 For each ``--sizes`` n: ids ``sku-0000000042`` and paths ``/catalogue/images/0042/sku-0000000042.jpg``
 (14 and 41 characters) appended in groups of ``--batch`` (attrboost index --engine ray adds 262,144 at a time),
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attrboost.items import ItemTable
+from attrboost.search.items import ItemTable
 
 
 def make(start: int, n: int) -> tuple[list[str], list[str]]:

@@ -3,10 +3,10 @@
 On the same N images with an EfficientNet-Lite0 bundle (a Task 1 head fitted on random features: the head's
 cost is the same as a real one's):
 
-* single process: :meth:`Encoder.encode <attrboost.encoder.Encoder.encode>` (torch on every core, decoding in
+* single process: :meth:`Encoder.encode <attrboost.search.encoder.Encoder.encode>` (torch on every core, decoding in
   the process: the ``attrboost index`` default);
 * Ray Data on a local Ray with ``--cpus`` CPUs, for each ``--configs`` entry ``ACTORSxCPUS`` (actors x CPUs
-  per actor; decoding tasks take :data:`attrboost.scale.DECODE_CPUS` each): :func:`attrboost.scale.run`,
+  per actor; decoding tasks take :data:`attrboost.search.scale.DECODE_CPUS` each): :func:`attrboost.search.scale.run`,
   all shards fresh.
 
 It prints img/s of each (Ray: end to end, and steady = the images after the first results over the time
@@ -16,10 +16,10 @@ the driver and every process under it, shared pages counted in each). Ray's star
 timed apart.
 
 Then the index side of the sizing table: flat and IVF-PQ add rates (vectors/s) and IVF-PQ training time on
-``--index-n`` random vectors of width 1280 (:class:`attrboost.index.VectorIndex`), the training time scaled
-to :data:`attrboost.scale.ADD_ROWS` training vectors as ``n ** 1.5`` (k-means: n x nlist, nlist ~ 4 sqrt(n)),
-and :func:`attrboost.scale.sizing_table` from the measured steady Ray rate per core and ``--gpu-rate``
-(default 311 img/s: Lite0 extraction on one H200, ``benchmarks/bench_device.py``, README "On a GPU").
+``--index-n`` random vectors of width 1280 (:class:`attrboost.search.index.VectorIndex`), the training time scaled
+to :data:`attrboost.search.scale.ADD_ROWS` training vectors as ``n ** 1.5`` (k-means: n x nlist, nlist ~ 4 sqrt(n)),
+and :func:`attrboost.search.scale.sizing_table` from the measured steady Ray rate per core and ``--gpu-rate``
+(default 311 img/s: Lite0 extraction on one H200, ``benchmarks/bench_device.py``, docs/performance.md).
 
     python benchmarks/bench_scale.py [--n 300] [--data DIR] [--cpus 2] [--configs 1x1.75,2x0.875] [--batch 32]
 """
@@ -113,8 +113,8 @@ def quartile_times(log: list[tuple[float, int]]) -> list[float]:
 
 
 def index_rates(n: int, width: int = 1280) -> dict:
-    from attrboost.index import VectorIndex
-    from attrboost.scale import ADD_ROWS
+    from attrboost.search.index import VectorIndex
+    from attrboost.search.scale import ADD_ROWS
 
     X = gallery(2 * n, width)
     out = {}
@@ -146,7 +146,8 @@ def main() -> None:
 
     import ray
 
-    from attrboost import load_model, scale
+    from attrboost import load_model
+    from attrboost.search import scale
 
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; ray {ray.__version__}",
           flush=True)

@@ -1,5 +1,5 @@
 """Load test of `attrboost serve` on localhost: N queries (image uploads), C at a time, against the real server
-(`python -m attrboost.cli serve` in a subprocess) over a model fitted on a synthetic catalogue.
+(`python -m attrboost.search.cli serve` in a subprocess) over a model fitted on a synthetic catalogue.
 
 Prints the latency p50 / p90 / p99 per query (upload -> decode -> backbone + head -> boosted and raw search ->
 JSON), the throughput, and the number of errors (a non-200 answer, or one without k well-formed results).
@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from attrboost.cli import main as cli  # noqa: E402
+from attrboost.search.cli import main as cli  # noqa: E402
 
 ATTRIBUTES = "gender,masterCategory,subCategory,articleType,baseColour,season,usage"
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = sorted(images.glob("*.jpg"))[:50]
     payloads = [(q.name, q.read_bytes()) for q in queries]
     port = free_port()
-    cmd = [sys.executable, "-m", "attrboost.cli", "serve", "--model", str(model), "--index", str(index),
+    cmd = [sys.executable, "-m", "attrboost.search.cli", "serve", "--model", str(model), "--index", str(index),
            "--port", str(port), "--log-level", "warning"] + (["--raw-index", str(raw)] if raw else [])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), os.environ.get("PYTHONPATH", "")]))
     server = subprocess.Popen(cmd, env=env)

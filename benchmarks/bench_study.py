@@ -17,7 +17,7 @@ Two modes:
 * ``extract: <backbone>`` (``get_features`` for each seed; the feature store grows seed by seed, as in 02);
 * ``heads: <backbone> <task>`` (``get_boosted`` summed over the seeds) and its ``per fit`` mean;
 * ``metrics: <backbone>`` (``evaluate`` of raw and every task on each seed's test part, as in 04);
-* ``06: baselines``, ``06: label budget``, ``06: ablation`` (:mod:`attrboost.beyond`, as notebook 06 calls it,
+* ``06: baselines``, ``06: label budget``, ``06: ablation`` (:mod:`attrboost.study.beyond`, as notebook 06 calls it,
   on ``--beyond-backbone``).
 
 Fits are timed one after the other here: a checkout that runs fits in parallel shows it in ``--mode study``.
@@ -233,7 +233,7 @@ def warm_up(root: Path) -> float:
     alone pay for reading the packages from disk ("cold" means a fresh attrboost cache, not a cold OS file
     cache). Returns the seconds it took."""
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch, attrboost.pipeline, attrboost.beyond, attrboost.study"],
+    subprocess.run([sys.executable, "-c", "import torch, attrboost.study.pipeline, attrboost.study.beyond, attrboost.study"],
                    env=child_env(root, None), capture_output=True, timeout=600)
     return time.perf_counter() - t
 
@@ -336,16 +336,16 @@ def worker(config_path: str, result_path: str) -> int:
     def imports():
         import torch  # noqa: F401
 
-        import attrboost.beyond  # noqa: F401
+        import attrboost.study.beyond  # noqa: F401
         import attrboost.extract  # noqa: F401
         import attrboost.heads  # noqa: F401
         import attrboost.metrics  # noqa: F401
-        import attrboost.pipeline  # noqa: F401
+        import attrboost.study.pipeline  # noqa: F401
 
     timed("lib import", imports)
     import attrboost
     import torch
-    from attrboost import pipeline as P
+    from attrboost.study import pipeline as P
 
     info["attrboost_file"] = attrboost.__file__
     info["torch_threads"] = torch.get_num_threads()
@@ -434,8 +434,8 @@ def worker(config_path: str, result_path: str) -> int:
 
 def beyond(cfg: dict, data, bb: str, timed, stages: dict) -> None:
     """Notebook 06's three experiments with its default parameters, as it calls them."""
-    from attrboost import beyond as B
-    from attrboost import params
+    from attrboost.study import beyond as B
+    from attrboost.study import params
 
     d = params.defaults("06_beyond")
     base = timed("06: baselines", B.run_baselines, data, bb, cfg["seeds"], d["baselines"], progress=False)

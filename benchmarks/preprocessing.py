@@ -15,10 +15,10 @@ import warnings
 
 import pandas as pd
 
-from attrboost import pipeline as P
+from attrboost.study import pipeline as P
 from attrboost.metrics import map_at_r
-from attrboost.report import fmt_delta, verdict
-from attrboost.stats import mean_ci
+from attrboost.study.report import fmt_delta, verdict
+from attrboost.study.stats import mean_ci
 
 
 def main(argv=None) -> int:

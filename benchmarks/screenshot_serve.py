@@ -1,6 +1,6 @@
 """Screenshot of the `attrboost serve` page on the embedded synthetic catalogue -> figures/serve_synthetic.png.
 
-Runs the README's commands when their outputs are missing (in --work, default .cache/serve-demo):
+Runs the README's tool commands when their outputs are missing (in --work, default .cache/serve-demo):
 
     attrboost demo-data demo
     attrboost fit   --csv demo/styles.csv --images demo/images --attributes gender,masterCategory,subCategory,\
@@ -27,7 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from attrboost.cli import main as cli  # noqa: E402
+from attrboost.search.cli import main as cli  # noqa: E402
 
 ATTRIBUTES = "gender,masterCategory,subCategory,articleType,baseColour,season,usage"
 CHROMIUM = "/usr/bin/chromium"
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from attrboost.serve import create_app, running
+    from attrboost.search.serve import create_app, running
 
     dirs = build(args.work)
     app = create_app(dirs["model"], dirs["index"], dirs["raw"], k=args.k)

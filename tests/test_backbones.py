@@ -14,9 +14,9 @@ from PIL import Image
 from sklearn.decomposition import PCA
 
 from attrboost import backbones
-from attrboost.backbones import (BACKBONES, PixelPCA, WeightsUnavailableError, create_backbone,
-                                 create_classifier, data_config, fold_batchnorm, get_spec, list_backbones,
-                                 load_pixels)
+from attrboost.backbones import (BACKBONES, WeightsUnavailableError, create_backbone, create_classifier, data_config,
+                                 fold_batchnorm, get_spec, list_backbones)
+from attrboost.pixels import PixelPCA, load_pixels
 
 # ImageNet-1k classes 281-285: tabby, tiger cat, Persian, Siamese, Egyptian cat
 IMAGENET_CATS = set(range(281, 286))

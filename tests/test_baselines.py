@@ -7,26 +7,14 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from attrboost import beyond as B
-from attrboost.baselines import GroupLDA, GroupNCA, MetricHead, PCAWhitening, group_labels
-from attrboost.data import Sample, subsample_train, without_attribute
+from attrboost.study import beyond as B
+from attrboost.study.baselines import GroupLDA, GroupNCA, MetricHead, PCAWhitening, group_labels
+from attrboost.data import subsample_train, without_attribute
 from attrboost.metrics import map_at_r
+from helpers import toy, toy_sample
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache"))
-
-
-def toy(n_groups=8, per_group=30, signal_dims=4, noise_dims=28, seed=0, noise=4.0):
-    """Groups separated in a few low-variance dimensions, hidden under high-variance noise."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 1.0, (n_groups, signal_dims))
-    g = np.repeat(np.arange(n_groups), per_group)
-    sig = centres[g] + rng.normal(0, 0.25, (len(g), signal_dims))
-    X = np.hstack([sig, rng.normal(0, noise, (len(g), noise_dims))]).astype(np.float32)
-    attrs = pd.DataFrame({"colour": [f"c{i % 4}" for i in g], "kind": [f"k{i // 4}" for i in g]})
-    return X, attrs, g
+pytestmark = pytest.mark.usefixtures("cache")  # a private, empty cache (conftest)
 
 
 def test_group_labels_codes_the_full_attribute_tuple():
@@ -143,18 +131,6 @@ def test_integer_parameters_name_the_bad_value():
 
 
 # ----------------------------------------------------------------------------- sample transforms, cached step
-def toy_sample(seed=0):
-    X, attrs, g = toy(per_group=20, seed=seed)
-    rng = np.random.default_rng(seed)
-    part = np.array(["train"] * 100 + ["val"] * 20 + ["test"] * 40)
-    rng.shuffle(part)
-    items = attrs.assign(id=[f"i{i}" for i in range(len(g))], group=g, part=part,
-                         tags=[[f"w{k}"] for k in g])
-    s = Sample(items=items, attributes=("colour", "kind"), vocab=[f"w{k}" for k in range(8)],
-               params={"split": "random"}, fingerprint=f"toy{seed}", dataset="toy", dataset_fingerprint="toy")
-    return s, X
-
-
 def test_subsample_train_is_nested_and_leaves_val_and_test_alone():
     s, X = toy_sample()
     a, Xa = subsample_train(s, X, 30, seed=0)

@@ -1,5 +1,5 @@
 """Notebook 06's experiments in the library: baselines over seeds, label budget, ablation, paired deltas,
-the written table. Tiny data (the toy sample of test_baselines), a few seconds."""
+the written table. Tiny data (helpers.toy_sample), a few seconds."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,22 +7,19 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from attrboost import beyond as B
-from attrboost import pipeline as P
+from attrboost.study import beyond as B
+from attrboost.study import pipeline as P
 from attrboost.data import subsample_train, without_attribute
 from attrboost.metrics import METRICS, evaluate
+from helpers import toy_sample
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("cache")  # a private, empty cache (conftest)
 
 
 @pytest.fixture
 def toy(monkeypatch):
     """Two seeds of the toy sample served by get_sample/get_features, as the notebook's cfg would be."""
-    from test_baselines import toy_sample
-
     data = {seed: toy_sample(seed) for seed in (0, 1)}
     monkeypatch.setattr(P, "get_sample", lambda cfg, seed: data[seed][0])
     monkeypatch.setattr(P, "get_features", lambda sample, backbone, **kw: data[int(sample.fingerprint[-1])][1])
@@ -140,7 +137,7 @@ def test_write_results_adds_the_run_and_rounds(tmp_path):
 
 # ----------------------------------------------------------------------------- fits in worker processes, device
 def test_06s_fits_in_two_processes_give_the_serial_bits(toy, tmp_path, monkeypatch):
-    import attrboost.baselines as BL
+    import attrboost.study.baselines as BL
     import attrboost.heads as H
 
     samples, feats = {s: v[0] for s, v in toy.items()}, {s: v[1] for s, v in toy.items()}
@@ -170,7 +167,7 @@ def test_device_reaches_every_head_and_baseline_and_a_gpu_fits_in_one_process(to
     """device="cuda" (faked: no GPU needed) reaches the Task 1 heads and the baselines of the three
     experiments; n_jobs "auto" is 1 on a GPU; the device is in the cache keys of the torch fits only."""
     samples, feats = {s: v[0] for s, v in toy.items()}, {s: v[1] for s, v in toy.items()}
-    monkeypatch.setattr(P, "resolve_device", lambda d: "cuda" if d in ("auto", "cuda") else d)
+    monkeypatch.setattr(P, "device_name", lambda d: "cuda" if d in ("auto", "cuda") else d)
     seen, pools = [], []
     real_run_fits = P.run_fits
     monkeypatch.setattr(P, "run_fits", lambda calls, n, **kw: pools.append(n) or real_run_fits(calls, n, **kw))
@@ -204,7 +201,7 @@ def test_metric_head_baselines_train_on_the_gpu(toy):
     s, X = toy[0]
     gpu = B.get_baseline(s, X, "toy", "supcon", 0, device="cuda", max_epochs=3)
     cpu = B.get_baseline(s, X, "toy", "supcon", 0, device="cpu", max_epochs=3)
-    from attrboost.baselines import MetricHead
+    from attrboost.study.baselines import MetricHead
 
     est = MetricHead(device="cuda", max_epochs=2)
     est.fit(X[s.mask("train")], s.part("train")[list(s.attributes)])

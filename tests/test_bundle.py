@@ -12,18 +12,13 @@ import pandas as pd
 import pytest
 from _shapes import write_shapes
 
-from attrboost import bundle
-from attrboost.bundle import BundleError, load_model, save_head, save_model
-from attrboost.encoder import Encoder
-from attrboost.extract import extract_features
+from attrboost.search import bundle
+from attrboost.search.bundle import BundleError, load_model, save_model
+from attrboost.search.encoder import Encoder
+from attrboost.features import extract_features
 from attrboost.heads import BoostHead
 
 BACKBONE = "efficientnet_lite0"  # offline weights
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache"))
 
 
 def _labels(n, rng):
@@ -78,7 +73,7 @@ def test_model_round_trip_and_identity(model_dir, fitted):
     assert backbone["name"] == BACKBONE and backbone["weights_sha256"] == bundle.sha256_file(enc.backbone.path)
     assert backbone["preprocessing"]["input_size"] == [3, 224, 224]
     with pytest.raises(BundleError, match="holds a head only"):
-        load_model(save_head(head, model_dir.parent / "head_only"))
+        load_model(head.save(model_dir.parent / "head_only"))
 
 
 def test_encoder_matches_extract_features_then_head(cache, model_dir, fitted, shapes):

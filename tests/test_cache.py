@@ -22,30 +22,23 @@ import pytest
 import torch
 from PIL import Image
 
-from attrboost import backbones
-from attrboost import baselines as BL
-from attrboost import beyond as B
+from attrboost import backbones, pixels
+from attrboost.study import baselines as BL
+from attrboost.study import beyond as B
 from attrboost import cache as C
-from attrboost import extract as E
+from attrboost import features as E
+from attrboost.study.embed import embed
 from attrboost import heads as H
-from attrboost import pipeline as P
-from attrboost.data import load_kaggle, sample_protocol
-from test_extract import Counting, Interrupted
+from attrboost.study import pipeline as P
+from helpers import Counting, Interrupted
 
 BACKBONE = "efficientnet_lite0"  # its width (1280) is what the caches are checked against
 WIDTH = 1280
 CPU = dict(device="cpu", num_workers=0, progress=False)
-_REAL_PCA_FIT = backbones.PixelPCA.fit
+_REAL_PCA_FIT = pixels.PixelPCA.fit
 
 
-# ----------------------------------------------------------------------------- fixtures
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("ATTRBOOST_CACHE", str(path))
-    return path
-
-
+# ----------------------------------------------------------------------------- fixtures (cache, sample: conftest)
 def tiny_net(fail_at=None) -> Counting:
     """A fixed, randomly initialised stand-in for the backbone (1280 outputs): the cache logic is the same
     and each extraction takes milliseconds. Counts images; raises on forward call number ``fail_at``."""
@@ -76,8 +69,8 @@ def forbid_compute(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("recomputed although the cache holds a valid entry")
     monkeypatch.setattr(backbones, "create_backbone", fail)
-    monkeypatch.setattr(backbones, "load_pixels", fail)
-    monkeypatch.setattr(backbones.PixelPCA, "fit", fail)
+    monkeypatch.setattr("attrboost.study.embed.load_pixels", fail)
+    monkeypatch.setattr(pixels.PixelPCA, "fit", fail)
     monkeypatch.setattr(H.BoostHead, "fit", fail)
     for cls in (BL.PCAWhitening, BL.GroupLDA, BL.GroupNCA, BL.MetricHead):
         monkeypatch.setattr(cls, "fit", fail)
@@ -98,14 +91,6 @@ def write_images(folder: Path, n: int = 12) -> tuple[list[str], list[str]]:
 @pytest.fixture
 def images(tmp_path):
     return write_images(tmp_path / "images")
-
-
-@pytest.fixture
-def sample(tmp_path):
-    from test_data import make_kaggle
-
-    cat = load_kaggle(make_kaggle(tmp_path / "data", n_groups=6, per_group=8, small_groups=0))
-    return sample_protocol(cat, n_groups=6, per_group=8, n_test=12, val_fraction=0.25, seed=0)
 
 
 def toy_features(s) -> np.ndarray:
@@ -136,7 +121,7 @@ def _run_chunks(ctx):
 def _run_pca(ctx):
     paths, ids = ctx["images"]
     items = pd.DataFrame({"id": ids, "image_path": paths})
-    return {"features": E.embed("pca", items, ids[::2], dataset_fp="fp", n_components=4, progress=False)}
+    return {"features": embed("pca", items, ids[::2], dataset_fp="fp", n_components=4, progress=False)}
 
 
 def _run_head(ctx):
@@ -405,7 +390,7 @@ def test_moving_the_image_folder_keeps_extract_caches_without_dataset_fp(tmp_pat
     patch_model(monkeypatch)
     feats = E.extract_features(BACKBONE, paths, ids, dataset_fp="", **CPU)[1]
     items = pd.DataFrame({"id": ids, "image_path": paths})
-    pca = E.embed("pca", items, ids[::2], dataset_fp="", n_components=4, progress=False)
+    pca = embed("pca", items, ids[::2], dataset_fp="", n_components=4, progress=False)
     new_dir = tmp_path / "moved" / "images"
     shutil.copytree(Path(paths[0]).parent, new_dir)  # copy2: mtimes kept
     shutil.rmtree(Path(paths[0]).parent)
@@ -413,10 +398,64 @@ def test_moving_the_image_folder_keeps_extract_caches_without_dataset_fp(tmp_pat
     forbid_compute(monkeypatch)
     assert np.array_equal(E.extract_features(BACKBONE, new_paths, ids, dataset_fp="", **CPU)[1], feats)
     new_items = items.assign(image_path=new_paths)
-    assert np.array_equal(E.embed("pca", new_items, ids[::2], dataset_fp="", n_components=4, progress=False), pca)
+    assert np.array_equal(embed("pca", new_items, ids[::2], dataset_fp="", n_components=4, progress=False), pca)
     (cache / "features" / "pca").rename(cache / "pca-gone")  # the pixel cache alone
-    monkeypatch.setattr(backbones.PixelPCA, "fit", _REAL_PCA_FIT)
-    assert np.array_equal(E.embed("pca", new_items, ids[::2], dataset_fp="", n_components=4, progress=False), pca)
+    monkeypatch.setattr(pixels.PixelPCA, "fit", _REAL_PCA_FIT)
+    assert np.array_equal(embed("pca", new_items, ids[::2], dataset_fp="", n_components=4, progress=False), pca)
     os.utime(new_paths[3], ns=(0, 0))  # a changed file is a different key: extracted again
     with pytest.raises(AssertionError, match="recomputed"):
         E.extract_features(BACKBONE, new_paths, ids, dataset_fp="", **CPU)
+
+
+# ----------------------------------------------------------------------------- code in the keys
+STALE_PROBE = """
+import json, sys
+import numpy as np
+import attrboost
+from attrboost.cache import code_hash
+from attrboost.data import load_kaggle, sample_protocol
+from attrboost.study import pipeline as P
+cat = load_kaggle(sys.argv[1])
+sample = sample_protocol(cat, n_groups=6, per_group=8, n_test=12, val_fraction=0.25, seed=0)
+X = np.random.default_rng(0).normal(size=(len(sample.items), 16)).astype(np.float32)
+run = P.get_boosted(sample, X, "efficientnet_lite0", "task1", 0, max_epochs=3)
+print(json.dumps({"package": attrboost.__file__, "code": code_hash(*P.HEAD_CODE),
+                  "test": run.emb["test"].sum().item()}))
+"""
+
+
+def test_a_changed_function_body_misses_the_head_cache(tmp_path):
+    """A head fitted by changed code is never returned to the real code (the cache key holds a hash of the
+    code of every module that computes a head); a comment or a docstring is not a change."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import make_kaggle
+
+    data = make_kaggle(tmp_path / "data", n_groups=6, per_group=8, small_groups=0)
+    env = {**os.environ, "ATTRBOOST_CACHE": str(tmp_path / "cache")}
+
+    def probe(lib: Path) -> dict:
+        out = subprocess.run([sys.executable, "-c", STALE_PROBE, str(data)], env={**env, "PYTHONPATH": str(lib)},
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert Path(got["package"]).resolve().is_relative_to(lib.resolve())
+        return got
+
+    real = Path(__file__).resolve().parents[1] / "lib"
+    copy = tmp_path / "lib"
+    shutil.copytree(real / "attrboost", copy / "attrboost", ignore=shutil.ignore_patterns("__pycache__"))
+    heads = copy / "attrboost" / "heads.py"
+    text = heads.read_text()
+    returns = "            return self._embed_numpy(self.model_, Xt)\n"
+    doc = '"""Boosted embedding: hidden-layer ReLU activations, float32 array (n, hidden_dim_)."""'
+    assert returns in text and doc in text
+    heads.write_text(text.replace(doc, '"""Reworded."""  # and a comment'))
+    original = probe(real)
+    assert probe(copy)["code"] == original["code"]  # documentation only: the same key, a cache hit
+    heads.write_text(text.replace(returns, returns.replace("Xt)", "Xt) * 2")))
+    mutated = probe(copy)  # fitted by the changed code into the shared cache
+    assert mutated["code"] != original["code"] and mutated["test"] == pytest.approx(2 * original["test"])
+    assert probe(real)["test"] == original["test"]  # the real code does not get the changed code's head

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,21 +13,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import pytest
 from _shapes import write_shapes
+from helpers import SHAPES_FIT
 
 import attrboost
-from attrboost.cli import main
-
-FIT = ["--attributes", "colour,shape", "--text-column", "name", "--max-epochs", "3", "-q"]
+from attrboost.search.cli import main
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    """A 40-image catalogue, a model fitted on it by `attrboost fit`, and a flat index of its images."""
+def work(tmp_path_factory, shapes_model):
+    """The catalogue of the shared model (conftest's shapes_model: 40 images, a model fitted by `attrboost fit`)
+    copied here with an undecodable file added, and a flat index of its images made with that model."""
     root = tmp_path_factory.mktemp("cli")
-    csv_path, images = write_shapes(root / "cat", n=40)
+    cat = shutil.copytree(shapes_model.csv.parent, root / "cat")
+    csv_path, images = cat / shapes_model.csv.name, cat / shapes_model.images.name
     (images / "zz_broken.jpg").write_bytes(b"\xff\xd8 truncated")  # in the folder, not in the CSV
-    assert main(["fit", "--csv", str(csv_path), "--images", str(images), "--out", str(root / "model"), *FIT]) == 0
-    assert main(["index", "--model", str(root / "model"), "--images", str(images), "--out", str(root / "ix"),
+    assert main(["index", "--model", str(shapes_model.model), "--images", str(images), "--out", str(root / "ix"),
                  "-q"]) == 0
     return root, csv_path, images
 
@@ -37,9 +38,8 @@ def _search(capsys, *args):
     return json.loads(capsys.readouterr().out)
 
 
-def test_fit_writes_a_bundle_with_validation_metrics(work):
-    root, _, _ = work
-    metrics = json.loads((root / "model" / "metrics.json").read_text())
+def test_fit_writes_a_bundle_with_validation_metrics(shapes_model):
+    metrics = json.loads((shapes_model.model / "metrics.json").read_text())
     assert metrics["n_train"] + metrics["n_val"] == 40 and metrics["n_val"] >= 2
     assert set(metrics["validation"]) == {"val_loss", "val_acc_colour", "val_acc_shape", "val_map@r"}
     assert metrics["n_epochs"] == 3 and len(metrics["history"]) == 3
@@ -47,11 +47,11 @@ def test_fit_writes_a_bundle_with_validation_metrics(work):
     # BoostHead's default selection (the study's rule): the first epoch with the best validation MAP@R
     assert best["val_map@r"] == max(h["val_map@r"] for h in metrics["history"])
     assert best["epoch"] == min(h["epoch"] for h in metrics["history"] if h["val_map@r"] == best["val_map@r"])
-    enc = attrboost.load_model(root / "model")
+    enc = attrboost.load_model(shapes_model.model)
     assert enc.attributes == ["colour", "shape"] and enc.width == 1280
 
 
-def test_index_search_json_equals_brute_force(work, capsys):
+def test_index_search_json_equals_brute_force(work, shapes_model, capsys):
     root, _, images = work
     meta = json.loads((root / "ix" / "index.json").read_text())
     assert meta["n"] == 40 and meta["kind"] == "flat"
@@ -59,7 +59,7 @@ def test_index_search_json_equals_brute_force(work, capsys):
     queries = [str(images / "s0.jpg"), str(images / "s7.jpg")]
     out = _search(capsys, "--index", str(root / "ix"), *queries, "-k", "5")
     # independent: encode every image, cosine by numpy
-    enc = attrboost.load_model(root / "model")
+    enc = attrboost.load_model(shapes_model.model)
     gallery = sorted(p for p in images.glob("s*.jpg"))
     G = enc(gallery)
     Q = enc(queries)
@@ -74,23 +74,22 @@ def test_index_search_json_equals_brute_force(work, capsys):
         assert res["predicted"] == predicted.iloc[q].to_dict()
 
 
-def test_add_appends_only_new_images(work, tmp_path, capsys):
+def test_add_appends_only_new_images(work, shapes_model, tmp_path, capsys):
     root, _, images = work
-    import shutil
     ix = shutil.copytree(root / "ix", tmp_path / "ix")
     _, new_images = write_shapes(tmp_path / "more", n=6, seed=1, prefix="n")
-    assert main(["index", "--model", str(root / "model"), "--images", str(new_images), "--out", str(ix), "--add",
+    assert main(["index", "--model", str(shapes_model.model), "--images", str(new_images), "--out", str(ix), "--add",
                  "-q"]) == 0
     assert json.loads((ix / "index.json").read_text())["n"] == 46
     out = _search(capsys, "--index", str(ix), str(new_images / "n2.jpg"), "-k", "1")
     assert out[0]["results"][0]["id"] == "n2"
-    assert main(["index", "--model", str(root / "model"), "--images", str(new_images), "--out", str(ix), "--add",
+    assert main(["index", "--model", str(shapes_model.model), "--images", str(new_images), "--out", str(ix), "--add",
                  "-q"]) == 0
     assert json.loads((ix / "index.json").read_text())["n"] == 46
     assert "6 of 6 images are already in" in capsys.readouterr().err
 
 
-def test_clear_errors(work, tmp_path, capsys):
+def test_clear_errors(work, shapes_model, tmp_path, capsys):
     root, csv_path, images = work
     assert main(["fit", "--csv", str(csv_path), "--images", str(images), "--attributes", "colour,material",
                  "--out", str(tmp_path / "m"), "-q"]) == 2
@@ -98,25 +97,25 @@ def test_clear_errors(work, tmp_path, capsys):
     assert "missing column(s) ['material']" in err and "'colour'" in err
     assert main(["search", "--index", str(root / "ix"), str(images / "zz_broken.jpg")]) == 2
     assert "zz_broken.jpg" in capsys.readouterr().err
-    assert main(["index", "--model", str(root / "model"), "--images", str(images), "--out", str(root / "ix"),
+    assert main(["index", "--model", str(shapes_model.model), "--images", str(images), "--out", str(root / "ix"),
                  "-q"]) == 2
     assert "already holds an index: pass --add" in capsys.readouterr().err
     # another model (other seed: other head weights) cannot search this index
     assert main(["fit", "--csv", str(csv_path), "--images", str(images), "--out", str(tmp_path / "other"),
-                 "--seed", "1", *FIT]) == 0
+                 "--seed", "1", *SHAPES_FIT]) == 0
     assert main(["search", "--index", str(root / "ix"), "--model", str(tmp_path / "other"),
                  str(images / "s0.jpg")]) == 2
     assert "does not match the index (head_sha256" in capsys.readouterr().err
 
 
-def test_export_onnx_matches_eager(work, tmp_path):
+def test_export_onnx_matches_eager(work, shapes_model, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    root, _, images = work
+    _, _, images = work
     path = tmp_path / "enc.onnx"
     queries = [str(images / f"s{i}.jpg") for i in range(4)]
-    assert main(["export", "--model", str(root / "model"), "--onnx", str(path), "--check-images", *queries]) == 0
-    enc = attrboost.load_model(root / "model")
+    assert main(["export", "--model", str(shapes_model.model), "--onnx", str(path), "--check-images", *queries]) == 0
+    enc = attrboost.load_model(shapes_model.model)
     pil_stage, _ = enc.preprocessing()
     from attrboost.data import load_image
     batch = np.stack([np.asarray(pil_stage(load_image(q)), dtype=np.uint8) for q in queries])
@@ -128,7 +127,7 @@ def test_export_onnx_matches_eager(work, tmp_path):
 
 def test_module_entry_point_and_study_still_run():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    for mod in ("attrboost.cli", "attrboost.study"):
+    for mod in ("attrboost.search.cli", "attrboost.study"):
         out = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True, env=env,
                              timeout=120)
         assert out.returncode == 0, out.stderr

@@ -15,20 +15,18 @@ import pandas as pd
 import pytest
 
 from _shapes import write_shapes
-from attrboost import params
-from attrboost import pipeline as P
-from attrboost import report as R
-from attrboost import study as S
+from attrboost.study import params
+from attrboost.study import pipeline as P
+from attrboost.study import report as R
+from attrboost.study import runner as S
 from attrboost.data import DataError, load_dataset
-from attrboost.extract import embed, pca_width
+from attrboost.study.embed import embed, pca_width
 
 REPO = Path(__file__).resolve().parents[1]
 ATTRS = ["colour", "shape", "size"]
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("cache")  # a private, empty cache (conftest)
 
 
 def write_catalogue(folder: Path, n: int = 96) -> tuple[Path, Path]:
@@ -153,7 +151,7 @@ def test_pca_width_is_capped_by_the_training_size(capsys):
 def test_pca_features_of_a_small_catalogue_match_sklearn(catalogue, capsys):
     from sklearn.decomposition import PCA
 
-    from attrboost.backbones import load_pixels
+    from attrboost.pixels import load_pixels
 
     csv, images = catalogue
     cfg = P.DataConfig(**csv_values(csv, images), n_groups=6, per_group=8)

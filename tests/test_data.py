@@ -1,7 +1,6 @@
 """Data layer: loaders, bad input, sampling protocol, tags, download conversion, real data."""
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 
@@ -13,35 +12,9 @@ from PIL import Image
 from attrboost.data import (ATTRIBUTES, DataError, build_vocab, default_fashion_dir, filter_tags, load_csv,
                             load_dataset, load_kaggle, normalise_name, sample_protocol)
 from attrboost.data.catalogue import KAGGLE_COLUMNS
+from attrboost.pixels import load_pixels
 from attrboost.data.download import download_fashion, write_kaggle_layout
-
-COLOURS = ["Black", "Blue", "Red", "White", "Green", "Pink", "Grey", "Navy Blue"]
-
-
-def _jpeg(path: Path, colour=(200, 30, 30)) -> None:
-    Image.new("RGB", (6, 8), colour).save(path, format="JPEG")
-
-
-def make_kaggle(root: Path, n_groups=8, per_group=6, small_groups=2, nested=False) -> Path:
-    """A tiny Kaggle-layout dataset: n_groups groups of per_group items + small groups of 2."""
-    base = root / "myntradataset" if nested else root
-    (base / "images").mkdir(parents=True)
-    rows, rid = [], 1000
-    sizes = [per_group] * n_groups + [2] * small_groups
-    for g, size in enumerate(sizes):
-        for j in range(size):
-            rid += 1
-            colour = COLOURS[g % len(COLOURS)]
-            gender = "Men" if g % 2 else "Women"
-            rows.append([rid, gender, "Apparel", "Topwear", f"Type{g // len(COLOURS)}", colour, "Summer", 2012,
-                         "Casual", f"Brand{j % 2} {gender}'s {colour} T-Shirts & Tops {j}"])
-            _jpeg(base / "images" / f"{rid}.jpg", (g * 20 % 255, j * 30 % 255, 100))
-    with open(base / "styles.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(KAGGLE_COLUMNS)
-        w.writerows(rows)
-    return root
-
+from helpers import make_kaggle, write_jpeg
 
 # ---------------------------------------------------------------- tags
 def test_normalise_name_rules():
@@ -112,7 +85,7 @@ def test_load_csv_generic(tmp_path):
     img.mkdir()
     rows = []
     for i in range(6):
-        _jpeg(img / f"p{i}.jpg")
+        write_jpeg(img / f"p{i}.jpg")
         rows.append({"sku": f"s{i}", "file": f"p{i}.jpg", "colour": "red" if i % 2 else "blue",
                      "shape": "round", "title": f"Red thing {i}"})
     pd.DataFrame(rows).to_csv(tmp_path / "cat.csv", index=False)
@@ -225,7 +198,7 @@ def test_load_csv_fingerprint_survives_moving_the_folder(tmp_path):
 
     (tmp_path / "a" / "pics").mkdir(parents=True)
     for i in range(4):
-        _jpeg(tmp_path / "a" / "pics" / f"p{i}.jpg", (i * 50, 0, 0))
+        write_jpeg(tmp_path / "a" / "pics" / f"p{i}.jpg", (i * 50, 0, 0))
     pd.DataFrame({"file": [f"pics/p{i}.jpg" for i in range(4)], "colour": ["red", "blue"] * 2}).to_csv(
         tmp_path / "a" / "cat.csv", index=False)
     fp = load_csv(tmp_path / "a" / "cat.csv", attributes=["colour"], id_column=None, path_column="file").fingerprint
@@ -324,14 +297,14 @@ def test_all_decoders_share_the_conversion(tmp_path, monkeypatch):
     """Sampling, Catalogue.load_image, pixel loading (PCA), feature extraction and figures decode alike."""
     from attrboost import backbones
     from attrboost.data import load_image
-    from attrboost.extract import ImageFiles
+    from attrboost.inference import ImageFiles
 
     paths, expect = zip(*(_mode_case(k, tmp_path / k.replace(";", "").replace("+", "")) for k in ("I;16", "RGBA")))
     for path, exp in zip(paths, expect):
         exp = np.asarray(exp, dtype=float)
         size = Image.open(path).size
         np.testing.assert_allclose(np.asarray(load_image(path), float), exp, atol=1)
-        pixels = backbones.load_pixels([path], size=size, progress=False)[0].reshape(exp.shape) * 255
+        pixels = load_pixels([path], size=size, progress=False)[0].reshape(exp.shape) * 255
         np.testing.assert_allclose(pixels, exp, atol=1)
         item = ImageFiles([path], transform=lambda im: np.asarray(im, dtype=float))[0]
         np.testing.assert_allclose(item, exp, atol=1)
@@ -360,7 +333,7 @@ def test_plain_rgb_and_grey_decode_bit_identical_to_convert_rgb(tmp_path, fmt, m
     with Image.open(path) as im:
         ref = np.asarray(im.convert("RGB"))
     np.testing.assert_array_equal(np.asarray(load_image(path)), ref)
-    np.testing.assert_array_equal(backbones.load_pixels([path], progress=False)[0],
+    np.testing.assert_array_equal(load_pixels([path], progress=False)[0],
                                   ref.astype(np.float32).reshape(-1) / 255.0)
 
 
@@ -493,7 +466,7 @@ REAL = default_fashion_dir()
 
 
 @pytest.mark.skipif(REAL is None or not (Path(REAL) / "styles.csv").exists(),
-                    reason="real data absent: get it with `make data` or set ATTRBOOST_DATA_DIR (see README)")
+                    reason="real data absent: get it with `make data` or set ATTRBOOST_DATA_DIR (see docs/reproducibility.md)")
 def test_real_data_protocol_sample():
     cat = load_dataset("fashion", REAL)
     header = (Path(cat.source) / "styles.csv").read_text().splitlines()[0].split(",")

@@ -21,28 +21,12 @@ import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import attrboost
-from attrboost.backbones import PixelPCA
-from attrboost.baselines import GroupLDA, GroupNCA, PCAWhitening
+from attrboost.pixels import PixelPCA
+from attrboost.study.baselines import GroupLDA, GroupNCA, PCAWhitening
+from helpers import noisy_groups, pixels
 
 # (BLAS/OpenMP threads, torch threads)
 THREADS = [(1, 1), (2, 2), (2, 1), (1, 2)]
-
-
-def pixels(n=300, w=20, h=40, rank=30, seed=0) -> np.ndarray:
-    """Pixel-like data in [0, 1]: a few smooth factors plus noise (decaying spectrum, as images have)."""
-    rng = np.random.default_rng(seed)
-    d = w * h * 3
-    X = 0.5 + rng.normal(0, 1, (n, rank)) @ rng.normal(0, 0.05, (rank, d)) + rng.normal(0, 0.05, (n, d))
-    return np.clip(X, 0, 1).astype(np.float32)
-
-
-def toy(n_groups=10, per_group=30, signal_dims=4, noise_dims=124, seed=0, noise=4.0):
-    """Groups separated in a few dimensions under high-variance noise (as in test_baselines)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 1.0, (n_groups, signal_dims))
-    g = np.repeat(np.arange(n_groups), per_group)
-    sig = centres[g] + rng.normal(0, 0.25, (len(g), signal_dims))
-    return np.hstack([sig, rng.normal(0, noise, (len(g), noise_dims))]).astype(np.float32), g
 
 
 def under_each_thread_count(step) -> list[np.ndarray]:
@@ -84,7 +68,7 @@ def test_one_thread_restores_the_callers_thread_settings():
 
 
 def test_group_nca_is_identical_for_any_thread_count():
-    X, g = toy()
+    X, g = noisy_groups()
     outs = under_each_thread_count(
         lambda: GroupNCA(n_components=16, pca_components=64, max_iter=50, seed=0).fit(X, g).transform(X))
     assert outs[0].shape == (300, 16)
@@ -94,7 +78,7 @@ def test_group_nca_is_identical_for_any_thread_count():
 def test_pca_whitening_and_lda_are_identical_for_any_thread_count():
     # old code: whitening differs at this size (7e-15); LDA's differences (4.7e-10 on 2,700 x 1,280) need
     # real-image features, this LDA check passes on the old code too
-    X, g = toy(n_groups=20, per_group=30, noise_dims=508)
+    X, g = noisy_groups(n_groups=20, per_group=30, noise_dims=508)
     assert_all_identical(under_each_thread_count(lambda: PCAWhitening().fit(X).transform(X)))
     assert_all_identical(under_each_thread_count(lambda: GroupLDA().fit(X, g).transform(X)))
 
@@ -103,11 +87,11 @@ _CHILD = r"""
 import hashlib, json, sys
 import numpy as np
 sys.path[:0] = [{tests!r}]
-from test_determinism import pixels, toy
-from attrboost.backbones import PixelPCA
-from attrboost.baselines import GroupNCA
+from helpers import noisy_groups, pixels
+from attrboost.pixels import PixelPCA
+from attrboost.study.baselines import GroupNCA
 X = pixels()
-Xt, g = toy()
+Xt, g = noisy_groups()
 out = {{"pca": PixelPCA(n_components=64, image_size=(20, 40)).fit(X[:250]).transform(X),
         "nca": GroupNCA(n_components=16, pca_components=64, max_iter=50, seed=0).fit(Xt, g).transform(Xt)}}
 print(json.dumps({{k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in out.items()}}))
@@ -126,7 +110,7 @@ def test_thread_env_vars_read_at_import_do_not_change_results(threads, tmp_path)
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout.strip().splitlines()[-1])
     X = pixels()
-    Xt, g = toy()
+    Xt, g = noisy_groups()
     here = {"pca": PixelPCA(n_components=64, image_size=(20, 40)).fit(X[:250]).transform(X),
             "nca": GroupNCA(n_components=16, pca_components=64, max_iter=50, seed=0).fit(Xt, g).transform(Xt)}
     assert got == {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in here.items()}

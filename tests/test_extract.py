@@ -13,21 +13,17 @@ import torch
 from PIL import Image
 from sklearn.decomposition import PCA
 
-from attrboost import backbones, extract
-from attrboost.backbones import create_backbone, load_pixels
-from attrboost.extract import embed, extract_features
+from attrboost import backbones, inference
+from attrboost.backbones import create_backbone
+from attrboost.pixels import load_pixels
+from attrboost.study.embed import embed
+from attrboost.features import extract_features
+from helpers import Counting, Interrupted
 
 BACKBONE = "efficientnet_lite0"  # real offline weights, the cheapest model
 N_IMAGES = 20
 CPU = dict(device="cpu", progress=False)  # exact comparisons with a CPU forward, also on GPU machines
 _REAL_CREATE_BACKBONE = backbones.create_backbone
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("ATTRBOOST_CACHE", str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -54,26 +50,6 @@ def direct(images):
     with torch.inference_mode():
         x = torch.stack([transform(Image.open(p).convert("RGB")) for p in images[0]])
         return model(x).numpy()
-
-
-class Interrupted(Exception):
-    """Stands in for a Ctrl-C / killed kernel in the middle of an extraction."""
-
-
-class Counting(torch.nn.Module):
-    """Wraps a backbone, counts forwarded images (not the blank padding of :func:`attrboost.backbones.forward`),
-    raises on forward call number ``fail_at`` (1-based)."""
-
-    def __init__(self, inner, fail_at=None):
-        super().__init__()
-        self.inner, self.fail_at, self.calls, self.images = inner, fail_at, 0, 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.fail_at is not None and self.calls == self.fail_at:
-            raise Interrupted("simulated interruption")
-        self.images += int((x.flatten(1).abs().sum(1) > 0).sum())  # not the blanks padding a CPU micro-batch
-        return self.inner(x)
 
 
 def _no_model(*args, **kwargs):
@@ -237,20 +213,10 @@ def test_store_holds_each_id_once(cache, images, monkeypatch):
     np.testing.assert_array_equal(stored["X"][12:], feats[[1, 3]])
 
 
-@pytest.fixture
-def sample(tmp_path):
-    from test_data import make_kaggle
-
-    from attrboost.data import load_kaggle, sample_protocol
-
-    cat = load_kaggle(make_kaggle(tmp_path / "data", n_groups=6, per_group=8, small_groups=0))
-    return sample_protocol(cat, n_groups=6, per_group=8, n_test=12, val_fraction=0.25, seed=0)
-
-
 def test_get_features_looks_the_weights_up_once(cache, sample, monkeypatch):
     """get_features resolves the backbone once and hands the resolved weights down (the store key, the
     model): one resolve_weights call by name and one weights look-up per call, cold or warm."""
-    from attrboost import pipeline as P
+    from attrboost.study import pipeline as P
 
     made = _patch_model(monkeypatch)
     by_name, lookups = [], []
@@ -298,7 +264,7 @@ def test_argument_validation(cache, images):
         extract_features(BACKBONE, paths[:2], ids[:3], **CPU)
     with pytest.raises(ValueError, match=r"num_workers \(or 'auto'\) == -1, must be >= 0"):
         extract_features(BACKBONE, paths, ids, num_workers=-1, **CPU)
-    assert extract.auto_workers(torch.device("cpu")) >= 0
+    assert inference.auto_workers(torch.device("cpu")) >= 0
     with pytest.raises(ValueError, match="batch_size"):
         extract_features(BACKBONE, paths, ids, batch_size=0, **CPU)
     with pytest.raises(ValueError, match="embed"):
@@ -333,7 +299,7 @@ def test_embed_pca_fits_on_train_rows_only(cache, images, monkeypatch):
     assert not np.allclose(feats, on_all, atol=1e-3)
 
     # cached: pixels and features are not recomputed; different train ids give different features
-    monkeypatch.setattr(backbones, "load_pixels", lambda *a, **k: (_ for _ in ()).throw(AssertionError("reload")))
+    monkeypatch.setattr("attrboost.study.embed.load_pixels", lambda *a, **k: (_ for _ in ()).throw(AssertionError("reload")))
     np.testing.assert_array_equal(
         embed("pca", items, train_ids, dataset_fp="fp", n_components=k, progress=False), feats)
     other = embed("pca", items, list(range(1, N_IMAGES, 2)), dataset_fp="fp", n_components=k, progress=False)
@@ -355,13 +321,13 @@ def test_batched_normalisation_is_bit_identical_to_the_transform(images, name):
     """Workers ship uint8 crops; the ToTensor+Normalize tail runs per batch: same numbers, exactly."""
     paths = images[0][:5]
     transform = backbones.create_transform(name)
-    pil_stage, finish = extract._split_transform(transform)
-    batch = torch.stack([extract.ImageFiles(paths, pil_stage, uint8=True)[i] for i in range(len(paths))])
+    pil_stage, finish = inference.split_transform(transform)
+    batch = torch.stack([inference.ImageFiles(paths, pil_stage, uint8=True)[i] for i in range(len(paths))])
     got = finish(batch, torch.device("cpu"))
     expected = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
     assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(got, expected)
-    assert extract._split_transform(_small_transform) is None
+    assert inference.split_transform(_small_transform) is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -379,7 +345,7 @@ def test_cpu_forward_is_bitwise_the_same_for_any_batch_size_and_thread_count():
     size, the chunking and the machine's core count."""
     model, transform = create_backbone(BACKBONE)
     model = backbones.fold_batchnorm(model).to(memory_format=torch.channels_last)
-    split = extract._split_transform(transform)
+    split = inference.split_transform(transform)
     assert split is not None
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (21, 224, 224, 3), dtype=torch.uint8, generator=gen)

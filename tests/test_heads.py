@@ -16,7 +16,8 @@ from torch.nn import functional as F
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import log_loss
 
-from attrboost.heads import PAD, BoostHead, _HeadNet
+from attrboost.headnet import PAD, HeadNet
+from attrboost.heads import BoostHead
 
 N_CLASSES = {"a": 4, "b": 3, "c": 5}
 GRU_SMALL = 32  # small decoder keeps the Task 2/3 tests fast; the width is a parameter
@@ -191,7 +192,7 @@ def reference_tag_loss(net, h, tokens_in, tokens_out):
 def _decoder_batch(seed=0, n=9, vocab=20, max_len=7):
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net = _HeadNet(12, 16, [], vocab, 24)
+    net = HeadNet(12, 16, [], vocab, 24)
     lengths = torch.randint(1, max_len + 1, (n,), generator=gen)  # steps incl. BOS/EOS; most rows padded
     lengths[0] = max_len
     tin = torch.full((n, max_len), PAD)
@@ -429,7 +430,7 @@ def test_parameters_after_task_are_keyword_only(data):
 def test_default_selection_is_validation_map_at_r_with_the_shared_patience_and_cap():
     """The default keeps the epoch with the best validation MAP@R (full attribute tuple as relevance),
     recomputed here independently from the kept model, and stops PATIENCE epochs after it."""
-    from attrboost.baselines import MetricHead
+    from attrboost.study.baselines import MetricHead
     from attrboost.training import MAX_EPOCHS, PATIENCE
 
     X, y, t, Xv, yv, tv = split(*make_data(n=400, d=64, noise=3.0, label_noise=0.3, seed=1), n_train=300)

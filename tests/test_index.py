@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from attrboost.bundle import BundleError
-from attrboost.index import EmptyIndexError, IndexMismatchError, VectorIndex
+from attrboost.search.bundle import BundleError
+from attrboost.search.index import EmptyIndexError, IndexMismatchError, VectorIndex
 
 
 def _clustered(n=300, d=32, seed=0):

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from attrboost import items as I
-from attrboost.bundle import BundleError, write_manifest
+from attrboost.search import items as I
+from attrboost.search.bundle import BundleError, write_manifest
 from attrboost.cache import save_arrays
-from attrboost.index import FORMAT, VectorIndex
-from attrboost.items import ItemTable
+from attrboost.search.index import FORMAT, VectorIndex
+from attrboost.search.items import ItemTable
 
 
 def _random_items(rng, n, start=0):

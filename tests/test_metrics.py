@@ -9,28 +9,9 @@ import pytest
 from sklearn.metrics import ndcg_score
 
 from attrboost import metrics as M
+from helpers import continuous, tie_heavy
 
 SEEDS = [0, 1, 2, 3]
-
-
-# ------------------------------------------------------------------------------ test data
-def tie_heavy(seed: int, n: int = 150, dim: int = 3, n_attrs: int = 3, vocab: int = 6):
-    """Small-integer embeddings (many exact ties, some zero rows), few labels, random tags."""
-    rng = np.random.default_rng(seed)
-    emb = rng.integers(0, 3, size=(n, dim))
-    attrs = rng.integers(0, 2, size=(n, n_attrs))
-    words = [f"w{i}" for i in range(vocab)]
-    tags = [list(rng.choice(words, size=rng.integers(0, 4))) for _ in range(n)]  # may repeat words
-    return emb, attrs, tags
-
-
-def continuous(seed: int, n: int = 90, dim: int = 8, n_attrs: int = 7, values: int = 3):
-    rng = np.random.default_rng(seed)
-    emb = rng.normal(size=(n, dim))
-    attrs = rng.integers(0, values, size=(n, n_attrs))
-    words = [f"w{i}" for i in range(8)]
-    tags = [list(rng.choice(words, size=rng.integers(0, 4), replace=False)) for _ in range(n)]
-    return emb, attrs, tags
 
 
 # ----------------------------------------------------------------- independent references

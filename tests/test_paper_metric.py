@@ -13,6 +13,7 @@ from attrboost import metrics as M
 
 sys.path.insert(0, str(Path(__file__).parent))
 import original_metric as O  # noqa: E402
+from helpers import continuous, make_kaggle, tie_heavy  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:emb has .* zero vector")
 
@@ -99,16 +100,14 @@ def test_label_similarity_direction_and_tokens():
 
 def test_filtered_variant_equals_previous_numbers():
     """paper_map@10_filtered is the study's earlier paper_map@10, unchanged (values from the old code)."""
-    import test_metrics as T
-
     old = {0: 2.6527998236331567, 1: 3.140360449735449, 2: 2.2556901927437645}
     for seed, want in old.items():
-        emb, attrs, tags = T.continuous(seed, n=120, n_attrs=2, values=2)
+        emb, attrs, tags = continuous(seed, n=120, n_attrs=2, values=2)
         assert M.paper_map_at_10_filtered(emb, attrs, tags) == pytest.approx(want, abs=1e-12)
         names = [" ".join(t) for t in tags]
         assert M.evaluate(emb, attrs, tags, names)["paper_map@10_filtered"] == pytest.approx(want, abs=1e-12)
     for seed, want in {0: 1.8076499118165785, 1: 2.9117529562160436}.items():
-        emb, attrs, tags = T.tie_heavy(seed)
+        emb, attrs, tags = tie_heavy(seed)
         with pytest.warns(RuntimeWarning, match="zero vector"):
             assert M.paper_map_at_10_filtered(emb, attrs, tags) == pytest.approx(want, abs=1e-12)
 
@@ -198,9 +197,7 @@ def test_bad_names_and_query_arg_are_clear_errors():
 
 def test_pipeline_evaluate_uses_the_product_names(tmp_path):
     """pipeline.evaluate passes the catalogue's names (``text``), not the filtered tags, to paper_map@10."""
-    from test_data import make_kaggle
-
-    from attrboost import pipeline as P
+    from attrboost.study import pipeline as P
     from attrboost.data import load_kaggle, sample_protocol
 
     cat = load_kaggle(make_kaggle(tmp_path / "data", n_groups=6, per_group=8, small_groups=0))

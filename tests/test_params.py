@@ -1,4 +1,4 @@
-"""Tests for attrboost.params: every parameter checked at the door (CLI and notebooks), unknown
+"""Tests for attrboost.study.params: every parameter checked at the door (CLI and notebooks), unknown
 parameter names caught, the spec's defaults equal to the notebooks' parameter cells, and a quiet
 kernel in the study runner."""
 from __future__ import annotations
@@ -15,18 +15,16 @@ import numpy as np
 import papermill
 import pytest
 
-from attrboost import params
-from attrboost import study as S
+from attrboost.study import params
+from attrboost.study import runner as S
 from attrboost.backbones import list_backbones
-from attrboost.baselines import BASELINES
+from attrboost.study.baselines import BASELINES
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("cache")  # a private, empty cache (conftest)
 
 
 @pytest.fixture
@@ -154,7 +152,8 @@ def test_every_default_is_the_librarys():
     sample_protocol, 06's from beyond/baselines; DataConfig and head_params agree with them."""
     import inspect
 
-    from attrboost import beyond, heads, pipeline
+    from attrboost import heads
+    from attrboost.study import beyond, pipeline
     from attrboost.data import sampling
 
     head = inspect.signature(heads.BoostHead).parameters
@@ -207,7 +206,7 @@ def run_validation_cell(notebook: str, injected: dict):
     head = "\n".join(lines[:next(i for i, line in enumerate(lines) if "params.validate(" in line) + 1])
     assert f'notebook="{notebook}"' in head
     ns = {"__name__": "__main__", "In": [""], "Out": {}, "_i1": "", "get_ipython": lambda: None, "np": np,
-          "P": types.ModuleType("attrboost.pipeline")}
+          "P": types.ModuleType("attrboost.study.pipeline")}
     exec(cell_source(param_cell), ns)
     ns.update(injected)
     exec(head, ns)
@@ -360,3 +359,9 @@ def test_patience_none_means_never_stop_early_as_boosthead_allows():
     assert params.validate({"patience": None})["patience"] is None
     with pytest.raises(ValueError, match="patience=0"):
         params.validate({"patience": 0})
+
+
+def test_notebook_index_kinds_are_the_search_wings():
+    from attrboost.search.index import KINDS
+
+    assert params.INDEX_KINDS == KINDS

@@ -7,34 +7,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attrboost import pipeline as P
-from attrboost.data import load_kaggle, sample_protocol
+from attrboost.study import pipeline as P
+from attrboost.data import sample_protocol
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    from test_data import make_kaggle
-
-    return load_kaggle(make_kaggle(tmp_path / "data", n_groups=6, per_group=8, small_groups=0))
+pytestmark = pytest.mark.usefixtures("cache")  # a private, empty cache (conftest); `tiny`: conftest
 
 
 def test_feature_store_extracts_each_image_once(tiny, monkeypatch):
-    import attrboost.extract as E
+    import attrboost.features as E
 
     calls = []  # the ids (= file names) of the images forwarded through the model, per extraction
-    real = E._forward
+    real = E.forward_files
 
-    def spy(resolved, paths, rows, on_chunk, **kw):
+    def spy(model, transform, paths, rows, on_chunk, **kw):
         if len(rows):
             calls.append([Path(paths[r]).stem for r in rows])
-        return real(resolved, paths, rows, on_chunk, **{**kw, "num_workers": 0, "progress": False})
+        return real(model, transform, paths, rows, on_chunk, **{**kw, "num_workers": 0, "progress": False})
 
-    monkeypatch.setattr(E, "_forward", spy)
+    monkeypatch.setattr(E, "forward_files", spy)
     a = sample_protocol(tiny, n_groups=4, per_group=4, n_test=4, seed=0)
     b = sample_protocol(tiny, n_groups=4, per_group=4, n_test=4, seed=1)
     Xa = P.get_features(a, "efficientnet_lite0", progress=False)
@@ -149,7 +140,7 @@ def test_resolve_n_jobs(monkeypatch):
     assert P.resolve_n_jobs("auto", 9) == 4 and P.resolve_n_jobs(None, 9) == 4  # the cores this process may use
     assert P.resolve_n_jobs("auto", 3) == 3 and P.resolve_n_jobs("auto", 0) == 1  # capped by the fits to do
     assert P.resolve_n_jobs(1, 9) == 1 and P.resolve_n_jobs(8, 3) == 3 and P.resolve_n_jobs(np.int64(2), 9) == 2
-    monkeypatch.setattr(P, "resolve_device", lambda d: "cuda" if d in ("auto", "cuda") else d)
+    monkeypatch.setattr(P, "device_name", lambda d: "cuda" if d in ("auto", "cuda") else d)
     assert P.resolve_n_jobs("auto", 9, "cuda") == 1 and P.resolve_n_jobs("auto", 9, "auto") == 1  # one GPU
     assert P.resolve_n_jobs(2, 9, "cuda") == 2  # asked for explicitly
     for bad in (0, -1):

@@ -5,10 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attrboost import pipeline as P
-from attrboost import report as R
+from attrboost.study import pipeline as P
+from attrboost.study import report as R
 from attrboost.metrics import paper_ground_truth
-from test_pipeline import _cache, tiny  # noqa: F401 - the same fixtures: an empty cache, a tiny catalogue
+
+
+pytestmark = pytest.mark.usefixtures("cache")  # a private, empty cache (conftest); `tiny`: conftest
 
 
 def test_load_results_prefers_the_aggregate_and_names_the_folder(tmp_path):
@@ -57,7 +59,7 @@ def test_retrieval_example_ap_matches_paper_metric_definition(tiny, monkeypatch)
 def test_load_results_ignores_run_dirs_set_aside(tmp_path):
     import pandas as pd
 
-    from attrboost.report import load_results
+    from attrboost.study.report import load_results
 
     for name, value in (("pca", 1.0), ("pca.previous", 2.0), ("pca.failed", 3.0)):
         (tmp_path / name).mkdir()
@@ -104,7 +106,7 @@ def test_readme_result_tables_are_in_sync_with_the_committed_csvs():
     from attrboost.cache import repo_root
 
     root = repo_root()
-    readme = (root / "README.md").read_text(encoding="utf-8")
+    readme = (root / R.RESULTS_PAGE).read_text(encoding="utf-8")
     assert R.splice_readme(readme, R.readme_block(root)) == readme, "README out of sync: run `make readme`"
 
 
@@ -121,8 +123,8 @@ def test_run_sets_from_before_the_metric_change_are_flagged_not_tabulated(tmp_pa
     (tmp_path / "papermill_runs" / "fashion").mkdir(parents=True)
     old.to_csv(tmp_path / "papermill_runs" / "fashion" / "results.csv", index=False)
     text = R.runset_tables(tmp_path, "fashion")
-    assert "Not re-executed" in text and "|" not in text
+    assert "Computed with an older metric" in text and "|" not in text
     new = pd.concat([old, old.assign(metric="paper_map@10_filtered")])
     new.to_csv(tmp_path / "papermill_runs" / "fashion" / "results.csv", index=False)
     text = R.runset_tables(tmp_path, "fashion")
-    assert "Not re-executed" not in text and "| efficientnet_lite0 | 1.50 ± 6.35 | 3.50 ± 6.35" in text
+    assert "Computed with an older metric" not in text and "| efficientnet_lite0 | 1.50 ± 6.35 | 3.50 ± 6.35" in text

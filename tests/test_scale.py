@@ -1,4 +1,4 @@
-"""``attrboost index --engine ray`` (:mod:`attrboost.scale`) against the single-process path on 40 generated
+"""``attrboost index --engine ray`` (:mod:`attrboost.search.scale`) against the single-process path on 40 generated
 images (+ one undecodable file): same ids and vectors, same search results; a killed actor survived; a rerun
 that skips finished shards; a two-node cluster on this machine (marked ``cluster``: ``-m "not cluster"``
 deselects it); the sizing table against hand arithmetic; the message without Ray installed."""
@@ -13,24 +13,22 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pytest
-from _shapes import write_shapes
 
-from attrboost import scale
-from attrboost.cli import main
-from attrboost.index import VectorIndex
+from attrboost.search import scale
+from attrboost.search.cli import main
+from attrboost.search.index import VectorIndex
 
-FIT = ["--attributes", "colour,shape", "--text-column", "name", "--max-epochs", "3", "-q"]
 RAY = ["--engine", "ray", "--shard-size", "8", "--batch-size", "8", "-q"]  # 41 files: 6 shards
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    """The test_cli catalogue (40 images + zz_broken.jpg), a model fitted on it and its single-process index."""
+def work(tmp_path_factory, shapes_model):
+    """The 40 images of conftest's shapes_model copied here with zz_broken.jpg added (as in test_cli), and their
+    single-process index made with the shared model."""
     root = tmp_path_factory.mktemp("scale")
-    csv_path, images = write_shapes(root / "cat", n=40)
+    images = shutil.copytree(shapes_model.images, root / "cat" / shapes_model.images.name)
     (images / "zz_broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    assert main(["fit", "--csv", str(csv_path), "--images", str(images), "--out", str(root / "model"), *FIT]) == 0
-    assert main(["index", "--model", str(root / "model"), "--images", str(images), "--out", str(root / "local"),
+    assert main(["index", "--model", str(shapes_model.model), "--images", str(images), "--out", str(root / "local"),
                  "-q"]) == 0
     return root, images
 
@@ -52,9 +50,9 @@ def ray_local(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def built(work, ray_local):
+def built(work, shapes_model, ray_local):
     root, images = work
-    assert main(["index", "--model", str(root / "model"), "--images", str(images), "--out", str(root / "ray"),
+    assert main(["index", "--model", str(shapes_model.model), "--images", str(images), "--out", str(root / "ray"),
                  *RAY]) == 0
     return root / "ray"
 
@@ -101,9 +99,9 @@ def test_undecodable_image_counted_and_listed(work, built):
     assert "cannot decode the image" in got[0]["error"]
 
 
-def test_rerun_skips_completed_shards(work, built, tmp_path, capsys):
+def test_rerun_skips_completed_shards(work, shapes_model, built, tmp_path, capsys):
     root, images = work
-    cmd = ["index", "--model", str(root / "model"), "--images", str(images), *RAY]
+    cmd = ["index", "--model", str(shapes_model.model), "--images", str(images), *RAY]
     # every shard written, the index not yet (an interrupted run): nothing is embedded again
     shutil.copytree(built / "shards", tmp_path / "all" / "shards")
     capsys.readouterr()
@@ -125,22 +123,23 @@ def test_rerun_skips_completed_shards(work, built, tmp_path, capsys):
     assert plan.read(0) is None
 
 
-def test_killed_actor_is_survived(work, ray_local, tmp_path):
+def test_killed_actor_is_survived(work, shapes_model, ray_local, tmp_path):
     root, images = work
     ray_local.touch()  # the first actor call removes it and exits its process (os._exit)
-    assert main(["index", "--model", str(root / "model"), "--images", str(images), "--out", str(tmp_path / "ix"),
+    assert main(["index", "--model", str(shapes_model.model), "--images", str(images), "--out", str(tmp_path / "ix"),
                  *RAY]) == 0
     assert not ray_local.exists()  # an actor did die
     meta = _same_as_local(root, tmp_path / "ix")
     assert meta["report"]["scale"][0]["embedded_shards"] == 6
 
 
-def test_actors_the_cluster_cannot_place_are_a_clear_error(work, ray_local, tmp_path, capsys, monkeypatch):
+def test_actors_the_cluster_cannot_place_are_a_clear_error(work, shapes_model, ray_local, tmp_path, capsys,
+                                                            monkeypatch):
     """An actor asking for more CPUs than the local Ray has would wait for ever; it is an error naming them."""
     root, images = work
     monkeypatch.setattr(scale, "WAIT_FOR_ACTORS_S", 5)
     capsys.readouterr()
-    assert main(["index", "--model", str(root / "model"), "--images", str(images), "--out", str(tmp_path / "ix"),
+    assert main(["index", "--model", str(shapes_model.model), "--images", str(images), "--out", str(tmp_path / "ix"),
                  *RAY, "--cpus-per-actor", "3"]) == 2
     err = capsys.readouterr().err
     assert "did not start 1 actor(s) with 3 CPU and 0 GPU each within 5 s" in err, err[-800:]
@@ -219,7 +218,8 @@ def test_ray_options_are_checked(tmp_path, capsys):
 
 
 @pytest.mark.cluster
-def test_two_node_cluster_embeds_every_image_once(work, tmp_path, capsys):
+@pytest.mark.slow
+def test_two_node_cluster_embeds_every_image_once(work, shapes_model, tmp_path, capsys):
     """Head + one more node (1 CPU each), as Ray's own tests build one; two actors spread over them: 0.75 CPU
     each, so one node cannot hold both (0.5 each let Ray put both on one node), with 0.25 left on each node for
     the decoding tasks; batches of 4 (11 of them) so that both actors get work."""
@@ -232,9 +232,9 @@ def test_two_node_cluster_embeds_every_image_once(work, tmp_path, capsys):
     try:
         cluster.add_node(num_cpus=1)
         capsys.readouterr()
-        assert main(["index", "--model", str(root / "model"), "--images", str(images), "--out", str(tmp_path / "ix"),
-                     "--address", cluster.address, "--actors", "2", "--cpus-per-actor", "0.75", *RAY,
-                     "--batch-size", "4"]) == 0
+        assert main(["index", "--model", str(shapes_model.model), "--images", str(images),
+                     "--out", str(tmp_path / "ix"), "--address", cluster.address, "--actors", "2",
+                     "--cpus-per-actor", "0.75", *RAY, "--batch-size", "4"]) == 0
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -1,4 +1,4 @@
-"""Tests for attrboost.stats against scipy and explicit per-group loops."""
+"""Tests for attrboost.study.stats against scipy and explicit per-group loops."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from attrboost.stats import mean_ci, ratio_ci, summarise
+from attrboost.study.stats import mean_ci, ratio_ci, summarise
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 20])

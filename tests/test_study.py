@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from attrboost import study as S
+from attrboost.data import DATASETS, SPLITS
+from attrboost.heads import TASKS
+from attrboost.study import runner as S
 
 BACKBONES = list(S.DEFAULT_BACKBONES[:3])           # e.g. pca, efficientnet_lite0, efficientnet_lite1
 BB_ARG = ",".join(BACKBONES)
@@ -83,19 +85,15 @@ def repo(tmp_path):
     return make_repo(tmp_path / "repo")
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    """A private cache directory, so the runner's cache id never touches the real cache."""
-    path = tmp_path / "cache"
-    monkeypatch.setenv("ATTRBOOST_CACHE", str(path))
-    return path
+# a private cache directory (conftest's `cache`), so the runner's cache id never touches the real cache
+pytestmark = pytest.mark.usefixtures("cache")
 
 
 @pytest.fixture(autouse=True)
 def one_backbone_at_a_time(monkeypatch):
     """The tests that check the order of notebooks run one backbone at a time (``--jobs 1``);
     test_backbones_side_by_side_give_the_same_run_set checks ``--jobs 2``."""
-    monkeypatch.setattr(S, "DEFAULT_JOBS", 1)
+    monkeypatch.setattr("attrboost.study.cli.DEFAULT_JOBS", 1)
 
 
 def run(repo, argv, fail=None):
@@ -107,9 +105,9 @@ def run(repo, argv, fail=None):
 @pytest.mark.parametrize("argv, option, known", [
     (["--backbones", "pca,nosuchnet"], "--backbones", S.known_backbones()),
     (["--backbones", ""], "--backbones", S.known_backbones()),
-    (["--tasks", "task1,task9"], "--tasks", S.TASKS),
-    (["--split", "diagonal"], "--split", S.SPLITS),
-    (["--dataset", "imagenet"], "--dataset", S.DATASETS),
+    (["--tasks", "task1,task9"], "--tasks", TASKS),
+    (["--split", "diagonal"], "--split", SPLITS),
+    (["--dataset", "imagenet"], "--dataset", DATASETS),
     (["--weights", "nosuchnet=w.pt"], "--weights", S.known_backbones()),
 ])
 def test_invalid_choices_exit_with_option_and_known_values(repo, capsys, argv, option, known):
@@ -325,6 +323,20 @@ def test_figures_only_uses_existing_successful_runs(repo):
     assert code == 0 and ex.executed() == [("05_figures", None)]
     table = pd.read_csv(repo / "runs/papermill_runs/synthetic/results.csv")
     assert set(table.backbone) == set(BACKBONES[:2])
+
+
+def test_figures_only_describes_the_run_set_as_it_was_computed(repo, capsys):
+    """--figures-only on a named run set takes its dataset and split from its runs, not from this call's
+    defaults: 05 is told the run set's own split, and run.json keeps its parameters."""
+    assert run(repo, ["--backbones", "pca", "--runset", "other", "--split", "by_group", "--no-beyond"])[0] == 0
+    runset = repo / "runs/papermill_runs/other"
+    before = json.loads((runset / "run.json").read_text())["parameters"]
+    code, ex = run(repo, ["--backbones", "pca", "--runset", "other", "--figures-only", "--force"])
+    assert code == 0 and ex.executed() == [("05_figures", None)]
+    assert ex.calls[0][3]["dataset"] == "synthetic-by_group"
+    assert "computed with split='by_group'" in capsys.readouterr().out
+    after = json.loads((runset / "run.json").read_text())
+    assert after["parameters"] == before and after["figures_status"] == "ok", after
 
 
 def test_beyond_step_options_and_failures(repo, capsys):
@@ -547,7 +559,7 @@ def test_default_output_is_not_the_tracked_tree(repo):
     assert code == 0 and ex.calls and all(out.startswith("runs/") for _, _, out, _ in ex.calls)
     assert snapshot(repo, "papermill_runs", "figures") == committed
     assert (repo / RUNSET / "results.csv").exists() and (repo / FIGS).is_dir()
-    ignored = (Path(S.__file__).resolve().parents[2] / ".gitignore").read_text().split()
+    ignored = (Path(S.__file__).resolve().parents[3] / ".gitignore").read_text().split()
     assert "/runs/" in ignored and "*.failed" in ignored and "*.previous" in ignored
     with pytest.raises(SystemExit):
         S.parse_args(["--publish", "--out", "x"], root=repo)
@@ -683,7 +695,7 @@ def test_computed_elsewhere_hint(repo, capsys, cache, monkeypatch, tmp_path):
     assert run(repo, ["--backbones", BB_ARG])[1].calls == []
     lines = [l for l in capsys.readouterr().out.splitlines() if "computed elsewhere" in l]
     assert len(lines) == 1 and all(b in lines[0] for b in BACKBONES)
-    assert "make reproduce" in lines[0] and "STUDY_ARGS=--force" in lines[0] and "min on 2 CPU cores" in lines[0]
+    assert "make reproduce" in lines[0] and "STUDY_ARGS=--force" in lines[0] and "docs/performance.md" in lines[0]
     # a run.json from before cache ids: computed here unless the cache is empty
     assert S.computed_here({}) is False
     (tmp_path / "fresh-clone-cache" / "features").mkdir()
@@ -740,7 +752,7 @@ def test_compare_results_counts_each_category():
         S.compare_results(committed, pd.concat([committed, committed.iloc[:1]]))
 
 
-# ------------------------------------------------------------------------------ one step runner (issue 12)
+# ------------------------------------------------------------------------------ one step runner
 def test_config_is_one_frozen_dataclass(repo):
     """parse_args returns a frozen StudyConfig (was: a mutable argparse.Namespace, changed on the way)."""
     cfg = S.parse_args(["--backbones", "pca,pca,efficientnet_lite0", "--seeds", "2,1", "--runset", "small",
@@ -751,7 +763,7 @@ def test_config_is_one_frozen_dataclass(repo):
     assert cfg.backbones == ["pca", "efficientnet_lite0"] and cfg.seeds == [2, 1]
     assert (cfg.runset_dir, cfg.runset_figures) == ("runs/papermill_runs/small", "runs/figures/small")
     assert cfg.runset_parameters() == dict(dataset="synthetic", data_dir="data", split="random", n_groups=100,
-                                           per_group=40, seeds=[2, 1], tasks=list(S.TASKS))
+                                           per_group=40, seeds=[2, 1], tasks=list(TASKS))
 
 
 class WritesThenFails(FakeExecute):
@@ -800,7 +812,7 @@ def test_notebooks_run_alone_do_not_write_the_committed_figures():
     (git-ignored), never into the tracked figures/ folder."""
     import nbformat
 
-    root = Path(S.__file__).resolve().parents[2]
+    root = Path(S.__file__).resolve().parents[3]
     for name in ("05_figures", "06_beyond"):
         source = "\n".join(c.source for c in nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4).cells
                            if c.cell_type == "code")

@@ -175,12 +175,6 @@ def test_visibility_colour_and_type_visible_season_much_less(tmp_path):
 
 # ------------------------------------------------------------------------------------ caching
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATTRBOOST_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def test_default_dir_is_keyed_by_params(cache):
     d = syn.default_synthetic_dir()
     assert d.parent == cache / "synthetic" and d.name.startswith(f"v{syn.VERSION}-")

@@ -5,7 +5,7 @@ Public API (imported on first use, so ``import attrboost`` stays light)::
     from attrboost import load_csv, extract_features, BoostHead, Encoder, load_model, save_model, VectorIndex
 
 * catalogues: :func:`load_csv` (your own CSV), :func:`load_kaggle`, :func:`load_dataset`, :func:`sample_protocol`;
-* frozen features: :func:`extract_features` (cached, resumable);
+* frozen features: :func:`extract_features` (cached, resumable; :mod:`attrboost.features`);
 * the head: :class:`BoostHead` (``fit`` / ``transform`` / ``save`` / ``load``);
 * the encoder (images -> boosted vectors): :class:`Encoder`; saved models: :func:`save_model`, :func:`load_model`;
 * search: :class:`VectorIndex` (faiss; ``add`` / ``search`` / ``save`` / ``load``); ONNX: :func:`export_onnx`.
@@ -57,11 +57,12 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "load_csv": "data", "load_kaggle": "data", "load_dataset": "data", "sample_protocol": "data",
     "Catalogue": "data", "DataError": "data",
-    "extract_features": "extract", "BoostHead": "heads",
-    "Encoder": "encoder", "Encoded": "encoder",
-    "save_model": "bundle", "load_model": "bundle", "BundleError": "bundle",
-    "VectorIndex": "index", "IndexMismatchError": "index", "EmptyIndexError": "index",
-    "export_onnx": "export",
+    "extract_features": "features", "BoostHead": "heads", "BundleError": "manifest",
+    # the search wing's public names, imported on first use (the core itself never imports a wing)
+    "Encoder": "search.encoder", "Encoded": "search.encoder",
+    "save_model": "search.bundle", "load_model": "search.bundle",
+    "VectorIndex": "search.index", "IndexMismatchError": "search.index", "EmptyIndexError": "search.index",
+    "export_onnx": "search.export",
 }
 __all__ = sorted(_PUBLIC)
 

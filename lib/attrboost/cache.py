@@ -63,6 +63,37 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_CODE: dict[str, str] = {}
+
+
+def _module_code(name: str) -> str:
+    """sha256 of one module's code: its syntax tree without docstrings (a comment, a docstring or a blank line
+    leaves it unchanged; any change to what runs changes it)."""
+    import ast
+    import importlib.util
+
+    if name not in _CODE:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            raise ValueError(f"code_hash: {name!r} is not a Python source module")
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        _CODE[name] = hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+    return _CODE[name]
+
+
+def code_hash(*modules: str) -> str:
+    """A digest of the code of ``modules`` (dotted names, e.g. ``"attrboost.heads"``), part of the key of every
+    cached artefact they compute: an edit to any function of theirs misses the cache instead of returning what
+    the old code computed (:func:`_module_code`: docstrings and comments do not count)."""
+    return fingerprint("code", {m: _module_code(m) for m in sorted(set(modules))})
+
+
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], None]) -> Path:
     """Call ``write_fn(tmp)`` on a temp path next to ``path``, then atomically rename it to ``path``.
 

@@ -32,7 +32,7 @@ weight_decay=1e-5); batch 32 from an in-memory seeded permutation (no DataLoader
 ``max_epochs`` = 200 epochs. ``stop_loss`` (default None: off) stops training once the epoch's training
 loss (mean of the batch losses weighted by batch size) falls below it (the original's rule was 0.001;
 "train to the stop rule" in notebook 06's selection-sensitivity table uses 0.002). The epoch loop (shuffle, train, score, keep the best
-weights, stop) is :func:`attrboost.training.fit_epochs`, shared with :class:`~attrboost.baselines.MetricHead`.
+weights, stop) is :func:`attrboost.training.fit_epochs`, shared with :class:`~attrboost.study.baselines.MetricHead`.
 
 Model selection (``selection``) uses the validation split only -- never pass the test set:
 
@@ -44,8 +44,8 @@ Model selection (``selection``) uses the validation split only -- never pass the
   Needs ``y_val`` for every task (Task 2 too: the attributes define relevance).
 * ``"val_loss"``: after each epoch the loss above is computed on ``(X_val, y_val, tags_val)``; the
   weights of the epoch with the lowest validation loss are kept, and training stops early after
-  ``patience`` epochs without improvement (``patience=None``: never). Until 2026-11 this was the
-  default (with patience 5); it selected epochs 1-7 and under-trained the head (docs/protocol.md).
+  ``patience`` epochs without improvement (``patience=None``: never). As a default (with patience 5) it selected very early epochs and
+  under-trained the head (docs/protocol.md, "Model selection").
 * ``"last"``: no validation needed; train to the stop rule / ``max_epochs``, keep the last epoch.
   Validation data, if given, is only recorded in ``history_``.
 * a callable ``scorer(embedding_val, y_val, tags_val) -> float`` (higher is better), called after
@@ -63,148 +63,31 @@ thread count give bit-identical :meth:`transform` output. Results can differ acr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils.rnn import pack_padded_sequence
 
+from .cache import atomic_write, write_json
 from .checks import check_features, check_int
+from .headnet import (BOS, EOS, PAD, TOKEN_DIM, HeadNet, Split, as_label_frame, check_len,
+                      check_tags)
+from .manifest import FORMAT, BundleError, read_manifest, write_manifest
 from .metrics import encode_attributes, group_codes, map_at_r_quiet
 from .training import MAX_EPOCHS, PATIENCE, EpochLog, deterministic, fit_epochs, torch_threads
 
 TASKS = ("task1", "task2", "task3")
 SELECTIONS = ("val_map@r", "val_loss", "last")
 DECODER_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
-PAD, BOS, EOS = 0, 1, 2
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
-TOKEN_DIM = 256
 _EVAL_BATCH = 1024
 
 __all__ = ["BoostHead", "TASKS", "SELECTIONS", "TOKEN_DIM"]
-
-
-# ----------------------------------------------------------------------------- the network
-class _HeadNet(nn.Module):
-    """Hidden layer + optional attribute classifiers + optional GRU tag decoder."""
-
-    def __init__(self, d: int, hidden_dim: int, n_classes: Sequence[int], vocab_size: int,
-                 gru_hidden: int):
-        super().__init__()
-        self.hidden = nn.Linear(d, hidden_dim)
-        self.n_classes = list(n_classes)
-        self.attr_out = nn.Linear(hidden_dim, sum(self.n_classes)) if self.n_classes else None
-        self.vocab_size = vocab_size
-        if vocab_size:
-            self.tok_emb = nn.Embedding(vocab_size, TOKEN_DIM, padding_idx=PAD)
-            self.init_state = nn.Linear(hidden_dim, gru_hidden)
-            self.gru = nn.GRU(TOKEN_DIM, gru_hidden, batch_first=True)
-            self.tok_out = nn.Linear(gru_hidden, vocab_size)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.kaiming_uniform_(m.weight)
-                nn.init.constant_(m.bias, 0.01)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.hidden(x))
-
-    def attr_logits(self, h: torch.Tensor) -> list[torch.Tensor]:
-        return list(torch.split(self.attr_out(h), self.n_classes, dim=1))
-
-    def tag_loss(self, h: torch.Tensor, tokens_in: torch.Tensor, tokens_out: torch.Tensor, lengths: torch.Tensor,
-                 reduction: str = "mean", dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Teacher-forced token cross-entropy over the non-PAD targets.
-
-        The sequences are packed (``pack_padded_sequence``), so the GRU runs each sequence for its
-        own length only and the output projection sees non-PAD positions only: the same loss as
-        unrolling every row to the batch's longest sequence, without the padded steps. ``lengths``
-        (on the CPU) count BOS/EOS. ``dtype``: the decoder's matmuls (initial state, GRU, output
-        projection) run under autocast in this dtype; None: float32.
-        """
-        with torch.autocast(h.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            h0 = torch.tanh(self.init_state(h)).unsqueeze(0)
-            packed = pack_padded_sequence(self.tok_emb(tokens_in), lengths, batch_first=True, enforce_sorted=False)
-            out, _ = self.gru(packed, h0)
-            logits = self.tok_out(out.data)
-        target = pack_padded_sequence(tokens_out, lengths, batch_first=True, enforce_sorted=False).data
-        return F.cross_entropy(logits.float(), target, reduction=reduction)
-
-
-@dataclass
-class _Split:
-    """One split as tensors: features, attribute codes (or None), teacher-forcing tokens in/out
-    and sequence lengths including BOS/EOS (or None)."""
-
-    X: torch.Tensor
-    Y: torch.Tensor | None = None
-    tin: torch.Tensor | None = None
-    tout: torch.Tensor | None = None
-    lengths: torch.Tensor | None = None  # on the CPU
-
-    def batch(self, idx: torch.Tensor):
-        """(x, y, tokens_in, tokens_out, lengths) of rows ``idx`` (``idx`` on the CPU), the tokens cut to
-        the batch's longest sequence."""
-        idx_d = idx.to(self.X.device)
-        tin = tout = lengths = None
-        if self.tin is not None:
-            lengths = self.lengths[idx]
-            L = int(lengths.max())
-            tin, tout = self.tin[idx_d, :L], self.tout[idx_d, :L]
-        return self.X[idx_d], None if self.Y is None else self.Y[idx_d], tin, tout, lengths
-
-
-# ----------------------------------------------------------------------------- input checks
-def _as_label_frame(y, name: str, columns: list | None = None) -> pd.DataFrame:
-    """Labels as a DataFrame of strings; with ``columns`` (y_val), match the training attributes."""
-    if isinstance(y, pd.DataFrame):
-        frame = y
-    elif isinstance(y, pd.Series):
-        frame = y.to_frame(name=y.name if y.name is not None else "attr_0")
-    else:
-        arr = np.asarray(y, dtype=object)
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (n_samples, n_attributes), got shape {arr.shape}")
-        cols = columns if columns is not None and len(columns) == arr.shape[1] else \
-            [f"attr_{i}" for i in range(arr.shape[1])]
-        frame = pd.DataFrame(arr, columns=cols)
-    if frame.shape[1] == 0:
-        raise ValueError(f"{name} has no attribute columns")
-    if columns is not None:
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{name} lacks the training attributes {missing} (has {list(frame.columns)})")
-        frame = frame[list(columns)]
-    for col in frame.columns:
-        if frame[col].isna().any():
-            raise ValueError(f"{name} has missing values in attribute {col!r}")
-    return frame.astype(str).reset_index(drop=True)
-
-
-def _check_tags(tags, name: str) -> list[list[str]]:
-    if isinstance(tags, (str, bytes)) or not hasattr(tags, "__len__"):
-        raise ValueError(f"{name} must be a list of token lists, got {type(tags).__name__}")
-    out = []
-    for i, toks in enumerate(tags):
-        if isinstance(toks, (str, bytes)) or not hasattr(toks, "__iter__"):
-            raise ValueError(f"{name}[{i}] must be a list of tokens (strings), got {type(toks).__name__}")
-        toks = list(toks)
-        if not all(isinstance(t, str) for t in toks):
-            raise ValueError(f"{name}[{i}] must contain only strings")
-        out.append(toks)
-    return out
-
-
-def _check_len(n: int, other, name: str, ref: str) -> None:
-    if other is not None and len(other) != n:
-        raise ValueError(f"{name} has {len(other)} samples but {ref} has {n}")
 
 
 # ----------------------------------------------------------------------------- the estimator
@@ -236,7 +119,7 @@ class BoostHead(BaseEstimator, TransformerMixin):
         Task 3 only: the tag decoder's share of the loss (see module docstring).
 
     Every default is the study's setting (``docs/protocol.md``); the notebooks' parameter cells use
-    these values (:mod:`attrboost.params` reads them from here).
+    these values (:mod:`attrboost.study.params` reads them from here).
     gru_hidden : int
         GRU hidden size (Tasks 2/3).
     max_tag_len : int
@@ -353,7 +236,7 @@ class BoostHead(BaseEstimator, TransformerMixin):
             tout[i, : len(s) + 1] = s + [EOS]
         return tin, tout, lengths
 
-    def _losses(self, net: _HeadNet, xb, yb, tin, tout, lengths, reduction: str = "mean"):
+    def _losses(self, net: HeadNet, xb, yb, tin, tout, lengths, reduction: str = "mean"):
         """(total, attr_loss, tag_loss, attr_logits); the attribute term is computed iff ``yb`` is
         given, the tag term iff ``tin`` is given. With reduction='sum': per-term sums, total None."""
         h = net.embed(xb)
@@ -375,7 +258,7 @@ class BoostHead(BaseEstimator, TransformerMixin):
         return (1 - self.tag_weight) * attr_loss + self.tag_weight * tag_loss
 
     @torch.no_grad()
-    def _evaluate(self, net, val: "_Split") -> dict:
+    def _evaluate(self, net, val: "Split") -> dict:
         """Validation loss (training definition, exact over the whole set) and accuracies.
 
         Parts whose labels are missing (Y or tin None) are skipped; val_loss is NaN unless every
@@ -455,12 +338,12 @@ class BoostHead(BaseEstimator, TransformerMixin):
     def _check_inputs(self, X, y, tags, X_val, y_val, tags_val):
         """Checked (X, X_val): finite 2-D features of one width, labels of matching lengths."""
         X = check_features(X, "X")
-        _check_len(len(X), y, "y", "X")
-        _check_len(len(X), tags, "tags", "X")
+        check_len(len(X), y, "y", "X")
+        check_len(len(X), tags, "tags", "X")
         if X_val is not None:
             X_val = check_features(X_val, "X_val", X.shape[1])
-            _check_len(len(X_val), y_val, "y_val", "X_val")
-            _check_len(len(X_val), tags_val, "tags_val", "X_val")
+            check_len(len(X_val), y_val, "y_val", "X_val")
+            check_len(len(X_val), tags_val, "tags_val", "X_val")
         elif y_val is not None or tags_val is not None:
             raise ValueError("y_val / tags_val were given without X_val")
         return X, X_val
@@ -474,7 +357,7 @@ class BoostHead(BaseEstimator, TransformerMixin):
         if self._uses_attrs:
             if y is None:
                 raise ValueError(f"y (attribute labels) is required for task={self.task!r}")
-            frame = _as_label_frame(y, "y")
+            frame = as_label_frame(y, "y")
             self.attributes_ = list(frame.columns)
             for attr in self.attributes_:
                 cls = np.unique(frame[attr].to_numpy().astype(str))
@@ -486,7 +369,7 @@ class BoostHead(BaseEstimator, TransformerMixin):
         if self._uses_tags:
             if tags is None:
                 raise ValueError(f"tags (token lists) are required for task={self.task!r}")
-            tags = _check_tags(tags, "tags")
+            tags = check_tags(tags, "tags")
             self.vocab_ = sorted({t for toks in tags for t in toks})
             if not self.vocab_:
                 raise ValueError("tags: the training tags are all empty, so the tag vocabulary is empty")
@@ -522,31 +405,31 @@ class BoostHead(BaseEstimator, TransformerMixin):
         n = len(tags_val) if n is None and tags_val is not None else n
         loss_rows = np.ones(n or 0, dtype=bool)
         if self._uses_attrs and y_val is not None:
-            frame = _as_label_frame(y_val, "y_val", self.attributes_)
+            frame = as_label_frame(y_val, "y_val", self.attributes_)
             for attr in self.attributes_:
                 loss_rows &= frame[attr].isin(set(self.classes_[attr])).to_numpy()
             Y = self._encode_attrs(frame[loss_rows], "y_val")
         if self._uses_tags and tags_val is not None:
-            tags_val = _check_tags(tags_val, "tags_val")
+            tags_val = check_tags(tags_val, "tags_val")
             tokens = self._encode_tags([t for t, keep in zip(tags_val, loss_rows) if keep])
         return loss_rows, (Y, tokens)
 
     def _build(self):
         """The network (seeded initialisation) and its Adam optimiser, on ``device``."""
         dev = torch.device(self.device)
-        net = _HeadNet(self.n_features_in_, self.hidden_dim_, [len(self.classes_[a]) for a in self.attributes_],
+        net = HeadNet(self.n_features_in_, self.hidden_dim_, [len(self.classes_[a]) for a in self.attributes_],
                        len(self.vocab_) + 3 if self._uses_tags else 0, self.gru_hidden).to(dev)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay,
                                fused=dev.type in ("cpu", "cuda"))
         return net, opt
 
-    def _tensors(self, X, Y, tokens) -> "_Split":
+    def _tensors(self, X, Y, tokens) -> "Split":
         dev = torch.device(self.device)
         to = lambda a: None if a is None else torch.as_tensor(a, device=dev)  # noqa: E731
         tin, tout, lengths = tokens if tokens is not None else (None, None, None)
-        return _Split(to(X), to(Y), to(tin), to(tout), None if lengths is None else torch.as_tensor(lengths))
+        return Split(to(X), to(Y), to(tin), to(tout), None if lengths is None else torch.as_tensor(lengths))
 
-    def _train_epoch(self, net, opt, train: "_Split", perm: torch.Tensor) -> dict:
+    def _train_epoch(self, net, opt, train: "Split", perm: torch.Tensor) -> dict:
         """One pass over ``train`` in the order ``perm``; the epoch's losses (batch means weighted by size)."""
         n = len(perm)
         sums = {"train_loss": 0.0, "train_attr_loss": 0.0, "train_tag_loss": 0.0}
@@ -566,7 +449,7 @@ class BoostHead(BaseEstimator, TransformerMixin):
             return {k: v / n for k, v in sums.items()}
         return {"train_loss": sums["train_loss"] / n}
 
-    def _score_epoch(self, net, val: "_Split | None", val_all, val_groups, y_val, tags_val, epoch: int) -> tuple[dict, float | None]:
+    def _score_epoch(self, net, val: "Split | None", val_all, val_groups, y_val, tags_val, epoch: int) -> tuple[dict, float | None]:
         """The epoch's validation columns and selection score (None: keep the last epoch)."""
         row = {} if val is None else self._evaluate(net, val)
         if self.selection == "last":
@@ -663,13 +546,73 @@ class BoostHead(BaseEstimator, TransformerMixin):
         return out
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory) -> "object":
-        """Save the fitted head to ``directory`` (safetensors weights + JSON; :func:`attrboost.bundle.save_head`)."""
-        from .bundle import save_head
-        return save_head(self, directory)
+    WEIGHTS_FILE = "head.safetensors"
+    CONFIG_FILE = "head.json"
+
+    def config(self) -> dict:
+        """What :meth:`read_files` needs besides the weights: parameters, attribute classes, tag vocabulary,
+        widths, best epoch and stop reason (JSON-serialisable)."""
+        check_is_fitted(self, "model_")
+        params = self.get_params()
+        if callable(params["selection"]):
+            params["selection"] = f"callable:{getattr(params['selection'], '__qualname__', 'scorer')}"
+        return {
+            "params": params, "attributes": list(self.attributes_),
+            "classes": {a: [str(c) for c in self.classes_[a]] for a in self.attributes_},
+            "vocab": list(self.vocab_), "n_features_in": int(self.n_features_in_), "hidden_dim": int(self.hidden_dim_),
+            "best_epoch": int(self.best_epoch_), "n_epochs": int(self.n_epochs_), "stop_reason": self.stop_reason_,
+        }
+
+    def write_files(self, directory: str | os.PathLike) -> list[str]:
+        """Write the weights (safetensors: no pickle) and :meth:`config` (JSON) into ``directory``, each file
+        atomically; returns their names (for a manifest)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.model_.state_dict().items()}
+        config = self.config()
+        atomic_write(directory / self.WEIGHTS_FILE,
+                     lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT}))
+        write_json(directory / self.CONFIG_FILE, config)
+        return [self.WEIGHTS_FILE, self.CONFIG_FILE]
 
     @classmethod
-    def load(cls, directory, *, device: str = "cpu") -> "BoostHead":
+    def read_files(cls, directory: str | os.PathLike, *, device: str = "cpu") -> "BoostHead":
+        """The head written by :meth:`write_files` (no manifest check: see :meth:`load`)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        cfg = json.loads((directory / cls.CONFIG_FILE).read_text(encoding="utf-8"))
+        head = cls(**dict(cfg["params"], device=device))
+        head.attributes_ = list(cfg["attributes"])
+        head.classes_ = {a: np.asarray(cfg["classes"][a], dtype=str) for a in head.attributes_}
+        head.vocab_ = list(cfg["vocab"])
+        head._word_index = {w: i for i, w in enumerate(head.vocab_)}
+        head.n_features_in_, head.hidden_dim_ = int(cfg["n_features_in"]), int(cfg["hidden_dim"])
+        head.best_epoch_, head.n_epochs_, head.stop_reason_ = cfg["best_epoch"], cfg["n_epochs"], cfg["stop_reason"]
+        uses_tags = head.task in ("task2", "task3")
+        net = HeadNet(head.n_features_in_, head.hidden_dim_, [len(head.classes_[a]) for a in head.attributes_],
+                      len(head.vocab_) + 3 if uses_tags else 0, head.gru_hidden)
+        state = load_file(str(directory / cls.WEIGHTS_FILE), device="cpu")
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise BundleError(f"{directory / cls.WEIGHTS_FILE}: weights do not fit the head described in "
+                              f"{cls.CONFIG_FILE} ({exc})") from None
+        head.model_ = net.to(torch.device(device)).eval()
+        return head
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Save the fitted head to ``directory``: :meth:`write_files` + a manifest with checksums
+        (:mod:`attrboost.manifest`)."""
+        check_is_fitted(self, "model_")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_manifest(directory, self.write_files(directory), contents="head")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, device: str = "cpu") -> "BoostHead":
         """A head saved by :meth:`save` (or inside a model bundle), checksums verified."""
-        from .bundle import load_head
-        return load_head(directory, device=device)
+        read_manifest(directory)
+        return cls.read_files(directory, device=device)

@@ -1,5 +1,5 @@
 """What the torch-trained estimators (:class:`~attrboost.heads.BoostHead`,
-:class:`~attrboost.baselines.MetricHead`) share: thread and seed control, and the epoch loop.
+:class:`~attrboost.study.baselines.MetricHead`) share: thread and seed control, and the epoch loop.
 
 * :func:`torch_threads`: torch's intra-op thread count for a block, restored afterwards.
 * :func:`one_blas_thread`: BLAS/LAPACK (and OpenMP) on one thread for a block, so results do not
@@ -24,8 +24,8 @@ __all__ = ["numerics", "torch_threads", "one_blas_thread", "deterministic", "fit
 #: The study's one model-selection rule, shared by every method that is trained by epochs (the boosting
 #: heads, Tasks 1-3, and the metric-learning baselines): score the validation part's embedding by
 #: MAP@R after every epoch, keep the best epoch, stop after PATIENCE epochs without a better score or
-#: at MAX_EPOCHS. (Selection by validation loss with patience 5, the default until 2026-11, stopped at
-#: epochs 1-7 and under-trained the heads; see docs/protocol.md.)
+#: at MAX_EPOCHS. (Selection by validation loss with patience 5 stops at very early epochs and
+#: under-trains the heads; see docs/protocol.md.)
 MAX_EPOCHS = 200
 PATIENCE = 10
 
@@ -56,7 +56,7 @@ def one_blas_thread():
 
     OpenBLAS's multi-threaded kernels split sums differently than its single-threaded ones (measured here:
     float32 GEMM and ``gesdd`` give different bits with 1 and 2 threads), and fits that amplify rounding
-    (the near-degenerate trailing components of :class:`~attrboost.backbones.PixelPCA`, NCA's optimiser)
+    (the near-degenerate trailing components of :class:`~attrboost.pixels.PixelPCA`, NCA's optimiser)
     turn that into different results. Libraries must already be loaded when the block is entered
     (threadpoolctl only limits loaded ones): import scikit-learn / scipy first.
     """
@@ -138,6 +138,8 @@ def fit_epochs(net: torch.nn.Module, train_epoch: Callable[[torch.Tensor], dict]
             stop_reason = "patience"
             break
     if bar is not None:
+        bar.total = len(rows)  # an early stop ends the bar at the epochs run, not at the cap
+        bar.refresh()
         bar.close()
     net.load_state_dict(best_state)
     net.eval()

@@ -1,6 +1,7 @@
 """Data layer: catalogues (Kaggle layout, generic CSV, synthetic, download), sampling, tags."""
-from .catalogue import (ATTRIBUTES, DATASETS, Catalogue, DataError, default_fashion_dir, load_csv, load_dataset,
+from .catalogue import (ATTRIBUTES, DATASETS, Catalogue, DataError, default_fashion_dir, load_csv,
                         load_image, load_kaggle, to_rgb)
+from .datasets import load_dataset
 from .sampling import SPLITS, Sample, group_sizes, sample_protocol, subsample_train, without_attribute
 from .tags import build_vocab, filter_tags, normalise_name
 

@@ -210,10 +210,12 @@ def _clean(df: pd.DataFrame, attributes: Sequence[str], source: str, id_column: 
     if len(missing):
         warnings.warn(f"{source}: dropped {len(missing)} rows whose image file is missing "
                       f"(first ids: {missing.head(5).tolist()})", stacklevel=3)
+    first_missing = df.loc[~exists, "image_path"].head(1).tolist()
     df = df.loc[exists].reset_index(drop=True)
     df["_size"] = sizes[exists]
     if df.empty:
-        raise DataError(f"{source}: no usable rows (every row lacks an attribute value or an image)")
+        tried = f"; the first image looked for: {first_missing[0]}" if first_missing else ""
+        raise DataError(f"{source}: no usable rows (every row lacks an attribute value or an image{tried})")
     for a in attrs:
         df[a] = df[a].astype(object)
     df["id"] = df["id"].astype(str).astype(object)
@@ -243,6 +245,22 @@ def _read_kaggle_csv(path: Path, encoding: str = "utf-8-sig") -> pd.DataFrame:
     body = [r[: n - 1] + [",".join(r[n - 1:])] if len(r) > n else r + [""] * (n - len(r))
             for r in rows[1:] if r]
     return pd.DataFrame(body, columns=header, dtype=object)
+
+
+def read_table(path: str | os.PathLike, encoding: str = "utf-8-sig") -> pd.DataFrame:
+    """A user's CSV as text columns; an unreadable file is a :class:`DataError` that says what is wrong
+    (empty, malformed quoting with pandas' line, wrong encoding)."""
+    path = Path(path)
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, encoding, exc) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; expected a header row naming the columns, then one row "
+                        "per image") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: not a well-formed CSV ({str(exc).strip()}); check the quoting and the number "
+                        "of fields on that line") from None
 
 
 def find_kaggle_root(data_dir: str | os.PathLike) -> Path:
@@ -309,10 +327,7 @@ def load_csv(csv_path: str | os.PathLike, image_dir: str | os.PathLike | None = 
     if not base.is_dir():
         raise DataError(f"image folder {str(base)!r} does not exist; expected image_dir (default: the CSV's "
                         "folder) to hold the images")
-    try:
-        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding=encoding)
-    except UnicodeDecodeError as exc:
-        raise _decode_error(csv_path, encoding, exc) from None
+    df = read_table(csv_path, encoding)
     need = [c for c in [id_column, path_column, *attributes, text_column] if c]
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -346,32 +361,3 @@ def default_fashion_dir() -> Path | None:
         if cand.is_dir():
             return cand
     return None
-
-
-def load_dataset(name: str = "synthetic", data_dir: str | os.PathLike | None = None, **kw) -> Catalogue:
-    """Load a catalogue by name: ``synthetic`` (embedded default, generated and cached on first
-    use; ``kw`` go to :func:`~attrboost.data.synthetic.ensure_synthetic`), ``fashion`` (the real data in
-    the Kaggle layout at ``data_dir``; ``kw`` go to :func:`load_kaggle`, e.g. ``encoding``) or ``csv`` (a
-    user's own catalogue: ``kw`` are ``csv`` (the file), ``images`` (the image folder; None: the CSV's
-    folder), ``attributes`` and the other options of :func:`load_csv`; ``data_dir`` is not used)."""
-    if name == "synthetic":
-        from .synthetic import ensure_synthetic
-
-        path = Path(data_dir) if data_dir else ensure_synthetic(**kw)
-        return load_kaggle(path, name="synthetic")
-    if name == "fashion":
-        path = data_dir or default_fashion_dir()
-        if path is None:
-            raise DataError(f"the real data was not found. {DATA_HELP}")
-        return load_kaggle(path, name="fashion", **kw)
-    if name == "csv":
-        csv_path, images = kw.pop("csv", None), kw.pop("images", None)
-        if csv_path is None:
-            raise DataError("dataset 'csv' needs the catalogue file: csv=<file> (notebooks: -p csv FILE; "
-                            "CLI: --csv FILE), with --attributes naming its label columns")
-        if not kw.get("attributes"):
-            raise DataError(f"dataset 'csv' ({csv_path}) needs its attribute columns: attributes=[...] "
-                            "(notebooks: -p attributes a,b; CLI: --attributes a,b)")
-        return load_csv(csv_path, images, name="csv", **kw)
-    raise DataError(f"unknown dataset {name!r}; known: {list(DATASETS)} (or use attrboost.data.load_csv "
-                    "for your own catalogue)")

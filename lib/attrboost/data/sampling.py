@@ -35,7 +35,7 @@ import pandas as pd
 from ..cache import fingerprint as _fingerprint
 from ..checks import check_int
 from .catalogue import Catalogue, DataError, load_image
-from .tags import build_vocab, filter_tags, normalise_name
+from .tags import tags_of
 
 SPLITS = ("random", "by_group")
 PARTS = ("train", "val", "test")
@@ -171,9 +171,7 @@ def sample_protocol(cat: Catalogue, *, n_groups: int = 100, per_group: int = 40,
     part[perm[n_trainval:]] = "test"
     df["part"] = part
 
-    words = [normalise_name(t) for t in df["text"]]
-    vocab = build_vocab(words, tag_min_count)
-    df["tags"] = filter_tags(words, vocab)
+    vocab, df["tags"] = tags_of(df["text"], np.ones(len(df), dtype=bool), tag_min_count)
 
     params = dict(n_groups=n_groups, per_group=per_group, min_group_size=min_group_size, n_test=n_test,
                   split=split, val_fraction=val_fraction, seed=seed, tag_min_count=tag_min_count)
@@ -184,7 +182,7 @@ def sample_protocol(cat: Catalogue, *, n_groups: int = 100, per_group: int = 40,
 
 
 #: The protocol's defaults (n_groups, per_group, split, ...): :func:`sample_protocol`'s keyword defaults,
-#: read by :class:`attrboost.pipeline.DataConfig` and :mod:`attrboost.params` (defined once, here).
+#: read by :class:`attrboost.study.pipeline.DataConfig` and :mod:`attrboost.study.params` (defined once, here).
 PROTOCOL_DEFAULTS = {n: p.default for n, p in inspect.signature(sample_protocol).parameters.items()
                      if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
@@ -225,3 +223,33 @@ def without_attribute(sample: Sample, attribute: str) -> Sample:
         raise ValueError(f"unknown attribute {attribute!r}; the sample's attributes are {list(sample.attributes)}")
     return dataclasses.replace(sample, attributes=tuple(a for a in sample.attributes if a != attribute),
                                fingerprint=_fingerprint(sample.fingerprint, "without", attribute))
+
+
+def validation_split(labels: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
+    """Boolean validation mask over a labelled catalogue (``attrboost fit``), drawn per group (full attribute
+    tuple) so model selection's retrieval score has pairs to rank: from every group of at least 4 rows, a
+    seeded ``val_fraction`` of its rows (at least 2; at least 2 stay in training); smaller groups stay in
+    training. Rows with a label value the training part lacks are then moved back (a head's classes come from
+    the training labels). Raises :class:`DataError` with what to change when no validation row is left."""
+    n = len(labels)
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction={val_fraction}: expected a fraction in (0, 1), e.g. 0.1")
+    rng = np.random.default_rng(seed)
+    val = np.zeros(n, dtype=bool)
+    groups = labels.astype(str).agg("\x1f".join, axis=1).to_numpy()
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        if len(rows) >= 4:
+            take = min(len(rows) - 2, max(2, int(round(val_fraction * len(rows)))))
+            val[rng.permutation(rows)[:take]] = True
+    for col in labels.columns:
+        seen = set(labels.loc[~val, col])
+        val &= labels[col].isin(seen).to_numpy()
+    if not val.any():
+        sizes = pd.Series(groups).value_counts()
+        raise DataError(f"no validation rows: model selection needs groups (rows sharing every attribute value) "
+                        f"of at least 4 rows, and {n} labelled rows make {len(sizes)} groups, the largest of "
+                        f"{int(sizes.max()) if len(sizes) else 0} rows; label more rows per group, or use fewer "
+                        f"attributes")
+    return val
+

@@ -35,3 +35,17 @@ def filter_tags(token_lists: Iterable[Sequence[str]], vocab: Iterable[str]) -> l
     """Keep only in-vocabulary words (order kept)."""
     keep = set(vocab)
     return [[t for t in toks if t in keep] for toks in token_lists]
+
+
+def tags_of(names: Sequence, vocab_rows, min_count: int = 5) -> tuple[list[str], list[list[str]]]:
+    """``(vocab, tags)`` of product names: every name normalised (:func:`normalise_name`), the vocabulary
+    built from the names of the rows where ``vocab_rows`` is true only (:func:`build_vocab`; never the rows a
+    model is evaluated on), every row's tags filtered by it. The one tag rule of the study's sampler and of
+    ``attrboost fit``."""
+    words = [normalise_name(t) for t in names]
+    keep = list(vocab_rows)
+    if len(keep) != len(words):
+        raise ValueError(f"vocab_rows has {len(keep)} entries for {len(words)} names")
+    vocab = build_vocab([w for w, k in zip(words, keep) if k], min_count)
+    return vocab, filter_tags(words, vocab)
+

@@ -83,3 +83,18 @@ def ratio_ci(num, den, confidence: float = 0.95) -> tuple[float, float, float]:
     if (d == 0).any():
         raise ValueError(f"den contains zeros at positions {np.flatnonzero(d == 0).tolist()}")
     return mean_ci(n / d, confidence)
+
+
+def fmt_mean_ci(values, digits: int = 2) -> str:
+    """``"23.92 ± 1.53"``: the mean over seeds ± the half-width of its 95 % CI (:func:`mean_ci`); the mean
+    alone for a single value. The one formatter of the notebooks' and reports' tables."""
+    m, lo, hi = mean_ci(values)
+    return f"{m:.{digits}f} ± {(hi - lo) / 2:.{digits}f}" if np.isfinite(lo) else f"{m:.{digits}f}"
+
+
+def fmt_ratio_ci(num, den, digits: int = 2) -> str:
+    """``"1.30 [1.26, 1.35]"``: the mean of the per-seed ratios ``num / den`` and its 95 % CI (:func:`ratio_ci`);
+    the mean alone for a single pair."""
+    m, lo, hi = ratio_ci(num, den)
+    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) else f"{m:.{digits}f}"
+

@@ -12,10 +12,14 @@
     attrboost demo-data OUT_DIR      (the embedded synthetic catalogue as styles.csv + images/, to try the above)
 
 ``fit`` trains :class:`~attrboost.heads.BoostHead` with its defaults (the study's model selection) on the
-labelled rows, a validation part (``--val-fraction``) carved out at random, and writes a model bundle
-(:func:`attrboost.bundle.save_model`). ``index --raw`` indexes the frozen backbone features instead of the
-boosted vectors (the baseline ``serve --raw-index`` shows beside the boosted results). ``python -m attrboost.study`` (the reproduction study) is unchanged.
-Bad input ends with ``attrboost: error: ...`` and exit status 2.
+labelled rows (:func:`attrboost.search.fitting.fit_catalogue`) and writes a model bundle
+(:func:`attrboost.search.bundle.save_model`). ``index --raw`` indexes the frozen backbone features instead of the
+boosted vectors (the baseline ``serve --raw-index`` shows beside the boosted results).
+
+Nothing is lost (:mod:`attrboost.search.artefacts`): ``fit`` and ``index`` check ``--out`` before any work (a new
+or empty folder, or the same kind of artefact with ``--overwrite`` / ``--add``), hold a writer lock for the
+whole command, and swap the finished artefact in atomically. Bad input ends with
+``attrboost <command>: error: ...`` and exit status 2, before any image is encoded where it can be known then.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import numpy as np
 __all__ = ["main", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-PARTIAL = ".encode-partial"  # the resumable encode's chunks (a directory), removed when the index is saved
+PARTIAL = ".encode-partial"  # the resumable encode's chunks: a sibling of --out, removed when the index is saved
 
 
 class CliError(Exception):
@@ -43,37 +47,12 @@ def _say(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ fit
-def _split_validation(labels, val_fraction: float, seed: int) -> np.ndarray:
-    """Boolean validation mask, drawn per group (full attribute tuple) so model selection's retrieval score
-    has pairs to rank: from every group of at least 4 rows, a seeded ``val_fraction`` of its rows (at least
-    2; the rest stays in training); smaller groups stay in training. Rows with a label the training part
-    lacks are then moved back (BoostHead's classes come from the training labels)."""
-    n = len(labels)
-    n_val = int(round(val_fraction * n))
-    if not 0 < val_fraction < 1 or n_val < 1 or n_val >= n:
-        raise CliError(f"--val-fraction {val_fraction}: with {n} labelled rows the validation part would have "
-                       f"{n_val} rows; expected a fraction in (0, 1) giving 1..{n - 1} rows")
-    rng = np.random.default_rng(seed)
-    val = np.zeros(n, dtype=bool)
-    groups = labels.astype(str).agg("\x1f".join, axis=1).to_numpy()
-    for g in np.unique(groups):
-        rows = np.flatnonzero(groups == g)
-        if len(rows) >= 4:
-            take = min(len(rows) - 2, max(2, int(round(val_fraction * len(rows)))))
-            val[rng.permutation(rows)[:take]] = True
-    for col in labels.columns:
-        seen = set(labels.loc[~val, col])
-        val &= labels[col].isin(seen).to_numpy()
-    return val
-
-
 def cmd_fit(args) -> int:
-    from . import backbones
+    from .. import backbones
+    from ..data import load_csv
+    from .artefacts import check_out, writer_lock
     from .bundle import save_model
-    from .data import build_vocab, filter_tags, load_csv, normalise_name
-    from .data.sampling import PROTOCOL_DEFAULTS
-    from .encoder import Encoder
-    from .heads import BoostHead
+    from .fitting import fit_catalogue, summary_line
 
     attributes = [a.strip() for a in args.attributes.split(",") if a.strip()]
     if not attributes:
@@ -83,53 +62,36 @@ def cmd_fit(args) -> int:
                        f"{', '.join(n for n in backbones.list_backbones() if backbones.get_spec(n).is_torch)}")
     if args.task in ("task2", "task3") and not args.text_column:
         raise CliError(f"--task {args.task} learns tags from product names: give --text-column")
-    cat = load_csv(args.csv, args.images, attributes=attributes, id_column=args.id_column,
+    check_out(args.out, "model", overwrite=args.overwrite)  # before any work
+    cat = load_csv(args.csv, args.images or default_images(args.csv), attributes=attributes, id_column=args.id_column,
                    path_column=args.path_column, text_column=args.text_column, image_ext=args.image_ext)
-    items = cat.items
-    _say(f"{cat}: {len(items)} labelled rows")
-    encoder = Encoder(args.backbone, None, device=args.device, batch_size=args.batch_size)
-    X, failed = encoder.features(items["image_path"].tolist(), progress=not args.quiet)
-    bad = np.zeros(len(items), dtype=bool)
-    bad[[p for p, _ in failed]] = True
-    if failed:
-        _say(f"skipped {len(failed)} image(s) that cannot be decoded, e.g. {failed[0][1]}")
-    items = items.loc[~bad].reset_index(drop=True)
-    labels = items[attributes].astype(str)
-    val = _split_validation(labels, args.val_fraction, args.seed)
-    if not val.any():
-        raise CliError(f"no validation rows left: every row drawn for validation has a label value seen in no "
-                       f"training row; add rows or raise --val-fraction ({args.val_fraction})")
-    fit_kw = {"y": labels[~val].reset_index(drop=True), "X_val": X[val],
-              "y_val": labels[val].reset_index(drop=True)}
-    tag_min_count = PROTOCOL_DEFAULTS["tag_min_count"]
-    if args.task in ("task2", "task3"):
-        words = [normalise_name(t) for t in items["text"]]
-        vocab = build_vocab([w for w, v in zip(words, val) if not v], tag_min_count)
-        tags = filter_tags(words, vocab)
-        fit_kw.update(tags=[t for t, v in zip(tags, val) if not v], tags_val=[t for t, v in zip(tags, val) if v])
-    head_kw = {"seed": args.seed, "progress": not args.quiet}
-    if args.max_epochs is not None:
-        head_kw["max_epochs"] = args.max_epochs
-    head = BoostHead(args.task, **head_kw).fit(X[~val], **fit_kw)
-    hist = head.history_
-    best = hist.loc[hist["selected"]].iloc[0]
-    metrics = {
-        "validation": {k: float(best[k]) for k in hist.columns if k.startswith("val_")},
-        "best_epoch": int(head.best_epoch_), "n_epochs": int(head.n_epochs_), "stop_reason": head.stop_reason_,
-        "n_train": int((~val).sum()), "n_val": int(val.sum()), "val_fraction": args.val_fraction, "seed": args.seed,
-        "undecodable": [{"id": str(cat.items["id"].iat[p]), "path": cat.items["image_path"].iat[p], "error": e}
-                        for p, e in failed],
-        "catalogue": {"csv": str(Path(args.csv).resolve()), "fingerprint": cat.fingerprint,
-                      "attributes": attributes, "text_column": args.text_column, "report": cat.report},
-        "history": json.loads(hist.to_json(orient="records")),
-    }
-    save_model(args.out, head, encoder.backbone, metrics=metrics)
-    accs = ", ".join(f"{k[len('val_acc_'):]} {v:.3f}" for k, v in metrics["validation"].items()
-                     if k.startswith("val_acc_"))
-    _say(f"saved {args.out}: {args.task} on {args.backbone}, {metrics['n_train']} training / {metrics['n_val']} "
-         f"validation rows, best epoch {head.best_epoch_} of {head.n_epochs_} ({head.stop_reason_})"
-         + (f"; validation accuracy: {accs}" if accs else ""))
+    _say(f"{cat}: {len(cat.items)} labelled rows")
+    with writer_lock(args.out):
+        check_out(args.out, "model", overwrite=args.overwrite)  # again, now that no one else writes it
+        result = fit_catalogue(cat, task=args.task, backbone=args.backbone, weights=args.weights,
+                               device=args.device, batch_size=args.batch_size, val_fraction=args.val_fraction,
+                               seed=args.seed, max_epochs=args.max_epochs, progress=not args.quiet, say=_say,
+                               record={"csv": str(Path(args.csv).resolve()), "text_column": args.text_column})
+        _save(args.out, lambda tmp: save_model(tmp, result.head, result.backbone, metrics=result.metrics),
+              "the encoded images are kept in the feature store: a new attempt does not encode them again")
+    _say(summary_line(result, args.out))
     return 0
+
+
+def _save(out, write, kept: str, keep: tuple[str, ...] = ()) -> None:
+    """Write an artefact with ``write(directory)`` into a temporary sibling of ``out`` and swap it in
+    (:func:`~attrboost.search.artefacts.atomic_directory`); a write error (disk full, ...) is a clear error and
+    ``out`` stays as it was."""
+    from safetensors import SafetensorError
+
+    from .artefacts import atomic_directory
+
+    try:
+        with atomic_directory(out, keep=keep) as tmp:
+            write(tmp)
+    except (OSError, SafetensorError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CliError(f"could not write {out}: {reason}; {out} is unchanged ({kept})") from None
 
 
 # ------------------------------------------------------------------------------------------------------ index
@@ -144,17 +106,17 @@ def _image_files(folder: str) -> tuple[list[str], list[str]]:
 
 
 def _csv_items(args) -> tuple[list[str], list[str]]:
-    import pandas as pd
+    from ..data.catalogue import read_table
 
     csv_path = Path(args.csv).expanduser()
     if not csv_path.is_file():
         raise CliError(f"--csv {args.csv}: no such file")
-    df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    df = read_table(csv_path)
     need = [c for c in (args.id_column, args.path_column) if c]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise CliError(f"{csv_path}: missing column(s) {missing}; the CSV has {list(df.columns)}")
-    base = (Path(args.images).expanduser() if args.images else csv_path.parent).resolve()
+    base = Path(args.images or default_images(args.csv)).expanduser().resolve()
     if args.path_column:
         paths = [str(Path(p) if Path(p).is_absolute() else base / p) for p in df[args.path_column]]
         ids = df[args.id_column].tolist() if args.id_column else df[args.path_column].tolist()
@@ -192,26 +154,52 @@ def _check_engine(args) -> None:
 
 
 def cmd_index(args) -> int:
-    from .bundle import load_model
-    from .index import VectorIndex
+    from .artefacts import check_out, writer_lock
 
     if not (args.images or args.csv):
         raise CliError("give the images to index: --images DIR or --csv FILE")
     _check_engine(args)
+    check_out(args.out, "index", overwrite=args.overwrite, add=args.add)  # before any work
+    with writer_lock(args.out):
+        check_out(args.out, "index", overwrite=args.overwrite, add=args.add)
+        return _index(args)
+
+
+def _check_same_files(index, ids: list[str], paths: list[str], out) -> None:
+    """An item is its id AND its file: ids already indexed must come with the file indexed under them."""
+    if not ids:
+        return
+    indexed = index.items.paths_at(index.items.positions(ids))
+    other = [(i, old, new) for i, old, new in zip(ids, indexed, paths)
+             if old and os.path.abspath(old) != os.path.abspath(new)]
+    if other:
+        i, old, new = other[0]
+        raise CliError(f"{len(other)} image(s) have ids already in {out} but are other files, e.g. id {i!r}: "
+                       f"indexed from {old}, now {new} (ids are the file names without extension); give the new "
+                       f"images ids of their own with --id-prefix PREFIX (e.g. --id-prefix shop2/)")
+
+
+def _index(args) -> int:
+    from .bundle import load_model
+    from .index import VectorIndex
+
     out = Path(args.out)
-    encoder = load_model(args.model, device=args.device, batch_size=args.batch_size)
+    partial = out.parent / f".{out.name}{PARTIAL}"
     ids, paths = _csv_items(args) if args.csv else _image_files(args.images)
+    encoder = load_model(args.model, device=args.device, batch_size=args.batch_size)
+    if args.id_prefix:
+        ids = [f"{args.id_prefix}{i}" for i in ids]
     own = encoder.raw_identity if args.raw else encoder.identity
     identity = {**own, "bundle": str(Path(args.model).resolve())}
     if args.add:
         index = VectorIndex.load(out)
         index.check_model(own)
-        keep = np.flatnonzero(~index.items.contains(ids)).tolist()
-        _say(f"{len(ids) - len(keep)} of {len(ids)} images are already in {out}; adding {len(keep)}")
+        known = np.flatnonzero(index.items.contains(ids))
+        _check_same_files(index, [ids[k] for k in known], [paths[k] for k in known], out)
+        keep = sorted(set(range(len(ids))) - set(known.tolist()))
+        _say(f"{len(known)} of {len(ids)} images are already in {out} (same id, same file); adding {len(keep)}")
         ids, paths = [ids[k] for k in keep], [paths[k] for k in keep]
     else:
-        if (out / "manifest.json").exists():
-            raise CliError(f"--out {out} already holds an index: pass --add to append to it, or choose another --out")
         index = VectorIndex(identity["width"], args.kind, model=identity)
     if not ids:
         _say("nothing to add")
@@ -236,20 +224,21 @@ def cmd_index(args) -> int:
         n_ok, failed = scale.add_shards(index, plan)
         index.report.setdefault("scale", []).append(job.report())
     else:
-        enc = encoder.encode(paths, ids, progress=not args.quiet, checkpoint=out / PARTIAL, return_features=args.raw)
+        enc = encoder.encode(paths, ids, progress=not args.quiet, checkpoint=partial, return_features=args.raw)
         n_ok, failed = len(enc), enc.failed
         if n_ok:
             index.add(enc.features if args.raw else enc.vectors, enc.ids, enc.paths)
     if failed:
         _say(f"{len(failed)} image(s) could not be decoded and were skipped:")
-        for f in failed[:20]:
-            _say(f"  {f['path']}: {f['error']}")
+        for f in failed[:20]:  # the error names the file
+            _say(f"  {f['error'] if f['path'] in f['error'] else f['path'] + ': ' + f['error']}")
     if n_ok == 0:
         raise CliError(f"none of the {len(paths)} images could be decoded; nothing indexed")
     index.report.setdefault("undecodable", [])
     index.report["undecodable"] += failed
-    index.save(out)
-    shutil.rmtree(out / PARTIAL, ignore_errors=True)
+    _save(out, index.save, "the encoded images are kept: the same command resumes without encoding them again",
+          keep=("shards",))
+    shutil.rmtree(partial, ignore_errors=True)
     recall = index.report.get("recall_at_10")
     _say(f"{out}: {index.kind} index of {len(index)} images{' (raw backbone features)' if args.raw else ''} (+{n_ok}, {len(failed)} undecodable)"
          + (f"; recall@{recall['k']} vs exact {recall['recall']:.3f} on {recall['queries']} queries" if recall and
@@ -260,7 +249,7 @@ def cmd_index(args) -> int:
 # ------------------------------------------------------------------------------------------------------ search
 def cmd_search(args) -> int:
     from .bundle import load_model
-    from .data import DataError
+    from ..data import DataError
     from .index import VectorIndex
 
     index = VectorIndex.load(args.index)
@@ -336,7 +325,7 @@ def cmd_serve(args) -> int:
 
 # ------------------------------------------------------------------------------------------------------ demo-data
 def cmd_demo_data(args) -> int:
-    from .data.synthetic import generate_synthetic
+    from ..data.synthetic import generate_synthetic
 
     out = Path(args.out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -346,6 +335,8 @@ def cmd_demo_data(args) -> int:
                            progress=not args.quiet)
     except ValueError as exc:  # a count or seed out of range, named by the generator
         raise CliError(f"demo-data: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out_dir}: {exc.strerror or exc}; choose a folder you can write to") from None
     n = sum(1 for _ in (out / "images").iterdir())
     _say(f"wrote {out / 'styles.csv'} and {n} images in {out / 'images'} (the embedded synthetic catalogue"
          f"{'' if (args.n_groups, args.per_group, args.seed) == (110, 44, 0) else ', non-default parameters'})")
@@ -354,10 +345,11 @@ def cmd_demo_data(args) -> int:
 
 # ------------------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    from .heads import TASKS
+    from ..heads import TASKS
     from .index import KINDS
 
-    p = argparse.ArgumentParser(prog="attrboost", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="attrboost", description="Fit a boosted encoder on your own labelled catalogue, "
+                                "index images with it, search them, export it, serve a search page.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, batch=True):
@@ -368,15 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="train a boosted encoder on a labelled CSV and save it as a model bundle")
     f.add_argument("--csv", required=True, help="the catalogue: one row per image")
-    f.add_argument("--images", help="folder of the images (default: the CSV's folder)")
+    f.add_argument("--images", help="folder of the images (default: images/ beside the CSV if it exists, else the "
+                                    "CSV's folder)")
     f.add_argument("--attributes", required=True, help="comma-separated attribute columns, e.g. colour,shape")
     f.add_argument("--id-column", default="id", help="id column; images at IMAGES/<id>.jpg (default id)")
     f.add_argument("--path-column", help="column holding each image's path (relative to --images) instead")
     f.add_argument("--image-ext", default=".jpg", help="images at IMAGES/<id><ext> (default .jpg)")
     f.add_argument("--text-column", help="product-name column: tags for task2/task3")
     f.add_argument("--backbone", default="efficientnet_lite0", help="frozen backbone (default efficientnet_lite0)")
+    f.add_argument("--weights", help="the backbone's weights file (for a backbone whose weights need a network)")
     f.add_argument("--task", default="task1", choices=TASKS, help="head objective (default task1)")
-    f.add_argument("--out", required=True, help="model bundle directory to write")
+    f.add_argument("--out", required=True, help="model bundle directory to write (new or empty)")
+    f.add_argument("--overwrite", action="store_true", help="replace the model bundle already in --out")
     f.add_argument("--val-fraction", type=float, default=0.1, help="validation part for model selection (0.1)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--max-epochs", type=int, help="cap on training epochs (default: BoostHead's)")
@@ -385,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("index", help="embed images with a saved model and write (or grow) a faiss index")
     i.add_argument("--model", required=True, help="model bundle directory (attrboost fit --out)")
-    i.add_argument("--images", help="folder of images to index (searched recursively); with --csv: their folder")
+    i.add_argument("--images", help="folder of images to index (searched recursively); with --csv: their folder "
+                                    "(default: images/ beside the CSV if it exists, else the CSV's folder)")
     i.add_argument("--csv", help="CSV listing the images (--id-column / --path-column)")
     i.add_argument("--id-column", default="id")
     i.add_argument("--path-column")
@@ -393,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="index directory")
     i.add_argument("--kind", default="flat", choices=KINDS, help="flat (exact, default) | hnsw | ivfpq")
     i.add_argument("--add", action="store_true", help="append to the existing index in --out")
+    i.add_argument("--overwrite", action="store_true", help="replace the index already in --out")
+    i.add_argument("--id-prefix", help="put PREFIX before every new id (images from another folder whose file "
+                                       "names are already indexed ids)")
     i.add_argument("--raw", action="store_true", help="index the frozen backbone features, without the head "
                    "(the baseline for serve --raw-index)")
     i.add_argument("--engine", default="local", choices=("local", "ray"),
@@ -449,19 +448,67 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def argument_problems(args) -> list[str]:
+    """Every problem with the parsed arguments (values out of range, an unknown or unusable backbone or
+    device, missing files or folders), found before any image is read."""
+    from .. import backbones
+    from ..inference import resolve_device
+
+    problems = []
+    for name, minimum in (("batch_size", 1), ("k", 1), ("max_epochs", 1), ("seed", 0), ("n_groups", 1),
+                          ("per_group", 1)):
+        value = getattr(args, name, None)
+        if value is not None and value < minimum:
+            flag = "-k" if name == "k" else "--" + name.replace("_", "-")
+            problems.append(f"{flag} {value}: expected an integer >= {minimum}")
+    fraction = getattr(args, "val_fraction", None)
+    if fraction is not None and not 0 < fraction < 1:
+        problems.append(f"--val-fraction {fraction}: expected a fraction between 0 and 1, e.g. 0.1")
+    if getattr(args, "backbone", None) is not None:
+        neural = [n for n in backbones.list_backbones() if backbones.get_spec(n).is_torch]
+        if args.backbone not in neural:
+            problems.append(f"--backbone {args.backbone}: expected one of {', '.join(neural)}")
+    device = getattr(args, "device", None)
+    if device is not None and getattr(args, "engine", None) != "ray":  # with Ray the actors choose (_check_engine)
+        try:
+            resolve_device(device)
+        except (ValueError, RuntimeError) as exc:
+            problems.append(f"--device {device}: {exc}")
+    for name in ("csv", "weights", "model", "index", "raw_index"):
+        value = getattr(args, name, None)
+        if value is not None and not Path(value).expanduser().exists():
+            problems.append(f"--{name.replace('_', '-')} {value}: no such {'file' if name in ('csv', 'weights') else 'folder'}")
+    images = getattr(args, "images", None)
+    if isinstance(images, str) and not Path(images).expanduser().is_dir():
+        problems.append(f"--images {images}: no such folder")
+    return problems
+
+
+def default_images(csv_path: str) -> str:
+    """Where a CSV's images are when ``--images`` is not given: ``images/`` beside the CSV (the Kaggle layout)
+    when that folder exists, else the CSV's own folder."""
+    beside = Path(csv_path).expanduser().parent / "images"
+    return str(beside if beside.is_dir() else beside.parent)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .backbones import WeightsUnavailableError
+    from ..backbones import WeightsUnavailableError
     from .bundle import BundleError
-    from .data import DataError
+    from ..data import DataError
     from .index import EmptyIndexError, IndexMismatchError
+    from .artefacts import ArtefactError
     from .scale import ScaleError
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    problems = argument_problems(args)
+    if problems:  # every problem at once, before any work
+        print(f"attrboost {args.command}: error: " + "\n  ".join(["bad arguments:", *problems]), file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except (CliError, DataError, BundleError, IndexMismatchError, EmptyIndexError, WeightsUnavailableError,
-            ScaleError, FileNotFoundError) as exc:
+            ScaleError, ArtefactError, FileNotFoundError) as exc:
         print(f"attrboost {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import BundleError, read_manifest, write_manifest
-from .cache import atomic_write, load_arrays, write_json
-from .checks import check_features, check_int
+from ..manifest import BundleError, read_manifest, write_manifest
+from ..cache import atomic_write, load_arrays, write_json
+from ..checks import check_features, check_int
 from .items import ItemTable
 
 __all__ = ["VectorIndex", "KINDS", "IndexMismatchError", "EmptyIndexError", "exact_search"]
@@ -90,7 +90,7 @@ class VectorIndex:
     """Cosine search over boosted vectors, with ids and paths (see the module docstring).
 
     width: vector width; kind: one of :data:`KINDS`; model: identity of the encoder that makes the vectors
-    (:attr:`attrboost.encoder.Encoder.identity`, plus its bundle path), checked by :meth:`check_model`.
+    (:attr:`attrboost.search.encoder.Encoder.identity`, plus its bundle path), checked by :meth:`check_model`.
     num_threads: faiss (OpenMP) threads for :meth:`search`; None: faiss's setting. Default 1: a search is
     memory-bound, and on 2 shared cores exact search over 39k x 1280 took 7.6 ms per query on one thread
     and 32 ms on two (benchmarks/bench_index.py).
@@ -105,7 +105,7 @@ class VectorIndex:
         self.model = dict(model or {})
         self.seed = seed
         self.num_threads = check_int(num_threads, "num_threads", allow_none=True)
-        self.items = ItemTable()  # ids and paths by position (attrboost.items: variable length, memory-mapped)
+        self.items = ItemTable()  # ids and paths by position (attrboost.search.items: variable length, memory-mapped)
         self.report: dict = {}
         self._faiss = None
         self._fp16 = None  # flat only: the float16 copy that pre-filters few-query searches (kept in step by add/load)
@@ -123,6 +123,13 @@ class VectorIndex:
     def paths(self) -> np.ndarray:
         """Every item's path in index order (reads them all; on large indexes use ``items.paths_at``)."""
         return self.items.paths
+
+    @property
+    def nbytes(self) -> int:
+        """The faiss index's size serialised (what ``faiss.index`` takes on disk); 0 while empty."""
+        import faiss
+
+        return 0 if self._faiss is None else int(faiss.serialize_index(self._faiss).nbytes)
 
     def __repr__(self) -> str:
         return f"VectorIndex(kind={self.kind!r}, width={self.width}, n={len(self)})"
@@ -274,7 +281,7 @@ class VectorIndex:
 
     # ---------------------------------------------------------------------------------------------- files
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``faiss.index``, the item table (ids and paths: :data:`attrboost.items.FILES`), ``index.json``
+        """Write ``faiss.index``, the item table (ids and paths: :data:`attrboost.search.items.FILES`), ``index.json``
         and a checksummed manifest (format version 2)."""
         import faiss
 

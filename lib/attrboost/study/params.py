@@ -1,6 +1,6 @@
 """Every notebook parameter in one place: its check and its default, validated before any work.
 
-    from attrboost import params
+    from attrboost.study import params
     params.warn_unknown(globals(), notebook="03_train")               # a misspelt `-p n_grups 12`
     globals().update(params.validate(globals(), notebook="03_train"))  # all bad values in one error
 
@@ -14,7 +14,7 @@ parameters it passes against the notebooks' parameter cells (:func:`check_known`
 
 Each default is defined once in the library and read from there: the sample's from
 :func:`attrboost.data.sampling.sample_protocol`, the head's from :class:`attrboost.heads.BoostHead`,
-06's baselines and budgets from :mod:`attrboost.beyond`; the notebooks' parameter cells repeat them
+06's baselines and budgets from :mod:`attrboost.study.beyond`; the notebooks' parameter cells repeat them
 (papermill needs literals) and ``tests/test_params.py`` checks that they agree.
 """
 from __future__ import annotations
@@ -33,11 +33,14 @@ import numpy as np
 
 from .baselines import BASELINES
 from .beyond import BUDGETS
-from .data.catalogue import DATASETS, RESERVED_COLUMNS
-from .data.sampling import PROTOCOL_DEFAULTS, SPLITS
-from .heads import SELECTIONS, TASKS
-from .index import KINDS
+from ..data.catalogue import DATASETS, RESERVED_COLUMNS
+from ..data.sampling import PROTOCOL_DEFAULTS, SPLITS
+from ..heads import SELECTIONS, TASKS
 from .pipeline import head_params
+
+#: the search wing's index kinds (attrboost.search.index.KINDS; a test keeps the two equal): notebook 07's
+#: ``index_kind`` is checked here without importing the search wing
+INDEX_KINDS = ("flat", "hnsw", "ivfpq")
 
 IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit"})
 _CHECKED = "_attrboost_params_checked"  # set in a notebook's globals by warn_unknown
@@ -244,7 +247,7 @@ def runset(v):
 
 
 def _backbones() -> list[str]:
-    from .backbones import list_backbones
+    from ..backbones import list_backbones
 
     return list_backbones()
 
@@ -305,7 +308,7 @@ PARAMS: dict[str, Param] = {
     "ablation": Param(boolean(), True, "06's attribute ablation"),
     # 07: search a whole catalogue
     "task": Param(choice(TASKS), "task1", "07's head task"),
-    "kinds": Param(choices(KINDS), list(KINDS), "07's faiss index kinds"),
+    "kinds": Param(choices(INDEX_KINDS), list(INDEX_KINDS), "07's faiss index kinds"),
     "k": Param(integer(1), 10, "neighbours a search returns"),
     "n_queries": Param(integer(2, optional=True), 2000,
                        "07's queries for retrieval quality over the catalogue; None: every eligible item"),
@@ -445,7 +448,7 @@ def _header_problems(values: Mapping[str, Any], label: Callable[[str], str]) -> 
 
 def cache_problem() -> str | None:
     """Why the cache directory cannot be used, or None. Creates it, as any run would."""
-    from .cache import ENV_CACHE, cache_dir
+    from ..cache import ENV_CACHE, cache_dir
 
     where = os.environ.get(ENV_CACHE)
     label = f"${ENV_CACHE}={where!r}" if where else "the cache directory"
@@ -465,6 +468,13 @@ def _close(name: str, known: Iterable[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- unknown names
+def head_settings(values: Mapping[str, Any], *, device: bool = True) -> dict[str, Any]:
+    """The head's hyper-parameters among a notebook's (validated) parameters, in one dict for
+    :func:`attrboost.study.pipeline.get_boosted` / :func:`~attrboost.study.pipeline.fit_heads`: the names of
+    the head block of the parameter cells, plus ``device`` unless ``device=False``."""
+    return {k: values[k] for k in (*_HEAD, *(("device",) if device else ()))}
+
+
 def unknown_names(namespace: Mapping[str, Any], notebook: str) -> list[str]:
     """Globals of a notebook that are no declared parameter: a misspelt papermill ``-p`` name lands
     here (papermill injects parameters as assignments). Modules, functions, classes (anything

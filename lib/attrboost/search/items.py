@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import atomic_write
+from ..cache import atomic_write
 
 __all__ = ["ItemTable", "FILES", "id_hashes"]
 

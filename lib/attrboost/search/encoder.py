@@ -1,6 +1,6 @@
 """The boosted encoder: image files -> boosted vectors (frozen backbone + its preprocessing + a fitted head).
 
-:class:`Encoder` runs the same inference path as :func:`attrboost.extract.extract_features` (timm eval
+:class:`Encoder` runs the same inference path as :func:`attrboost.features.extract_features` (timm eval
 transform, BatchNorm folded into the convolutions, channels_last, batched, decoding in DataLoader workers)
 and then :meth:`BoostHead.transform <attrboost.heads.BoostHead.transform>`. Unlike the study's extraction it
 never stops on a bad file: an image that cannot be decoded is skipped, counted and listed
@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import backbones
-from .cache import fingerprint, load_checked, save_checked
-from .checks import check_int
-from .extract import CHUNK_SIZE, _split_transform, auto_workers, resolve_device
-from .training import torch_threads
+from .. import backbones
+from ..cache import fingerprint, load_checked, save_checked
+from ..checks import check_int
+from ..features import CHUNK_SIZE
+from ..inference import auto_workers, forward_files, resolve_device, split_transform
+from ..training import torch_threads
 
 __all__ = ["Encoder", "Encoded"]
 
@@ -50,41 +51,13 @@ class Encoded:
         return len(self.ids)
 
 
-class _TolerantImages(torch.utils.data.Dataset):
-    """Image files -> ``(position, tensor or None, error or None)``: a file that cannot be decoded gives its
-    error text instead of raising (see :class:`attrboost.extract.ImageFiles` for the uint8 mode)."""
-
-    def __init__(self, paths: Sequence[str], transform, uint8: bool):
-        self.paths, self.transform, self.uint8 = list(paths), transform, uint8
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        from .data import DataError, load_image
-
-        try:
-            out = self.transform(load_image(self.paths[i]))
-        except (DataError, OSError, ValueError) as exc:
-            return i, None, str(exc)
-        if self.uint8:
-            out = torch.from_numpy(np.array(out, dtype=np.uint8))
-        return i, out, None
-
-
-def _collate(items):
-    ok = [(i, x) for i, x, _ in items if x is not None]
-    bad = [(i, e) for i, x, e in items if x is None]
-    return [i for i, _ in ok], (torch.stack([x for _, x in ok]) if ok else None), bad
-
-
 class Encoder:
     """Images -> boosted vectors: a torch backbone (registry name or
     :class:`~attrboost.backbones.ResolvedWeights`), its timm eval preprocessing and a fitted
     :class:`~attrboost.heads.BoostHead`.
 
     device: ``"auto" | "cpu" | "cuda"``; batch_size: images per forward; num_workers: DataLoader decoding
-    workers (``"auto"``: :func:`attrboost.extract.auto_workers`); num_threads: torch threads for the backbone
+    workers (``"auto"``: :func:`attrboost.inference.auto_workers`); num_threads: torch threads for the backbone
     forward (None: torch's setting). ``head=None`` gives a features-only encoder (:meth:`features`), e.g. to
     fit a head. ``bundle``: the bundle directory this encoder was loaded from, if any;
     ``metrics``: its validation metrics.
@@ -142,7 +115,7 @@ class Encoder:
 
     # ------------------------------------------------------------------------------------------ parts
     def model(self) -> torch.nn.Module:
-        """The backbone as :func:`attrboost.extract.extract_features` runs it (BatchNorm folded, channels_last)."""
+        """The backbone as :func:`attrboost.features.extract_features` runs it (BatchNorm folded, channels_last)."""
         if self._model is None:
             model, self._transform = backbones.create_backbone(self.backbone)
             self._model = backbones.fold_batchnorm(model).to(self.device, memory_format=torch.channels_last)
@@ -152,7 +125,7 @@ class Encoder:
         """``(pil_stage, normalise)``: the timm eval transform split as extraction runs it (``pil_stage``:
         PIL image -> resized, cropped PIL image; ``normalise(uint8 NHWC batch, device)`` -> float NCHW)."""
         self.model()
-        split = _split_transform(self._transform)
+        split = split_transform(self._transform)
         if split is None:  # pragma: no cover - timm's eval transforms always split
             raise ValueError(f"the preprocessing of {self.backbone.name!r} is not a standard timm eval transform")
         return split
@@ -170,28 +143,19 @@ class Encoder:
                  on_batch=None) -> tuple[np.ndarray, list[tuple[int, str]]]:
         """Frozen features of the images that decode: ``(X, failed)``, X float32 with one row per decoded
         image in input order, failed ``[(position, error)]``. ``on_batch(n)`` is called after each batch.
-        On the CPU the forward runs in padded micro-batches (bitwise the same whatever the batch size and
-        thread count, :func:`attrboost.backbones.forward`), except for fewer than
-        :data:`~attrboost.backbones.CPU_MICRO_BATCH` paths (a query), run as they are."""
-        from tqdm.auto import tqdm
-
+        The loop is :func:`attrboost.inference.forward_files` (the feature store's too). On the CPU the forward
+        runs in padded micro-batches (bitwise the same whatever the batch size and thread count,
+        :func:`attrboost.backbones.forward`), except for fewer than :data:`~attrboost.backbones.CPU_MICRO_BATCH`
+        paths (a query), run as they are."""
         paths = [os.fspath(p) for p in paths]
-        pil_stage = self.preprocessing()[0]
-        dataset = _TolerantImages(paths, pil_stage, uint8=True)
-        batches = [list(range(s, min(s + self.batch_size, len(paths)))) for s in range(0, len(paths), self.batch_size)]
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers,
-                                             collate_fn=_collate, pin_memory=self.device.type == "cuda")
-        out, failed = [], []
-        threads = self.num_threads or torch.get_num_threads()
-        with torch_threads(max(1, threads)), torch.inference_mode(), tqdm(
-                total=len(paths), desc=f"encode {self.backbone.name}", unit="img", disable=not progress) as bar:
-            for idx, x, bad in loader:
-                failed.extend(bad)
-                if x is not None:  # a query of a few images is not padded to a micro-batch (backbones.forward)
-                    out.append(self.forward(x, pad=len(paths) >= backbones.CPU_MICRO_BATCH))
-                bar.update(len(idx) + len(bad))
-                if on_batch is not None:
-                    on_batch(len(idx) + len(bad))
+        out = []
+        if not paths:
+            return np.zeros((0, self.backbone.spec.width), dtype=np.float32), []
+        failed = forward_files(self.model(), self._transform, paths, np.arange(len(paths)), lambda rows, X: out.append(X),
+                               dev=self.device, batch_size=self.batch_size, num_workers=self.num_workers,
+                               chunk_size=len(paths), num_threads=self.num_threads, progress=progress,
+                               desc=f"encode {self.backbone.name}", tolerant=True,
+                               pad=len(paths) >= backbones.CPU_MICRO_BATCH, on_batch=on_batch)
         X = np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(
             (0, self.backbone.spec.width), dtype=np.float32)
         return X, failed
@@ -210,7 +174,7 @@ class Encoder:
         """Frozen features of a preprocessed uint8 NHWC batch (the PIL stage's output): normalise, backbone
         forward (:func:`attrboost.backbones.forward`: padded micro-batches on the CPU unless ``pad=False``),
         float32 numpy. The one forward pass of files (:meth:`features`), uploads (:meth:`image_features`) and
-        Ray actors (:class:`attrboost.scale.Embedder`); threads are the caller's."""
+        Ray actors (:class:`attrboost.search.scale.Embedder`); threads are the caller's."""
         model, normalise = self.model(), self.preprocessing()[1]
         with torch.inference_mode():
             return backbones.forward(model, x, normalise, self.device, pad=pad)
@@ -277,7 +241,7 @@ class Encoder:
 
     def __call__(self, paths, **kw) -> np.ndarray:
         """Boosted vectors of ``paths``; an image that cannot be decoded is an error naming it."""
-        from .data import DataError
+        from ..data import DataError
 
         out = self.encode(paths, progress=kw.pop("progress", False), **kw)
         if out.failed:
@@ -287,7 +251,7 @@ class Encoder:
 
     def predict(self, paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
         """Predicted attributes (Tasks 1/3) and tags (Tasks 2/3) per image, one row per path (undecodable: error)."""
-        from .data import DataError
+        from ..data import DataError
 
         X, bad = self.features(paths)
         if bad:

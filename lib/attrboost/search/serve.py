@@ -3,7 +3,7 @@
 :func:`create_app` builds a FastAPI app from a model bundle and its index (and, optionally, an index of the
 same backbone's frozen features, ``attrboost index --raw``)::
 
-    GET  /                          the page (attrboost/web/: one HTML file, its script and style; nothing external)
+    GET  /                          the page (attrboost/search/web/: one HTML file, its script and style; nothing external)
     GET  /api/info                  the model (backbone, task, attributes, validation metrics) and the indexes
     POST /api/search?k=10           multipart field ``image``: an uploaded query image
     GET  /api/search?id=ID&k=10     an indexed item as the query
@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .bundle import load_model
-from .data import DataError, load_image, to_rgb
+from ..data import DataError, load_image, to_rgb
 from .index import VectorIndex
 
 __all__ = ["create_app", "running", "decode_image", "QueryError", "is_loopback", "MAX_UPLOAD_BYTES",
@@ -52,7 +52,7 @@ THUMB_SIZE = 192
 MAX_K = 100
 CSP = ("default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
        "form-action 'self'")
-log = logging.getLogger("attrboost.serve")
+log = logging.getLogger("attrboost.search.serve")
 
 
 class QueryError(ValueError):
@@ -214,7 +214,7 @@ class SearchService:
 
 
 def _web_file(name: str) -> str:
-    return resources.files("attrboost").joinpath("web", name).read_text(encoding="utf-8")
+    return resources.files("attrboost.search").joinpath("web", name).read_text(encoding="utf-8")
 
 
 def create_app(model_dir: str | os.PathLike, index_dir: str | os.PathLike,
@@ -223,8 +223,8 @@ def create_app(model_dir: str | os.PathLike, index_dir: str | os.PathLike,
                encoder=None):
     """The FastAPI app serving ``index_dir`` (made by ``model_dir``) and, beside it, ``raw_index_dir`` (the same
     backbone's frozen features: ``attrboost index --raw``). Both indexes are checked against the model
-    (:class:`~attrboost.index.IndexMismatchError` otherwise). ``k``: results shown by default (1..100);
-    ``encoder``: an already loaded :func:`~attrboost.bundle.load_model` of ``model_dir`` (tests)."""
+    (:class:`~attrboost.search.index.IndexMismatchError` otherwise). ``k``: results shown by default (1..100);
+    ``encoder``: an already loaded :func:`~attrboost.search.bundle.load_model` of ``model_dir`` (tests)."""
     from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse, Response

@@ -1,6 +1,6 @@
 """Embed and index a large catalogue with Ray Data: ``attrboost index --engine ray``.
 
-The same boosted encoder as the single-process path (:class:`attrboost.encoder.Encoder`), run as a Ray
+The same boosted encoder as the single-process path (:class:`attrboost.search.encoder.Encoder`), run as a Ray
 Data pipeline that works unchanged on a laptop (a local Ray) and on a cluster (``--address``)::
 
     image rows (position, path)                    one block per shard of the input list
@@ -26,7 +26,7 @@ must be readable at the same paths on every node (a shared filesystem), and attr
 installed there (``pip install 'attrboost[scale]'``; :func:`connect` ships attrboost's own code with the job).
 
 :func:`sizing_table` turns measured rates into machines, wall time, index type, memory and build time for
-a catalogue size (the README's "Scaling out" table, printed by ``benchmarks/bench_scale.py``).
+a catalogue size (docs/scaling.md's table, printed by ``benchmarks/bench_scale.py``).
 """
 from __future__ import annotations
 
@@ -34,13 +34,14 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .cache import atomic_write, fingerprint
+from ..cache import atomic_write, fingerprint
 
 __all__ = ["ScaleError", "RAY_MISSING", "require_ray", "connect", "Plan", "JobResult", "run", "add_shards",
            "decode_batch", "Embedder", "sizing_table", "sizing_markdown"]
@@ -185,9 +186,9 @@ class JobResult:
 # ---------------------------------------------------------------------------------------------- stages
 def decode_batch(batch: dict, pil_stage, size: int) -> dict:
     """CPU stage: image files -> uint8 ``(n, size, size, 3)`` with the encoder's PIL stage (resize + crop, as
-    :meth:`Encoder.features <attrboost.encoder.Encoder.features>` runs it); a file that cannot be decoded gets
+    :meth:`Encoder.features <attrboost.search.encoder.Encoder.features>` runs it); a file that cannot be decoded gets
     a zero image and its error text (the same text the single-process path lists)."""
-    from .data import DataError, load_image
+    from ..data import DataError, load_image
 
     n = len(batch["pos"])
     images = np.zeros((n, size, size, 3), dtype=np.uint8)
@@ -213,7 +214,7 @@ def _maybe_fail_once() -> None:
 
 
 class Embedder:
-    """Actor stage: loads the model bundle once (:func:`attrboost.bundle.load_model`), then turns batches
+    """Actor stage: loads the model bundle once (:func:`attrboost.search.bundle.load_model`), then turns batches
     of decoded images into boosted vectors (zero rows where the image could not be decoded)."""
 
     def __init__(self, bundle: str, device: str = "cpu", num_threads: int | None = None):
@@ -229,7 +230,7 @@ class Embedder:
     def __call__(self, batch: dict) -> dict:
         import torch
 
-        from .training import torch_threads
+        from ..training import torch_threads
 
         _maybe_fail_once()
         ok = np.asarray(batch["error"] == "", dtype=bool)
@@ -252,7 +253,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
     ray = require_ray()
     if ray.is_initialized():
         return False
-    from . import __file__ as package_init
+    from .. import __file__ as package_init
 
     ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=not quiet,
              logging_level="WARNING" if quiet else "INFO",
@@ -277,7 +278,7 @@ def run(plan: Plan, encoder, *, address: str | None = None, actors: int = 1, bat
         quiet: bool = False, say=print, on_rows=None) -> JobResult:
     """Embed every shard of ``plan`` that has no complete file yet; return what was done.
 
-    encoder: the driver's :class:`~attrboost.encoder.Encoder` of the bundle (its PIL stage is shipped to the
+    encoder: the driver's :class:`~attrboost.search.encoder.Encoder` of the bundle (its PIL stage is shipped to the
     decoding tasks; each actor loads the bundle itself). ``gpus_per_actor > 0``: actors embed on CUDA.
     ``say(text)``: progress messages; ``on_rows(n)``: called as each batch of ``n`` vectors comes back.
 
@@ -321,13 +322,17 @@ def run(plan: Plan, encoder, *, address: str | None = None, actors: int = 1, bat
         ds = ds.map_batches(decode_batch, fn_kwargs={"pil_stage": pil_stage, "size": encoder.preprocessing_size()},
                             batch_size=batch_size, batch_format="numpy", num_cpus=decode_cpus)
         threads = max(1, int(round(cpus_per_actor))) if gpus_per_actor == 0 else None
-        ds = ds.map_batches(
-            Embedder, fn_constructor_kwargs={"bundle": str(Path(encoder.bundle).resolve()),
-                                             "device": "cuda" if gpus_per_actor > 0 else "cpu",
-                                             "num_threads": threads},
-            compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="numpy",
-            num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
-            scheduling_strategy="SPREAD")  # actors over the nodes, not packed onto the first that fits
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates remote arguments given by keyword but has no named parameter for the
+            # scheduling strategy; SPREAD is what places the actors on every node
+            warnings.filterwarnings("ignore", message=r".*ray_remote_args.*deprecated")
+            ds = ds.map_batches(
+                Embedder, fn_constructor_kwargs={"bundle": str(Path(encoder.bundle).resolve()),
+                                                 "device": "cuda" if gpus_per_actor > 0 else "cpu",
+                                                 "num_threads": threads},
+                compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="numpy",
+                num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
+                scheduling_strategy="SPREAD")  # actors over the nodes, not packed onto the first that fits
         collector = _Collector(plan, todo)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -397,9 +402,9 @@ class _Collector:
 
 
 def add_shards(index, plan: Plan, add_rows: int = ADD_ROWS) -> tuple[int, list[dict]]:
-    """Add every shard's vectors to ``index`` (a :class:`~attrboost.index.VectorIndex`) in input order, in
+    """Add every shard's vectors to ``index`` (a :class:`~attrboost.search.index.VectorIndex`) in input order, in
     groups of ``add_rows`` (an ``ivfpq`` index is trained on the first group); return ``(n_added, failed)``
-    with failed ``[{id, path, error}]`` as :meth:`Encoder.encode <attrboost.encoder.Encoder.encode>` lists them.
+    with failed ``[{id, path, error}]`` as :meth:`Encoder.encode <attrboost.search.encoder.Encoder.encode>` lists them.
 
     Raises :class:`ScaleError` unless every position of the plan is in exactly one complete shard."""
     seen = np.zeros(len(plan), dtype=np.int64)
@@ -451,8 +456,8 @@ def sizing_table(rate_per_core: float, *, rate_per_gpu: float | None = None, cor
     Embedding: a CPU machine does ``rate_per_core * cores_per_machine`` img/s, a GPU machine ``rate_per_gpu``;
     ``machines = ceil(n / (rate * target_hours * 3600))``, ``hours = n / (machines * rate) / 3600``.
     Index: ``flat`` (exact, ``4 * width`` bytes per vector) up to ``flat_max`` images, else ``ivfpq``
-    (:class:`~attrboost.index.VectorIndex`'s codes of ``m`` bytes, ``m`` = the largest divisor of ``width``
-    up to ``width // 16``, + 8 bytes of faiss id per vector). Ids and paths (:mod:`attrboost.items`, on disk and
+    (:class:`~attrboost.search.index.VectorIndex`'s codes of ``m`` bytes, ``m`` = the largest divisor of ``width``
+    up to ``width // 16``, + 8 bytes of faiss id per vector). Ids and paths (:mod:`attrboost.search.items`, on disk and
     memory-mapped): ``item_bytes`` per image, by default 87 = 55 characters of id and path + 32 bytes
     (``benchmarks/bench_items.py``). Build time: ``train_seconds`` (ivfpq only) + ``n / add_rate[kind]`` (vectors/s, measured), on one machine.
     """

@@ -17,9 +17,9 @@ every read is validated (key, checksum, arrays, shapes, ids), and a damaged file
 Independent fits (seeds x tasks, 06's baselines) run in worker processes (:func:`fit_heads`,
 :func:`run_fits`), one torch and one BLAS thread each: a fit gives the same bits wherever it runs.
 
-Reporting (the original table, results files, the retrieval example) is :mod:`attrboost.report`;
+Reporting (the original table, results files, the retrieval example) is :mod:`attrboost.study.report`;
 facts about a backbone (width, preprocessing, GFLOPs) are :mod:`attrboost.backbones`'; the notebooks'
-parameters are :mod:`attrboost.params`.
+parameters are :mod:`attrboost.study.params`.
 """
 from __future__ import annotations
 
@@ -33,13 +33,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .cache import cache_dir, check_embeddings, embeddings_expect, fingerprint, load_checked, save_checked
-from .checks import check_int
-from .data import Catalogue, Sample, load_dataset, sample_protocol
-from .data.sampling import PROTOCOL_DEFAULTS
-from .heads import TASKS, BoostHead
-from .training import numerics
+from .. import __version__
+from ..cache import (cache_dir, check_embeddings, code_hash, embeddings_expect, fingerprint, load_checked,
+                     save_checked)
+from ..checks import check_int
+from ..inference import device_name
+from ..data import Catalogue, Sample, load_dataset, sample_protocol
+from ..data.sampling import PROTOCOL_DEFAULTS
+from ..heads import TASKS, BoostHead
+from ..training import numerics
 
 
 #: The options of the ``csv`` dataset (:func:`attrboost.data.load_csv`), as DataConfig fields and notebook parameters.
@@ -120,12 +122,13 @@ def get_features(sample: Sample, backbone: str, *, weights=None, device: str = "
     """Frozen features for every row of ``sample.items`` (float32, rows aligned).
 
     Pretrained CNN/ViT backbones read the per-backbone feature store and extract only the images
-    it lacks (:func:`attrboost.extract.extract_features`). ``pca`` is fitted on the sample's training part
+    it lacks (:func:`attrboost.features.extract_features`). ``pca`` is fitted on the sample's training part
     only, so it is cached per sample. ``preprocessing``: "crop" (default) or "pad"
     (:func:`attrboost.backbones.create_transform`; CNN/ViT backbones only).
     """
-    from .backbones import get_spec, resolve_weights
-    from .extract import embed, extract_features
+    from ..backbones import get_spec, resolve_weights
+    from ..features import extract_features
+    from .embed import embed
 
     get_spec(backbone)  # clear error for unknown names before any work
     items = sample.items
@@ -145,8 +148,8 @@ def get_catalogue_features(cfg: DataConfig, backbone: str, *, weights=None, devi
     ``catalogue.items``), through the same feature store as :func:`get_features` (a protocol sample's images
     are not extracted twice; an interrupted run resumes). Pretrained CNN/ViT backbones only: ``pca`` is
     fitted on a sample, not a catalogue-wide encoder."""
-    from .backbones import get_spec, resolve_weights
-    from .extract import extract_features
+    from ..backbones import get_spec, resolve_weights
+    from ..features import extract_features
 
     if not get_spec(backbone).is_torch:
         raise ValueError(f"backbone={backbone!r}: a whole catalogue is embedded with a pretrained backbone "
@@ -160,6 +163,10 @@ def get_catalogue_features(cfg: DataConfig, backbone: str, *, weights=None, devi
 
 
 # ----------------------------------------------------------------------------- heads
+#: the modules whose code computes a cached head's outputs (part of its cache key, :func:`attrboost.cache.code_hash`)
+HEAD_CODE = ("attrboost.heads", "attrboost.headnet", "attrboost.training", "attrboost.metrics", "attrboost.neighbours",
+             "attrboost.data.sampling", "attrboost.data.tags", "attrboost.study.pipeline")
+
 @dataclass
 class HeadRun:
     """What a trained head leaves behind: boosted embeddings per part and its learning curve."""
@@ -186,21 +193,14 @@ def head_params(**overrides) -> dict:
     for per_run in ("task", "seed", "progress"):  # given per call, not hyper-parameters
         params.pop(per_run, None)
     if params["device"] != "cpu":
-        params["device"] = resolve_device(params["device"])
+        params["device"] = device_name(params["device"])
     return params
-
-
-def resolve_device(device) -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; any other device as its canonical name."""
-    from .extract import resolve_device as _resolve
-
-    return str(_resolve(device))
 
 
 def _head_entry(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: int, params: dict):
     """(path, key, expected arrays, part masks) of a head's cache entry."""
-    key = fingerprint("head", __version__, numerics(), sample.fingerprint, fingerprint(X), backbone, task, seed,
-                      params)
+    key = fingerprint("head", __version__, code_hash(*HEAD_CODE), numerics(), sample.fingerprint, fingerprint(X),
+                      backbone, task, seed, params)
     path = cache_dir() / "heads" / backbone / f"{task}-{key}.npz"
     part = {p: sample.mask(p) for p in ("train", "val", "test")}
     expect = {**embeddings_expect(part), "history": ("U", ()), "best_epoch": ("i", ()), "fit_seconds": ("f", ())}
@@ -263,7 +263,7 @@ def resolve_n_jobs(n_jobs, n_fits: int, device: str = "cpu") -> int:
     use (``os.sched_getaffinity``), or 1 on a GPU (one device, no gain from sharing it); an integer as
     given. Capped by ``n_fits``; at least 1."""
     if n_jobs is None or (isinstance(n_jobs, str) and n_jobs == "auto"):
-        if device != "cpu" and resolve_device(device) != "cpu":
+        if device != "cpu" and device_name(device) != "cpu":
             return 1
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, min(cores, n_fits))
@@ -273,7 +273,7 @@ def resolve_n_jobs(n_jobs, n_fits: int, device: str = "cpu") -> int:
 def _one_thread_fit(fn, args: tuple, kwargs: dict) -> None:
     """Run one fit on one torch and one BLAS thread, wherever it runs (so a cache entry never depends on
     whether a worker or this process filled it, even for ``num_threads=None``)."""
-    from .training import one_blas_thread, torch_threads
+    from ..training import one_blas_thread, torch_threads
 
     with torch_threads(1), one_blas_thread():
         fn(*args, **kwargs)
@@ -282,7 +282,7 @@ def _one_thread_fit(fn, args: tuple, kwargs: dict) -> None:
 def _in_worker(cache: str, fn, args: tuple, kwargs: dict) -> None:
     """Run one fit in a worker process, with the parent's cache directory (:func:`_one_thread_fit`).
     The fit writes its cache entry (atomically); nothing is sent back."""
-    from .cache import ENV_CACHE
+    from ..cache import ENV_CACHE
 
     os.environ[ENV_CACHE] = cache  # a reused worker may have been started for another cache
     _one_thread_fit(fn, args, kwargs)
@@ -381,7 +381,7 @@ def fit_heads(jobs, *, n_jobs="auto", weights=None, device=None, progress: bool 
 def evaluate(emb: np.ndarray, sample: Sample, part: str = "test") -> dict[str, float]:
     """Every retrieval metric for one embedding of one part (queries and gallery = that part); the
     original paper metric's tokens come from the product names (``sample.names``)."""
-    from .metrics import evaluate as _evaluate
+    from ..metrics import evaluate as _evaluate
 
     return _evaluate(emb, sample.labels(part), sample.tags(part), sample.names(part))
 

@@ -1,6 +1,6 @@
 """Beyond the original study: label-aware baselines, a label budget, an attribute ablation.
 
-The cached step (same cache, same atomic writes as :mod:`attrboost.pipeline`) and the experiments
+The cached step (same cache, same atomic writes as :mod:`attrboost.study.pipeline`) and the experiments
 notebook 06 runs, each returning a tidy table (one row per experiment, method, n_train, seed, part,
 metric: the columns of ``beyond.csv``)::
 
@@ -15,7 +15,7 @@ Each experiment first fits what is not cached yet in worker processes (:func:`pr
 the same bits as one fit after the other), then scores the cached fits; ``device`` is where the heads
 and the metric-learning baselines train.
 
-The baselines and their registry are :mod:`attrboost.baselines`; the sample transforms the budget
+The baselines and their registry are :mod:`attrboost.study.baselines`; the sample transforms the budget
 and the ablation use (:func:`~attrboost.data.sampling.subsample_train`,
 :func:`~attrboost.data.sampling.without_attribute`) are :mod:`attrboost.data.sampling`'s.
 
@@ -52,16 +52,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from .. import __version__
 from . import pipeline as P
 from .baselines import BASELINES, METRIC_LOSSES, MULTISIMILARITY, MetricHead, group_labels, make_baseline
-from .cache import (atomic_write, cache_dir, cached, check_embeddings, embeddings_expect, fingerprint,
+from ..cache import (atomic_write, cache_dir, cached, check_embeddings, code_hash, embeddings_expect, fingerprint,
                     load_checked, save_checked)
-from .heads import BoostHead
-from .training import numerics
-from .data import Sample
-from .data.sampling import subsample_train, without_attribute
-from .metrics import map_at_r_quiet
+from ..heads import BoostHead
+from ..training import numerics
+from ..data import Sample
+from ..data.sampling import subsample_train, without_attribute
+from ..metrics import map_at_r_quiet
 from .stats import mean_ci
 
 BASELINE_LABELS = {"pca_whiten": "PCA whitening", "lda": "LDA (group)", "nca": "NCA (group)",
@@ -78,6 +78,8 @@ SELECTION_RULES = {
     "test-selected (optimistic)": (dict(selection="val_map@r", stop_loss=0.002, patience=None),
                                    dict(selection="val_map@r", patience=None), True),
 }
+#: the modules whose code computes 06's cached fits (part of their cache keys, :func:`attrboost.cache.code_hash`)
+BASELINE_CODE = (*P.HEAD_CODE, "attrboost.study.baselines", "attrboost.study.beyond")
 BUDGETS = (250, 500, 1000, 2000, 3000)
 
 __all__ = ["BASELINE_LABELS", "PCA_GRID", "SELECTION_RULES", "BUDGETS", "selection_sensitivity", "tag_weight_runs", "BaselineRun", "get_baseline", "budgets_for", "Baselines",
@@ -108,8 +110,8 @@ def _baseline_entry(sample: Sample, X: np.ndarray, backbone: str, name: str, see
         {"multisimilarity": MULTISIMILARITY} if name == "multisimilarity" else {})
     if name in METRIC_LOSSES and device != "cpu":
         extra["device"] = device
-    key = fingerprint("baseline", __version__, numerics(), sample.fingerprint, fingerprint(X), backbone, name, seed,
-                      settings, extra)
+    key = fingerprint("baseline", __version__, code_hash(*BASELINE_CODE), numerics(), sample.fingerprint,
+                      fingerprint(X), backbone, name, seed, settings, extra)
     path = cache_dir() / "baselines" / backbone / f"{name}-{key}.npz"
     part = {p: sample.mask(p) for p in ("train", "val", "test")}
     return path, key, {**embeddings_expect(part), "fit_seconds": ("f", ()), "params": ("U", ())}, part
@@ -138,7 +140,7 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
     """Fit (or load from cache) a baseline on the training part, select on the validation part, and
     return its embeddings of every part. The test part is only transformed. ``device`` (``"auto"``:
     cuda when available): where the metric-learning heads train; the scikit-learn baselines run on the CPU."""
-    device = P.resolve_device(device)
+    device = P.device_name(device)
     X = _features(sample, X)
     entry = _baseline_entry(sample, X, backbone, name, seed, params, device)
     run = _cached_baseline(entry, name, seed)
@@ -190,11 +192,11 @@ def _rule(name: str, head_params: dict) -> dict:
 
 def prefetch(fits, backbone: str, *, n_jobs="auto", device: str = "auto", progress: bool = False,
              **head_params) -> int:
-    """Fit, in parallel worker processes (:func:`attrboost.pipeline.run_fits`), every fit of ``fits`` that
+    """Fit, in parallel worker processes (:func:`attrboost.study.pipeline.run_fits`), every fit of ``fits`` that
     is not cached yet; returns how many were fitted. ``fits``: ``(sample, X, method, seed)``, ``method``
     ``"task1"`` (the Task 1 head with ``head_params``) or a baseline's name. ``n_jobs``:
-    :func:`attrboost.pipeline.resolve_n_jobs`. Each fit gives the same bits as fitted alone."""
-    device = P.resolve_device(device)
+    :func:`attrboost.study.pipeline.resolve_n_jobs`. Each fit gives the same bits as fitted alone."""
+    device = P.device_name(device)
     head = P.head_params(**dict(head_params, device=device))
     calls = {}
     for sample, X, method, seed in fits:
@@ -325,7 +327,8 @@ def _rule_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: s
         est = make_baseline(method, seed, **{**_rule(method, head_params), **metric_kw}, device=device)
     settings = est.get_params()
     extra = {"multisimilarity": MULTISIMILARITY} if method == "multisimilarity" else {}
-    key = fingerprint("rule-fit", __version__, numerics(), sample.fingerprint, fingerprint(X), backbone, method, rule, seed,
+    key = fingerprint("rule-fit", __version__, code_hash(*BASELINE_CODE), numerics(), sample.fingerprint,
+                      fingerprint(X), backbone, method, rule, seed,
                       {k: v for k, v in settings.items() if k not in ("progress", "device")}, device,
                       "test" if on_test else "val", extra)
     path = cache_dir() / "selection" / backbone / f"{method}-{key}.npz"
@@ -360,7 +363,7 @@ def selection_sensitivity(samples: dict[int, Sample], features: dict[int, np.nda
     """Task 1 and the SupCon head under each selection rule of :data:`SELECTION_RULES`, every seed: test
     scores (experiment ``"selection"``, ``method`` = "<method> | <rule>") plus rows of metric
     ``selected_epoch`` and ``epochs_run``. Fits are cached and run first in ``n_jobs`` processes."""
-    device = P.resolve_device(device)
+    device = P.device_name(device)
     rules = list(SELECTION_RULES) if rules is None else list(rules)
     jobs = [(seed, m, r) for seed in samples for m in methods for r in rules]
     calls = [(_sensitivity_fit, (samples[s], features[s], backbone, m, r, s, device, head_params), {})
@@ -381,7 +384,7 @@ def tag_weight_runs(samples: dict[int, Sample], features: dict[int, np.ndarray],
                     **head_params) -> pd.DataFrame:
     """Task 3 with each tag-loss weight (experiment ``"tag_weight"``, method ``"task3 | tag_weight=<w>"``):
     test scores per seed. The fits are ordinary cached heads, fitted first in ``n_jobs`` processes."""
-    device = P.resolve_device(device)
+    device = P.device_name(device)
     kw = {k: v for k, v in head_params.items() if k != "tag_weight"}
     P.fit_heads([((samples[s], features[s]), s, backbone, "task3", dict(kw, tag_weight=w, device=device))
                  for s in samples for w in weights], n_jobs=n_jobs, progress=progress)

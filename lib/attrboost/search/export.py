@@ -1,7 +1,7 @@
 """ONNX export of a boosted encoder: backbone + head as one graph, checked against eager PyTorch.
 
 The graph's input ``images`` is a uint8 batch ``(N, H, W, 3)`` of images already resized and cropped by the
-backbone's PIL stage (:meth:`Encoder.preprocessing <attrboost.encoder.Encoder.preprocessing>`: for
+backbone's PIL stage (:meth:`Encoder.preprocessing <attrboost.search.encoder.Encoder.preprocessing>`: for
 EfficientNet-Lite0, 224 x 224); the graph scales to [0, 1], normalises with the backbone's mean/std, runs
 the backbone (BatchNorm folded, as the encoder runs it) and the head's hidden layer + ReLU. Its output
 ``vectors`` is ``(N, width)``. Needs ``onnx`` and ``onnxruntime`` (``pip install 'attrboost[onnx]'``).
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cache import atomic_write
+from ..cache import atomic_write
 
 __all__ = ["export_onnx", "OnnxGraph", "PARITY_MIN_COSINE", "onnx_available"]
 
@@ -56,7 +56,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _example_batch(encoder, images: Sequence[str | os.PathLike] | None, n_random: int = 2) -> torch.Tensor:
-    from .data import load_image
+    from ..data import load_image
 
     pil_stage, _ = encoder.preprocessing()
     if images:

@@ -37,10 +37,10 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.neighbors import NeighborhoodComponentsAnalysis
 from sklearn.utils.validation import check_is_fitted
 
-from .checks import check_features, check_int
-from .metrics import encode_attributes, group_codes, map_at_r_quiet
-from .training import MAX_EPOCHS, PATIENCE
-from .training import one_blas_thread
+from ..checks import check_features, check_int
+from ..metrics import encode_attributes, group_codes, map_at_r_quiet
+from ..training import MAX_EPOCHS, PATIENCE
+from ..training import one_blas_thread
 
 __all__ = ["BASELINES", "group_labels", "make_baseline", "PCAWhitening", "GroupLDA", "GroupNCA", "MetricHead",
            "METRIC_LOSSES"]
@@ -229,7 +229,7 @@ class MetricHead(BaseEstimator, TransformerMixin):
         import torch
         from torch import nn
 
-        from .training import deterministic, fit_epochs, torch_threads
+        from ..training import deterministic, fit_epochs, torch_threads
 
         self._check_params()
         self.__dict__.pop("model_", None)
@@ -285,7 +285,7 @@ class MetricHead(BaseEstimator, TransformerMixin):
     def transform(self, X):
         import torch
 
-        from .training import torch_threads
+        from ..training import torch_threads
 
         check_is_fitted(self, "model_")
         X = check_features(X, n_features=self.n_features_in_)

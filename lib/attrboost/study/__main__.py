@@ -1,0 +1,6 @@
+"""``python -m attrboost.study``: run the study (:mod:`attrboost.study.cli`)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
