@@ -339,6 +339,27 @@ def test_figures_only_describes_the_run_set_as_it_was_computed(repo, capsys):
     assert after["parameters"] == before and after["figures_status"] == "ok", after
 
 
+def test_a_second_study_into_a_run_set_being_written_is_refused(repo, capsys):
+    """Two studies into one run set (other seeds, say) would both pass the run-set check; the run set's writer
+    lock refuses the second at once, naming the first."""
+    import subprocess
+    import sys
+
+    runset = repo / "runs/papermill_runs/synthetic"
+    hold = ("import sys, time\nfrom attrboost.locks import writer_lock\n"
+            "with writer_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(runset)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, ex = run(repo, ["--backbones", "pca"])
+        assert code == 2 and ex.executed() == []
+        assert f"being written by another attrboost process (PID {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    assert run(repo, ["--backbones", "pca"])[0] == 0  # the lock is free again
+
+
 def test_beyond_step_options_and_failures(repo, capsys):
     # no efficientnet_lite0 run in the run set: 06 is not run, and that is not a failure
     code, ex = run(repo, ["--backbones", "pca"])

@@ -115,3 +115,12 @@ def test_fit_epochs_progress_bar_does_not_change_the_run():
         net, train, score, _ = scripted([0.1, 0.3, 0.2])
         logs.append(fit_epochs(net, train, score, n=4, seed=0, max_epochs=3, progress=progress))
     assert logs[0].history.drop(columns="seconds").equals(logs[1].history.drop(columns="seconds"))
+
+
+def test_the_progress_bar_counts_epochs_without_promising_the_cap(capsys):
+    """A fit that stops at epoch 3 of at most 200 never shows "/200" as if 200 epochs were coming."""
+    net, train, score, _ = scripted([0.5, 0.4, 0.5, 0.2])
+    log = fit_epochs(net, train, score, n=5, seed=0, max_epochs=200, patience=2, progress="toy")
+    assert len(log.history) == 3
+    shown = [s for s in capsys.readouterr().err.split("\r") if "toy" in s]
+    assert shown and not any("/200" in s for s in shown) and "at most 200" in shown[0]

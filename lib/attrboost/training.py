@@ -107,13 +107,12 @@ def fit_epochs(net: torch.nn.Module, train_epoch: Callable[[torch.Tensor], dict]
     """
     gen = torch.Generator().manual_seed(int(seed))
     rows, best_state, best_score, best_epoch, bad = [], None, -np.inf, 0, 0
-    epochs = range(1, max_epochs + 1)
     bar = None
-    if progress:
+    if progress:  # epochs counted without a total: the fit usually stops long before the cap
         from tqdm.auto import tqdm
-        epochs = bar = tqdm(epochs, desc=progress, leave=False)
+        bar = tqdm(desc=f"{progress} (epochs; at most {max_epochs})", unit="epoch", leave=False)
     stop_reason = "max_epochs"
-    for epoch in epochs:
+    for epoch in range(1, max_epochs + 1):
         t0 = time.perf_counter()
         net.train()
         row = {"epoch": epoch, **train_epoch(torch.randperm(n, generator=gen))}
@@ -130,7 +129,9 @@ def fit_epochs(net: torch.nn.Module, train_epoch: Callable[[torch.Tensor], dict]
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         if bar is not None:
-            bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row.get('val_loss', np.nan):.4f}")
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row.get('val_loss', np.nan):.4f}",
+                            best=best_epoch, refresh=False)
+            bar.update()
         if stop_loss is not None and row["train_loss"] < stop_loss:
             stop_reason = "stop_loss"
             break
@@ -138,8 +139,6 @@ def fit_epochs(net: torch.nn.Module, train_epoch: Callable[[torch.Tensor], dict]
             stop_reason = "patience"
             break
     if bar is not None:
-        bar.total = len(rows)  # an early stop ends the bar at the epochs run, not at the cap
-        bar.refresh()
         bar.close()
     net.load_state_dict(best_state)
     net.eval()

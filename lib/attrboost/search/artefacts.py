@@ -1,8 +1,8 @@
 """Nothing the tool writes is lost: one writer at a time, atomic replacement, refusals before the work.
 
 * :func:`writer_lock`: an exclusive lock per artefact (a model bundle or an index directory), held for the
-  whole command (:mod:`filelock`; the lock file sits beside the directory, ``.<name>.lock``). A second writer
-  is refused at once with the holder's PID and command.
+  whole command (:func:`attrboost.locks.writer_lock`). A second writer is refused at once with the holder's
+  PID and command.
 * :func:`atomic_directory`: the artefact is written into a temporary sibling (``.<name>.tmp-<pid>``), every
   file and the directory fsync'ed, then swapped in by renames; the old version stays until the new one is
   complete, and a failure (disk full, an exception, ``kill -9``) leaves the old one in place. A swap cut
@@ -16,10 +16,9 @@ import contextlib
 import json
 import os
 import shutil
-import sys
-import time
 from pathlib import Path
 
+from .. import locks
 from ..manifest import FORMAT, MANIFEST
 
 __all__ = ["ArtefactError", "kind_of", "check_out", "writer_lock", "atomic_directory", "recover", "INDEX_FORMAT"]
@@ -97,32 +96,13 @@ def check_out(directory: str | os.PathLike, kind: str, *, overwrite: bool = Fals
 
 
 @contextlib.contextmanager
-def writer_lock(directory: str | os.PathLike, what: str = "this artefact"):
-    """Hold the exclusive writer lock of ``directory`` for the block; raise :class:`ArtefactError` naming the
-    holder when another process holds it."""
-    from filelock import FileLock, Timeout
-
-    directory = Path(directory).absolute()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    lock_path, owner = _sibling(directory, "lock"), _sibling(directory, "lock.owner")
-    lock = FileLock(str(lock_path), timeout=0)
+def writer_lock(directory: str | os.PathLike):
+    """:func:`attrboost.locks.writer_lock` for an ``--out``: a second writer is an :class:`ArtefactError`."""
     try:
-        lock.acquire()
-    except Timeout:
-        try:
-            holder = owner.read_text(encoding="utf-8").strip()
-        except OSError:
-            holder = "unknown"
-        raise ArtefactError(f"{directory} is being written by another attrboost process ({holder}); wait for it "
-                            f"to finish, or choose another --out") from None
-    try:
-        owner.write_text(f"PID {os.getpid()}: {' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))}"
-                         f", since {time.strftime('%Y-%m-%d %H:%M:%S')}", encoding="utf-8")
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            owner.unlink()
-        lock.release()
+        with locks.writer_lock(directory, "the new one"):
+            yield
+    except locks.LockedError as exc:
+        raise ArtefactError(f"{exc} (choose another --out)") from None
 
 
 def _fsync_tree(root: Path) -> None:

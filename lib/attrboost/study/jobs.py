@@ -18,6 +18,7 @@ import pandas as pd
 from .. import __version__
 from . import params as spec
 from ..cache import fingerprint, write_json
+from ..locks import LockedError, writer_lock
 from .execution import Progress, execute_step, failure_info, fmt_seconds, missing_notebooks, now_utc, papermill_execute
 from .plan import (
     BEYOND_NOTEBOOK,
@@ -189,7 +190,18 @@ def beyond_job(step: Step, runset: str, lib: str) -> Job:
 
 
 def run_study(cfg: StudyConfig, execute: Execute | None = None) -> int:
-    """Run the plan for ``cfg`` (the current directory must be ``cfg.root``). Returns the exit status."""
+    """Run the plan for ``cfg`` (the current directory must be ``cfg.root``), holding the run set's writer lock
+    (:func:`attrboost.locks.writer_lock`: a second study into the same run set is refused at once, naming the
+    first). Returns the exit status."""
+    try:
+        with writer_lock(cfg.runset_dir, "this run set (--runset NAME or --out DIR)"):
+            return _run_study(cfg, execute)
+    except LockedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_study(cfg: StudyConfig, execute: Execute | None = None) -> int:
     execute = execute or papermill_execute
     p = plan(cfg)
     runset_dir, figures = Path(cfg.runset_dir), Path(cfg.runset_figures)
