@@ -71,9 +71,8 @@ def kind_of(directory: str | os.PathLike) -> str:
 def check_out(directory: str | os.PathLike, kind: str, *, overwrite: bool = False, add: bool = False) -> str:
     """Check that ``directory`` may receive a ``kind`` artefact (``"model"`` or ``"index"``) before any work;
     returns what is there now. ``add``: an index is appended to (it must exist); ``overwrite``: an existing
-    artefact of the same kind is replaced."""
+    artefact of the same kind is replaced. Check again under the writer lock, after :func:`recover`."""
     directory = Path(directory)
-    recover(directory)
     there = kind_of(directory)
     what = KINDS.get(kind, kind)
     if add:
@@ -97,9 +96,11 @@ def check_out(directory: str | os.PathLike, kind: str, *, overwrite: bool = Fals
 
 @contextlib.contextmanager
 def writer_lock(directory: str | os.PathLike):
-    """:func:`attrboost.locks.writer_lock` for an ``--out``: a second writer is an :class:`ArtefactError`."""
+    """:func:`attrboost.locks.writer_lock` for an ``--out``: a second writer is an :class:`ArtefactError`. Once
+    the lock is held, a swap that a killed writer left half done is finished or undone (:func:`recover`)."""
     try:
         with locks.writer_lock(directory, "the new one"):
+            recover(directory)
             yield
     except locks.LockedError as exc:
         raise ArtefactError(f"{exc} (choose another --out)") from None
