@@ -12,14 +12,15 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["LockedError", "writer_lock"]
+__all__ = ["LockedError", "writer_lock", "sibling"]
 
 
 class LockedError(RuntimeError):
     """Another process is writing the artefact; the message names it and what to do."""
 
 
-def _sibling(path: Path, tag: str) -> Path:
+def sibling(path: Path, tag: str) -> Path:
+    """``.<name>.<tag>`` beside ``path``: where a lock, its owner or a swap's temporary folders live."""
     return path.parent / f".{path.name}.{tag}"
 
 
@@ -31,7 +32,7 @@ def writer_lock(path: str | os.PathLike, what: str = "it"):
 
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock, owner = FileLock(str(_sibling(path, "lock")), timeout=0), _sibling(path, "lock.owner")
+    lock, owner = FileLock(str(sibling(path, "lock")), timeout=0), sibling(path, "lock.owner")
     try:
         lock.acquire()
     except Timeout:

@@ -33,10 +33,6 @@ class ArtefactError(Exception):
     writer at work. The message says what is there and what to do."""
 
 
-def _sibling(directory: Path, tag: str) -> Path:
-    return directory.parent / f".{directory.name}.{tag}"
-
-
 #: what an interrupted ``attrboost index --engine ray`` leaves in its ``--out``: the finished shards (resumed)
 PARTIAL_ENTRIES = frozenset({"shards"})
 
@@ -127,7 +123,7 @@ def recover(directory: str | os.PathLike) -> None:
     writer starts): a missing ``directory`` whose old version is still set aside gets it back; temporary
     siblings of dead writers are removed."""
     directory = Path(directory)
-    old = _sibling(directory, "old")
+    old = locks.sibling(directory, "old")
     if old.exists() and not directory.exists():
         os.replace(old, directory)
     elif old.exists():
@@ -157,7 +153,7 @@ def atomic_directory(directory: str | os.PathLike, *, keep: tuple[str, ...] = ()
     directory carried over into the new one when the block did not write them (e.g. Ray shards)."""
     directory = Path(directory)
     recover(directory)
-    tmp = _sibling(directory, f"tmp-{os.getpid()}")
+    tmp = locks.sibling(directory, f"tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -169,7 +165,7 @@ def atomic_directory(directory: str | os.PathLike, *, keep: tuple[str, ...] = ()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = _sibling(directory, "old")
+    old = locks.sibling(directory, "old")
     if directory.exists():
         os.replace(directory, old)
     os.replace(tmp, directory)

@@ -35,12 +35,13 @@ import numpy as np
 from ..manifest import BundleError, read_manifest, write_manifest
 from ..cache import atomic_write, load_arrays, write_json
 from ..checks import check_features, check_int
+from .artefacts import INDEX_FORMAT
 from .items import ItemTable
 
 __all__ = ["VectorIndex", "KINDS", "IndexMismatchError", "EmptyIndexError", "exact_search"]
 
 KINDS = ("flat", "hnsw", "ivfpq")
-FORMAT, FORMAT_VERSION = "attrboost-index", 2
+FORMAT, FORMAT_VERSION = INDEX_FORMAT, 2
 #: Versions :meth:`VectorIndex.load` reads: 1 kept ids and paths in ``items.npz`` (fixed-width unicode).
 READABLE_VERSIONS = (1, 2)
 RECALL_SAMPLE, RECALL_K = 500, 10
