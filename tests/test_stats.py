@@ -87,3 +87,44 @@ def test_ratio_ci_errors():
         ratio_ci([1, 2], [1, 0])
     with pytest.raises(ValueError, match="same unique index"):
         ratio_ci(pd.Series([1.0, 2.0], index=[0, 1]), pd.Series([1.0, 2.0], index=[0, 2]))
+
+
+# ----------------------------------------------------------------------------- group bootstrap
+def test_group_bootstrap_matches_a_brute_force_loop_and_is_seeded():
+    from attrboost.study.stats import group_bootstrap_ci
+
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 12, size=90)
+    values = rng.normal(size=90)
+    mean, lo, hi = group_bootstrap_ci(values, groups, n_boot=300, seed=3)
+    assert mean == pytest.approx(values.mean())
+    assert (mean, lo, hi) == group_bootstrap_ci(values, groups, n_boot=300, seed=3)
+    # the same draws, one resample at a time
+    labels = np.unique(groups)
+    r = np.random.default_rng([3, 20261207])
+    draws = r.integers(0, len(labels), size=(300, len(labels)))
+    order = {g: i for i, g in enumerate(dict.fromkeys(groups))}  # factorize: order of first appearance
+    by_code = {order[g]: values[groups == g] for g in labels}
+    boot = [np.concatenate([by_code[c] for c in d]).mean() for d in draws]
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(boot, [0.025, 0.975])))
+
+
+def test_group_bootstrap_is_wider_than_independent_rows_when_groups_share_a_value():
+    from attrboost.study.stats import group_bootstrap_ci, mean_ci
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 25)
+    values = rng.normal(size=40)[groups] + 0.05 * rng.normal(size=groups.size)
+    _, lo, hi = group_bootstrap_ci(values, groups)
+    _, tlo, thi = mean_ci(values)
+    assert hi - lo > 3 * (thi - tlo)
+
+
+def test_group_bootstrap_rejects_bad_input():
+    from attrboost.study.stats import group_bootstrap_ci
+
+    with pytest.raises(ValueError, match="groups has 2 entries for 3 values"):
+        group_bootstrap_ci([1.0, 2.0, 3.0], [0, 1])
+    with pytest.raises(ValueError, match="n_boot"):
+        group_bootstrap_ci([1.0, 2.0], [0, 1], n_boot=5)
+    assert np.isnan(group_bootstrap_ci([1.0, 2.0], [0, 0])[1])

@@ -98,3 +98,36 @@ def fmt_ratio_ci(num, den, digits: int = 2) -> str:
     m, lo, hi = ratio_ci(num, den)
     return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) else f"{m:.{digits}f}"
 
+
+
+def group_bootstrap_ci(values, groups, *, n_boot: int = 2000, seed: int = 0,
+                       confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of ``values`` and a percentile confidence interval from a bootstrap that
+    resamples *groups* (clusters) with replacement, keeping every value of a drawn group together.
+
+    Use it when values are not independent: queries of the same attribute group (they share relevant items),
+    or the same query under several training seeds (pass one row per (seed, query) and the query's group).
+    ``values``: one number per row (e.g. a paired difference per query); ``groups``: each row's cluster label
+    (any hashable). ``seed`` fixes the bootstrap's own random generator. One group gives ``(mean, nan, nan)``.
+    """
+    confidence = _check_confidence(confidence)
+    v = _as_values(values, "values")
+    g = np.asarray(groups)
+    if g.shape[0] != v.size:
+        raise ValueError(f"groups has {g.shape[0]} entries for {v.size} values")
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
+        raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    codes = pd.factorize(pd.Series(list(g) if g.ndim > 1 else g))[0]
+    n_groups = int(codes.max()) + 1
+    sums = np.bincount(codes, weights=v, minlength=n_groups)
+    counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    mean = float(v.mean())
+    if n_groups < 2:
+        return mean, float("nan"), float("nan")
+    rng = np.random.default_rng([int(seed), 20261207])
+    draws = rng.integers(0, n_groups, size=(int(n_boot), n_groups))
+    w = np.stack([np.bincount(d, minlength=n_groups) for d in draws]).astype(np.float64)
+    boot = (w @ sums) / (w @ counts)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    return mean, float(low), float(high)
