@@ -417,6 +417,25 @@ def test_sample_tags_use_sample_vocab(tiny):
     assert set(flat) <= set(s.vocab) and "tshirt" in s.vocab
 
 
+def test_sample_vocab_comes_from_training_names_only(tiny):
+    """Validation and test names never decide which words are kept: the vocabulary is build_vocab of the training
+    part's normalised names, and renaming every evaluated item leaves it (and the training tags) unchanged."""
+    from attrboost.data.tags import normalise_name
+
+    s = sample_protocol(tiny, n_groups=8, per_group=6, seed=0, tag_min_count=2)
+    train = (s.items["part"] == "train").to_numpy()
+    assert s.vocab == build_vocab([normalise_name(t) for t in s.items.loc[train, "text"]], 2)
+    # a word that only evaluated items carry, often enough to pass the count, stays out
+    renamed = tiny.items.copy()
+    held_out = set(s.items.loc[~train, "id"])
+    renamed.loc[renamed["id"].isin(held_out), "text"] = "zzleak " * 3
+    import dataclasses
+    s2 = sample_protocol(dataclasses.replace(tiny, items=renamed), n_groups=8, per_group=6, seed=0, tag_min_count=2)
+    assert list(s2.items["id"]) == list(s.items["id"]) and "zzleak" not in s2.vocab
+    assert s2.vocab == s.vocab
+    assert s2.items.loc[train, "tags"].tolist() == s.items.loc[train, "tags"].tolist()
+
+
 # ---------------------------------------------------------------- download conversion
 def test_write_kaggle_layout_from_in_memory_records(tmp_path):
     buf = io.BytesIO()

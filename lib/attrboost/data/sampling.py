@@ -20,8 +20,10 @@ Images are checked for readability as they are sampled: an unreadable file is sk
 left with too few readable images is replaced by the next qualifying group.
 
 Tags: product names are normalised (:mod:`.tags`) and the vocabulary is the words seen more than
-``tag_min_count`` times *in the sample*; it is part of the label definition (used by the paper
-metric and as Task 2 targets), like the attribute set, and is fixed before any training.
+``tag_min_count`` times *in the training part's names* (:func:`.tags.tags_of`, the same rule as
+``attrboost fit``): validation and test names never decide which words survive, so no evaluated item
+shapes the Task 2/3 targets. Every row's tags are filtered by that vocabulary (Tasks 2/3 targets, and the
+``paper_map@10_filtered`` variant; the paper metric itself reads the unfiltered names).
 """
 from __future__ import annotations
 
@@ -171,7 +173,7 @@ def sample_protocol(cat: Catalogue, *, n_groups: int = 100, per_group: int = 40,
     part[perm[n_trainval:]] = "test"
     df["part"] = part
 
-    vocab, df["tags"] = tags_of(df["text"], np.ones(len(df), dtype=bool), tag_min_count)
+    vocab, df["tags"] = tags_of(df["text"], (df["part"] == "train").to_numpy(), tag_min_count)
 
     params = dict(n_groups=n_groups, per_group=per_group, min_group_size=min_group_size, n_test=n_test,
                   split=split, val_fraction=val_fraction, seed=seed, tag_min_count=tag_min_count)
