@@ -332,13 +332,15 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "05_figures": ("dataset", "runs_dir", "figures_dir", "data_dir", *CSV, "example_backbone", "show_images"),
     "06_beyond": (*_DATA, "backbone", "weights", "seeds", "baselines", "budgets", "ablation", "results_dir",
                   "figures_dir", *_HEAD, *_FITS),
-    "07_search": (*_DATA, "seed", "show_images", "backbone", "weights", "device", "task", *_HEAD, "kinds", "k",
-                  "n_queries", "n_latency", "n_image_queries", "out_dir"),
+    "07_search": (*_DATA, "seed", "seeds", "show_images", "backbone", "weights", "device", "task", *_HEAD, "kinds",
+                  "k", "n_queries", "n_latency", "n_image_queries", "out_dir"),
 }
 
-#: Where a notebook's parameter differs from :data:`PARAMS` (05 reads a run set, not a data set).
+#: Where a notebook's parameter differs from :data:`PARAMS` (05 reads a run set, not a data set; 07 fits five heads).
 OVERRIDES: dict[str, dict[str, Param]] = {
     "05_figures": {"dataset": Param(runset, "synthetic", "run set: <dataset> or <dataset>-by_group")},
+    "07_search": {"seeds": Param(integers(0), [0, 1, 2, 3, 4],
+                                 "07's training seeds: one head each on the sample of `seed`, on the same queries")},
 }
 
 #: Values only the study CLI has (``python -m attrboost.study``).
