@@ -41,7 +41,7 @@ data: $(STAMP)  ## download the real data (needs a network) to data/fashion-prod
 figures: $(STAMP)  ## regenerate figures/<dataset>/ from the committed runs
 	$(PY) -m attrboost.study --figures-only --publish $(STUDY_ARGS)
 
-readme: $(STAMP)  ## regenerate the result tables of docs/results.md from the committed CSVs (between its markers)
+readme: $(STAMP)  ## regenerate the result tables of docs/results.md and the generated sentences of README.md and docs/ from the committed CSVs
 	$(PY) -m attrboost.study.report
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks

@@ -1,6 +1,8 @@
 """Reporting: the retrieval example (its AP is the paper metric's per-query AP) and reading results."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -101,13 +103,87 @@ def test_cheap_boosted_vs_costly_raw_lists_every_task_of_every_cheaper_backbone(
     assert c.iloc[1]["verdict"] == "no detectable difference"
 
 
-def test_readme_result_tables_are_in_sync_with_the_committed_csvs():
-    """`make readme` output == the README's block: a stale table (CSV re-executed, README not) fails here."""
+def test_every_generated_piece_is_in_sync_with_the_committed_csvs():
+    """`make readme` output == every page: the tables of docs/results.md and each generated sentence of README.md
+    and docs/ (``<!-- gen:NAME -->``). A re-run whose CSV changes without `make readme` fails here."""
     from attrboost.cache import repo_root
 
     root = repo_root()
-    readme = (root / R.RESULTS_PAGE).read_text(encoding="utf-8")
-    assert R.splice_readme(readme, R.readme_block(root)) == readme, "README out of sync: run `make readme`"
+    for page in R.PAGES:
+        text = (root / page).read_text(encoding="utf-8")
+        assert R.regenerate(text, root, page) == text, f"{page} out of sync with the committed CSVs: run `make readme`"
+    named = {m.group(1) for page in R.PAGES for m in R.SNIPPET.finditer((root / page).read_text(encoding="utf-8"))}
+    assert named == set(R.SNIPPETS), "every generated piece is used, and only those"
+
+
+_NUM = re.compile(r"(?<![\w.])[+-]?\d+\.\d\d(?!\d)")
+
+
+def _numbers(text: str) -> set[str]:
+    return set(_NUM.findall(text))
+
+
+def _section(text: str, start: str, end: str) -> str:
+    return text[text.index(start):text.index(end)]
+
+
+def _unmatched(prose: str, source: str) -> list[str]:
+    """Numbers quoted in ``prose`` (generated pieces removed) that ``source`` does not hold: a signed number must
+    be there with its sign, an unsigned one with or without."""
+    have = _numbers(source)
+    have |= {n.lstrip("+-") for n in have}
+    return sorted(n for n in _numbers(R.SNIPPET.sub("", prose)) if n not in have)
+
+
+def test_numbers_quoted_in_the_prose_are_in_the_generated_tables():
+    """Every 2-decimal number the prose of docs/results.md quotes for a run set (a mean, a paired difference, a CI
+    bound) is in the generated tables: after a re-run, a sentence left with old numbers fails here."""
+    from attrboost.cache import repo_root
+
+    root = repo_root()
+    text = (root / R.RESULTS_PAGE).read_text(encoding="utf-8")
+    block = text[text.index(R.README_BEGIN):text.index(R.README_END)]
+    prose = (_section(text, "### Fashion Product Images, random split", "### Over a whole catalogue")
+             + _section(text, "### The embedded synthetic catalogue", "## Beyond the original"))
+    assert not _unmatched(prose, block), "numbers in the prose that no generated table holds"
+
+
+def test_notebook_07_numbers_in_the_prose_are_in_the_executed_notebooks():
+    import json
+
+    from attrboost.cache import repo_root
+
+    root = repo_root()
+    text = (root / R.RESULTS_PAGE).read_text(encoding="utf-8")
+    outputs = []
+    for nb in ("papermill_runs/07_search/fashion.ipynb", "notebooks/07_search.ipynb"):
+        for cell in json.loads((root / nb).read_text(encoding="utf-8"))["cells"]:
+            for o in cell.get("outputs", []):
+                outputs.append("".join(o.get("text", [])) + "".join(o.get("data", {}).get("text/plain", [])))
+    prose = _section(text, "### Over a whole catalogue", "### The embedded synthetic catalogue")
+    assert not _unmatched(prose, "\n".join(outputs)), "notebook 07 numbers in the prose its outputs do not hold"
+
+
+def test_generated_sentences_follow_the_paired_cis(tmp_path):
+    """A ratio range says "no detectable difference" exactly for the backbones whose paired difference covers 0."""
+    rows = [dict(dataset="d", split="random", backbone=b, embedding=e, seed=s, metric=m, value=v)
+            for m in ("map@r", "paper_map@10")
+            for b, gain in (("efficientnet_lite0", [2.0, 2.5, 3.0]), ("efficientnet_lite1", [-1.0, 0.5, 2.0]))
+            for s in range(3) for e, v in (("raw", 10.0 + s), ("task1", 10.0 + s + gain[s]))]
+    res = pd.DataFrame(rows)
+    s = R.boost_summary(res, "map@r")
+    assert list(s["not_better"]) == ["efficientnet_lite1"]
+    assert s["lo"] == pytest.approx(np.mean([0.9, 0.5 / 11 + 1, 2.0 / 12 + 1]))
+    phrase = R._boost_phrase(res, "map@r")
+    assert "no detectable difference for Lite1 (paired difference +0.50 [" in phrase and "Lite0 (" not in phrase
+
+
+def test_splice_snippets_rewrites_only_the_marked_text(monkeypatch):
+    monkeypatch.setitem(R.SNIPPETS, "toy", lambda root: "NEW 1.23")
+    text = "a <!-- gen:toy -->old 9.99<!-- /gen --> b <!-- gen:toy --><!-- /gen -->."
+    assert R.splice_snippets(text, None) == "a <!-- gen:toy -->NEW 1.23<!-- /gen --> b <!-- gen:toy -->NEW 1.23<!-- /gen -->."
+    with pytest.raises(ValueError, match="unknown generated piece 'nope'"):
+        R.splice_snippets("<!-- gen:nope -->x<!-- /gen -->", None)
 
 
 def test_splice_readme_replaces_only_the_block():

@@ -10,6 +10,7 @@ Notebooks 03-05 use it; the numbers themselves come from the cached steps in :mo
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,25 @@ def paired(results: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], metric
     return dict(delta=mean, ci_low=lo, ci_high=hi, verdict=verdict(lo, hi), n=int(d.size))
 
 
+def paired_ratio(results: pd.DataFrame, backbone: str, metric: str, task: str = "task1") -> dict:
+    """``task / raw`` on ``metric`` for one backbone: the mean of the per-seed ratios, its 95 % CI, the verdict of
+    the paired *difference* (so a ratio and its difference never read differently), and n."""
+    from .stats import ratio_ci
+
+    m = results[(results["metric"] == metric) & (results["backbone"] == backbone)]
+    if not {task, "raw"} <= set(m["embedding"]):
+        return dict(ratio=np.nan, ci_low=np.nan, ci_high=np.nan, verdict="no paired seeds", delta=None, n=0)
+    w = m.pivot_table(index="seed", columns="embedding", values="value", aggfunc="first")[[task, "raw"]].dropna()
+    mean, lo, hi = ratio_ci(w[task].to_numpy(), w["raw"].to_numpy())
+    d = paired(results, (backbone, task), (backbone, "raw"), metric)
+    return dict(ratio=mean, ci_low=lo, ci_high=hi, verdict=d["verdict"], delta=d, n=len(w))
+
+
+def _fmt_ratio(r: dict) -> str:
+    """``1.30 [1.26, 1.35]`` (no interval with one seed)."""
+    return f"{r['ratio']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if np.isfinite(r["ci_low"]) else f"{r['ratio']:.2f}"
+
+
 def cheap_boosted_vs_costly_raw(results: pd.DataFrame, cost: dict, metrics=("map@r", "paper_map@10"),
                                 tasks=None) -> pd.DataFrame:
     """The study's claim, checked pair by pair: for every backbone ``small`` cheaper than ``big`` (GFLOPs in
@@ -221,6 +241,28 @@ STALE_NOTE = ("**Computed with an older metric and selection rule**: its `paper_
               "`paper_map@10_filtered` and its heads were selected by validation loss (patience 5), so its numbers "
               "are not shown here. Re-run it with `python -m attrboost.study --dataset {dataset}{split} --seeds "
               "0,1,2,3,4 --publish` (real data needed).\n")
+
+
+#: The original's stop rule: its report says a training loss below 0.002 within 200 epochs; its code stops at
+#: 0.001 and allows up to 2,000 epochs (docs/protocol.md).
+ORIGINAL_STOP = {"report": dict(stop_loss=0.002, max_epochs=200), "code": dict(stop_loss=0.001, max_epochs=2000)}
+
+
+def stop_rule_here() -> str:
+    """What "train to the stop rule" is in notebook 06 (from :data:`attrboost.study.beyond.SELECTION_RULES`)."""
+    from ..training import MAX_EPOCHS
+    from .beyond import SELECTION_RULES
+
+    head, _, _ = SELECTION_RULES["train to the stop rule (last epoch)"]
+    return (f"\"train to the stop rule\" = a training loss below {head['stop_loss']:g} or {MAX_EPOCHS} epochs, whichever "
+            f"comes first (SupCon: {MAX_EPOCHS} epochs, no loss threshold)")
+
+
+def stop_rule_text() -> str:
+    """:func:`stop_rule_here` and the original's (:data:`ORIGINAL_STOP`), in one sentence fragment."""
+    rep, code = ORIGINAL_STOP["report"], ORIGINAL_STOP["code"]
+    return (f"{stop_rule_here()}; the original's report states a loss below {rep['stop_loss']:g} within "
+            f"{rep['max_epochs']:,} epochs, its code {code['stop_loss']:g} and up to {code['max_epochs']:,} epochs")
 
 
 def has_old_metrics(results: pd.DataFrame) -> bool:
@@ -283,6 +325,10 @@ def runset_tables(root: str | os.PathLike, runset: str) -> str:
                          **{f"{m} minus raw": f"{fmt_delta(d)} {d['verdict']}" for m in ("map@r", "paper_map@10")
                             for d in [paired(res, (b, t), (b, "raw"), m)]}})
     out.append("Boosted minus raw, same backbone, paired by seed [95 % CI]:\n\n" + _md(pd.DataFrame(rows), index=False))
+    if "task1" in embs:
+        rt = pd.DataFrame([{"backbone": b, **{m: _fmt_ratio(paired_ratio(res, b, m)) for m in ("map@r", "paper_map@10")}}
+                           for b in backbones])
+        out.append("Task 1 / raw, same backbone, the per-seed ratio's mean [95 % CI]:\n\n" + _md(rt, index=False))
     pairs = [(x, y) for x, y in (("task1", "task2"), ("task1", "task3"), ("task3", "task2")) if x in embs and y in embs]
     if pairs:
         rows = [{"backbone": b, "heads": f"{TASK_LABELS[x].split(':')[0]} minus {TASK_LABELS[y].split(':')[0]}",
@@ -311,7 +357,8 @@ def runset_tables(root: str | os.PathLike, runset: str) -> str:
 def beyond_tables(root: str | os.PathLike, runset: str) -> str:
     """The results-page block of one run set's 06: methods with their widths, SupCon minus Task 1, the selection
     sensitivity and the tag weight (paired by seed)."""
-    from .beyond import BASELINE_LABELS, SELECTION_RULES, paired_deltas
+    from ..training import MAX_EPOCHS, PATIENCE
+    from .beyond import BASELINE_LABELS, SELECTION_RULES, ablation_deltas, labels_needed, paired_deltas
 
     path = Path(root) / "papermill_runs" / runset / "beyond.csv"
     if not path.exists():
@@ -330,7 +377,8 @@ def beyond_tables(root: str | os.PathLike, runset: str) -> str:
         v = test[test["metric"] == c].groupby("method")["value"]
         t[c.replace("_", " ")] = v.apply(_fmt_range, collapse=True).reindex(order)
     t.index = [labels[m] for m in t.index]
-    rule = ("every trained method selected by validation MAP@R, patience 10, at most 200 epochs; "
+    rule = (f"every method trained by epochs selected by validation MAP@R, patience {PATIENCE}, at most {MAX_EPOCHS} "
+            "epochs; PCA whitening's width chosen on validation; LDA and NCA not tuned; "
             if "selected_epoch" in extra else "")
     out.append(f"Test part, mean ± 95 % CI half-width ({rule}width and selected epoch: median (min-max) over seeds):"
                "\n\n" + _md(t.fillna("–")))
@@ -349,8 +397,46 @@ def beyond_tables(root: str | os.PathLike, runset: str) -> str:
             lambda v: fmt[v.name[2]](v)).unstack(["method_", "metric"])
         st = st.reindex(list(SELECTION_RULES))
         st.columns = [f"{m}: {'test MAP@R' if k == 'map@r' else 'selected epoch'}" for m, k in st.columns]
-        out.append("Selection sensitivity (test MAP@R and selected epoch; test-selected is optimistic by "
-                   "construction, never used for a claim):\n\n" + _md(st))
+        out.append("Selection sensitivity (test MAP@R and selected epoch; " + stop_rule_here() + "; test-selected "
+                   "is optimistic by construction, never used for a claim):\n\n" + _md(st))
+        default = next(iter(SELECTION_RULES))
+        cols = {}
+        for m in dict.fromkeys(s["method_"]):
+            sm = s[(s["method_"] == m) & (s["metric"] == "map@r")].assign(method=lambda d: d["rule"])
+            if default in set(sm["method"]):
+                d = paired_deltas(sm, reference=default, metrics=["map@r"])
+                cols[f"{m}: test MAP@R minus the default"] = {
+                    r["method"]: f"{fmt_delta(r)} {verdict(r['ci_low'], r['ci_high'])}" for _, r in d.iterrows()}
+        if cols:
+            sd = pd.DataFrame(cols).reindex([r for r in SELECTION_RULES if r != default])
+            out.append("Each rule minus the default rule (validation MAP@R), paired by seed [95 % CI]:\n\n" + _md(sd))
+    abl = b[b["experiment"] == "ablation"]
+    if len(abl) and {"raw", "task1"} <= set(test["method"]):
+        a = ablation_deltas(abl[abl["metric"].isin(["map@r", "paper_map@10"])], test)
+        a["cell"] = [f"{fmt_delta(r)} {verdict(r['ci_low'], r['ci_high'])}" for _, r in a.iterrows()]
+        at = a.pivot_table(index="attribute", columns="metric", values="cell", aggfunc="first")
+        attrs = list(dict.fromkeys(m.removeprefix("without ") for m in abl["method"]))
+        at = at.reindex(index=attrs, columns=["map@r", "paper_map@10"])
+        lost = a[a["metric"] == "map@r"].set_index("attribute")["gain_kept"].reindex(attrs)
+        at["share of Task 1's MAP@R gain lost (no CI)"] = [f"{100 - v:.0f} %" if np.isfinite(v) else "–" for v in lost]
+        at.index = [f"without {x}" for x in at.index]
+        out.append("Attribute ablation: Task 1 without one attribute as a target minus Task 1, paired by seed "
+                   "[95 % CI]:\n\n" + _md(at))
+    bud = b[b["experiment"] == "budget"]
+    if len(bud) and "raw" in set(test["method"]):
+        raw_test = test[test["method"] == "raw"]
+        methods = list(dict.fromkeys(bud["method"]))
+        bm = bud[bud["metric"] == "map@r"].groupby(["n_train", "method"])["value"].apply(_fmt_ci).unstack()
+        bm = bm.reindex(columns=methods)
+        bm.index = [int(n) for n in bm.index]
+        bm.index.name = "training labels"
+        bm.columns = [labels.get(m, m) for m in bm.columns]
+        top = int(bud["n_train"].max())
+        need = "; ".join(f"{labels.get(m, m)} {f'only at the largest budget, {top:,}' if n is None or n == top else f'at {n}'}"
+                         for m in methods for n in [labels_needed(bud, raw_test, m, metric="map@r")])
+        out.append(f"Label budget, test MAP@R, mean ± 95 % CI half-width (raw: {_fmt_ci(raw_test[raw_test['metric'] == 'map@r']['value'])}; "
+                   f"the best baseline chosen on validation). 90 % of the mean gain with every label is reached by "
+                   f"{need} (means, no CI):\n\n" + _md(bm))
     tw = b[b["experiment"] == "tag_weight"]
     if len(tw):
         ref = "task3 | tag_weight=0.5"
@@ -378,34 +464,253 @@ def splice_readme(readme: str, block: str) -> str:
     return head + block + tail
 
 
+# ----------------------------------------------------------------------------- generated sentences in the prose
+#: A generated piece inside a page's prose: ``<!-- gen:NAME -->text<!-- /gen -->``; ``make readme`` rewrites the
+#: text from :data:`SNIPPETS` [NAME], a test fails when it is stale.
+SNIPPET = re.compile(r"<!-- gen:([\w@.-]+) -->(.*?)<!-- /gen -->", re.S)
+#: Every page with generated pieces (the block between :data:`README_BEGIN` and :data:`README_END` is in
+#: :data:`RESULTS_PAGE`).
+PAGES = ("README.md", RESULTS_PAGE, "docs/protocol.md")
+SHORT = {"pca": "pixel PCA", "efficientnet_lite0": "Lite0", "efficientnet_lite1": "Lite1", "efficientnet_lite2": "Lite2",
+         "resnet18": "ResNet18", "resnet34": "ResNet34", "resnet50": "ResNet50", "resnet101": "ResNet101",
+         "vit_b_16": "ViT-B/16"}
+METRIC_NAMES = {"map@r": "MAP@R", "paper_map@10": "`paper_map@10`"}
+_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def _span(lo: float, hi: float, fmt: str = "{:.2f}", sep: str = "-") -> str:
+    """``1.15-1.22``, or ``1.30`` when both ends read the same."""
+    a, b = fmt.format(lo), fmt.format(hi)
+    return a if a == b else f"{a}{sep}{b}"
+
+
+def _runset(root, runset: str) -> pd.DataFrame:
+    return load_results(Path(root) / "papermill_runs" / runset)
+
+
+def _backbones(res: pd.DataFrame) -> list[str]:
+    return [b for b in BACKBONE_ORDER if b in set(res["backbone"])]
+
+
+def boost_summary(res: pd.DataFrame, metric: str, task: str = "task1") -> dict:
+    """Task / raw over the backbones of a run set: the range of the ratios, the envelope of their CIs, and the
+    backbones whose paired difference is not "better" (with that difference)."""
+    rs = {b: paired_ratio(res, b, metric, task) for b in _backbones(res)}
+    return dict(lo=min(r["ratio"] for r in rs.values()), hi=max(r["ratio"] for r in rs.values()),
+                ci_low=min(r["ci_low"] for r in rs.values()), ci_high=max(r["ci_high"] for r in rs.values()),
+                n=len(rs), seeds=min(r["n"] for r in rs.values()),
+                not_better={b: r["delta"] for b, r in rs.items() if r["verdict"] != "better"})
+
+
+def _boost_phrase(res: pd.DataFrame, metric: str) -> str:
+    s = boost_summary(res, metric)
+    out = f"{METRIC_NAMES[metric]} ×{_span(s['lo'], s['hi'])} (95 % CIs within [{s['ci_low']:.2f}, {s['ci_high']:.2f}])"
+    if s["not_better"]:
+        out += "; no detectable difference for " + ", ".join(f"{SHORT.get(b, b)} (paired difference {fmt_delta(d)})"
+                                                           for b, d in s["not_better"].items())
+    return out
+
+
+def snippet_headline(root) -> str:
+    """README: the answer, split by split, as paired ratios with their CIs."""
+    rand, grp = _runset(root, "fashion"), _runset(root, "fashion-by_group")
+    sr = [boost_summary(rand, m) for m in METRIC_NAMES]
+    n = sr[0]["n"]
+    every = not any(s["not_better"] for s in sr)
+    answer = "Yes, on the real catalogue's random split" if every else "Partly, on the real catalogue's random split"
+    return (f"{answer} (test groups also seen in training): with the Task 1 head, "
+            f"{_boost_phrase(rand, 'map@r')} and {_boost_phrase(rand, 'paper_map@10')} on "
+            f"{'all ' + _NUMBERS[n] if n < 10 else n} backbones tested ({sr[0]['seeds']} seeds, Task 1 / raw paired by seed). "
+            f"On test groups never seen in training (the `by_group` split, not paired with the random one): "
+            f"{_boost_phrase(grp, 'map@r')}; "
+            f"{_boost_phrase(grp, 'paper_map@10')}.")
+
+
+def snippet_readme_table(root) -> str:
+    """README: the random split's MAP@R per backbone, raw and Task 1, difference and ratio paired by seed."""
+    from .stats import mean_ci
+
+    res = _runset(root, "fashion")
+    m = res[res["metric"] == "map@r"]
+
+    def ci(b, e):
+        mean, lo, hi = mean_ci(m[(m["backbone"] == b) & (m["embedding"] == e)]["value"].to_numpy())
+        return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    rows = [{"backbone": "pca (pixels)" if b == "pca" else b, "raw": ci(b, "raw"), "Task 1 head": ci(b, "task1"),
+             "Task 1 − raw": fmt_delta(paired(res, (b, "task1"), (b, "raw"), "map@r")),
+             "Task 1 / raw": _fmt_ratio(paired_ratio(res, b, "map@r"))} for b in _backbones(res)]
+    n = res["seed"].nunique()
+    return (f"\n\nFashion Product Images (Small), random split, test MAP@R, mean [95 % Student-t CI] over **n = {n} "
+            "seeds**; the difference and the ratio are paired by seed (the seed fixes the sample, so raw and boosted "
+            "are scored on the same test images):\n\n" + pd.DataFrame(rows).to_markdown(index=False, tablefmt="github")
+            + "\n\n")
+
+
+def _original_ratios() -> pd.Series:
+    return ORIGINAL_TABLE["Task 1: attributes"] / ORIGINAL_TABLE["raw"]
+
+
+def snippet_original_ratios(root) -> str:
+    """results.md: the random split's Task 1 ratios on the original's metric beside the original's own."""
+    s = boost_summary(_runset(root, "fashion"), "paper_map@10")
+    o = _original_ratios().drop("pca")
+    return (f"on `paper_map@10` Task 1 / raw is {_span(s['lo'], s['hi'])} here, the original's Task 1 / raw for its "
+            f"ResNets and ViT {_span(o.min(), o.max())} (one run each, computed from its table)")
+
+
+def snippet_pca_row(root) -> str:
+    """results.md: the numbers of the PCA paragraph (the original's PCA ratios; pixel PCA's here)."""
+    o = ORIGINAL_TABLE.loc["pca"]
+    res = _runset(root, "fashion")
+    r = {m: paired_ratio(res, "pca", m) for m in METRIC_NAMES}
+    ep = res[(res["backbone"] == "pca") & (res["metric"] == "selected_epoch")]
+    ep1 = ep[ep["embedding"] == "task1"]["value"]
+    return (f"The original's PCA row gains ×{o['Task 1: attributes'] / o['raw']:.2f} with Task 1 "
+            f"({o['raw']:.2f} to {o['Task 1: attributes']:.2f}; Task 2 ×{o['Task 2: tags'] / o['raw']:.2f}, Task 3 "
+            f"×{o['Task 3: both'] / o['raw']:.2f}; one run, no CI), its CNN and ViT rows "
+            f"×{_span(_original_ratios().drop('pca').min(), _original_ratios().drop('pca').max())}. Here pixel PCA's "
+            f"Task 1 gains ×{_fmt_ratio(r['map@r'])} on MAP@R and ×{_fmt_ratio(r['paper_map@10'])} on `paper_map@10` "
+            f"(random split, {r['map@r']['n']} seeds), as much as the Lite models, with its Task 1 head selected at "
+            f"epoch {_fmt_range(ep1)} (median (min-max) over seeds)")
+
+
+def _paper_variants(root) -> dict:
+    """Per run set: per-(backbone, head) means over seeds of filtered / paper_map@10 - 1 (%) and of
+    paper_map@10_rev - paper_map@10, and the extremes over single seeds."""
+    out = {}
+    for rs in RUNSETS:
+        if not (Path(root) / "papermill_runs" / rs).exists():
+            continue
+        res = _runset(root, rs)
+        if has_old_metrics(res) or "paper_map@10_rev" not in set(res["metric"]):
+            continue
+        w = res.pivot_table(index=["backbone", "embedding", "seed"], columns="metric", values="value")
+        pct = 100 * (w["paper_map@10_filtered"] / w["paper_map@10"] - 1)
+        rev = w["paper_map@10_rev"] - w["paper_map@10"]
+        out[rs] = dict(pct=pct.groupby(level=[0, 1]).mean(), pct_seed=pct, rev=rev.groupby(level=[0, 1]).mean(),
+                       rev_seed=rev)
+    return out
+
+
+def snippet_filtered(root) -> str:
+    """results.md: how much higher `paper_map@10_filtered` reads than `paper_map@10`."""
+    v = _paper_variants(root)
+    parts = [f"on `{rs}` by {_span(d['pct'].min(), d['pct'].max(), '{:.0f}')} % (single seeds "
+             f"{_span(d['pct_seed'].min(), d['pct_seed'].max(), '{:.0f}')} %)" for rs, d in v.items()]
+    return ("reads higher than `paper_map@10`, per backbone and head (mean over seeds of the per-seed ratio): "
+            + ", ".join(parts))
+
+
+def snippet_readings(root) -> str:
+    """results.md: how far the two readings of the query argument are apart."""
+    v = _paper_variants(root)
+    worst = max(float(d["rev"].abs().max()) for d in v.values())
+    worst_seed = max(float(d["rev_seed"].abs().max()) for d in v.values())
+    parts = [f"`{rs}` {_span(d['rev'].min(), d['rev'].max(), '{:+.2f}', ' to ')}" for rs, d in v.items()]
+    return (f"`paper_map@10_rev` minus `paper_map@10` is at most {worst:.2f} points in absolute value as a mean over "
+            f"seeds per backbone and head ({'; '.join(parts)}), and up to {worst_seed:.2f} points for a single seed")
+
+
+_BLOCKS: dict = {}
+
+
+def _block(root) -> str:
+    """:func:`readme_block`, computed once per state of the committed CSVs (the census and the page share it)."""
+    csvs = sorted((Path(root) / "papermill_runs").glob("*/*.csv"))
+    key = (str(Path(root).resolve()), tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in csvs))
+    if key not in _BLOCKS:
+        _BLOCKS.clear()
+        _BLOCKS[key] = readme_block(root)
+    return _BLOCKS[key]
+
+
+def ci_census(root) -> dict:
+    """How many CIs the generated tables show: paired differences (of which the pre-specified comparisons), paired
+    ratios, and means (± half-width)."""
+    block = _block(root)
+    diff = len(re.findall(r"[+-]\d+\.\d+ \[[+-]\d+\.\d+, [+-]\d+\.\d+\]", block))
+    ratio = len(re.findall(r"(?<![+\-\d.])\d+\.\d+ \[\d+\.\d+, \d+\.\d+\]", block))
+    means = len(re.findall(r"\d+\.\d+ ± \d+\.\d+", block))
+    pre, runsets = 0, 0
+    for rs in RUNSETS:
+        if not (Path(root) / "papermill_runs" / rs).exists():
+            continue
+        res = _runset(root, rs)
+        if has_old_metrics(res) or "task1" not in set(res["embedding"]):
+            continue
+        from ..backbones import flops_per_image
+
+        cost = {b: flops_per_image(b) for b in _backbones(res)}
+        pairs = sum(cost[s] < cost[g] for s in cost for g in cost)
+        per = 2 * (len(cost) + pairs)  # Task 1 minus raw per backbone + cheap Task 1 minus costly raw, two metrics
+        pre, runsets = pre + per, runsets + 1
+    return dict(diff=diff, ratio=ratio, means=means, prespecified=pre, runsets=runsets)
+
+
+def snippet_multiplicity(root) -> str:
+    """results.md: which comparisons were pre-specified, how many CIs the tables show, and that none is adjusted."""
+    c = ci_census(root)
+    expl = c["diff"] - c["prespecified"]
+    return (f"The generated tables at the end of this page show {c['diff']} CIs of paired differences, "
+            f"{c['ratio']} of paired ratios and {c['means']} of means (mean ± half-width). "
+            f"{c['prespecified']} of the paired differences are the pre-specified comparisons, on {c['runsets']} run "
+            f"sets; the other {expl} are exploratory. Each CI is a 95 % interval for its own comparison, not adjusted "
+            f"for multiplicity: among {expl} exploratory comparisons with no true difference, about "
+            f"{round(0.05 * expl)} CIs (1 in 20) would still exclude 0")
+
+
+SNIPPETS = {"headline": snippet_headline, "readme-table": snippet_readme_table,
+            "original-ratios": snippet_original_ratios, "pca-row": snippet_pca_row, "filtered": snippet_filtered,
+            "readings": snippet_readings, "multiplicity": snippet_multiplicity,
+            "stop-rule": lambda root: stop_rule_text()}
+
+
+def splice_snippets(text: str, root) -> str:
+    """``text`` with every ``<!-- gen:NAME -->...<!-- /gen -->`` rewritten from :data:`SNIPPETS` (an unknown
+    NAME raises)."""
+    def sub(m):
+        if m.group(1) not in SNIPPETS:
+            raise ValueError(f"unknown generated piece {m.group(1)!r}; known: {sorted(SNIPPETS)}")
+        return f"<!-- gen:{m.group(1)} -->{SNIPPETS[m.group(1)](root)}<!-- /gen -->"
+    return SNIPPET.sub(sub, text)
+
+
+def regenerate(text: str, root, page: str) -> str:
+    """A page with its generated pieces rewritten (and, for :data:`RESULTS_PAGE`, its tables)."""
+    if page == RESULTS_PAGE:
+        text = splice_readme(text, _block(root))
+    return splice_snippets(text, root)
+
+
 def main(argv=None) -> int:
-    """``python -m attrboost.study.report``: regenerate the result tables of docs/results.md (``make readme``)."""
+    """``python -m attrboost.study.report``: regenerate the result tables of docs/results.md and the generated
+    sentences of README.md and docs/ (``make readme``)."""
     import argparse
 
     from ..cache import repo_root
 
     p = argparse.ArgumentParser(prog="python -m attrboost.study.report", description=main.__doc__)
-    p.add_argument("--page", default=RESULTS_PAGE, help="page to update in place, between its results markers "
-                   "(default: %(default)s)")
-    p.add_argument("--check", action="store_true", help="only check that the page is in sync (exit 1 if not)")
+    p.add_argument("--page", action="append", help="a page to update in place (repeatable; default: every page of "
+                   f"{', '.join(PAGES)})")
+    p.add_argument("--check", action="store_true", help="only check that the pages are in sync (exit 1 if not)")
     args = p.parse_args(argv)
     root = repo_root() or Path.cwd()
-    path = Path(args.page)
-    if not path.is_absolute():
-        path = root / path
-    text = path.read_text(encoding="utf-8")
-    new = splice_readme(text, readme_block(root))
-    if args.check:
+    stale = 0
+    for page in args.page or PAGES:
+        path = Path(page) if Path(page).is_absolute() else root / page
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else page
+        text = path.read_text(encoding="utf-8")
+        new = regenerate(text, root, rel)
+        if args.check:
+            stale += new != text
+            print(f"{path}: {'out of sync with the committed CSVs: run `make readme`' if new != text else 'in sync'}")
+            continue
         if new != text:
-            print(f"{path} is out of sync with the committed CSVs: run `make readme`")
-            return 1
-        print(f"{path}: result tables in sync")
-        return 0
-    if new != text:
-        from ..cache import atomic_write
-        atomic_write(path, lambda tmp: Path(tmp).write_text(new, encoding="utf-8"))
-    print(f"{path}: result tables {'updated' if new != text else 'already in sync'}")
-    return 0
+            from ..cache import atomic_write
+            atomic_write(path, lambda tmp: Path(tmp).write_text(new, encoding="utf-8"))
+        print(f"{path}: generated pieces {'updated' if new != text else 'already in sync'}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
