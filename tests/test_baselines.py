@@ -209,3 +209,41 @@ def test_get_baseline_errors():
         B.get_baseline(s, X, "toy", "supcon", 0, lr="fast")
     with pytest.raises(ValueError, match="pca_components == 0, must be >= 1"):
         B.get_baseline(s, X, "toy", "nca", 0, pca_components=0)
+
+
+# ----------------------------------------------------------------------------- linear probe
+def test_linear_probe_is_one_logistic_regression_per_attribute_on_standardised_features():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from attrboost.study.baselines import LinearProbe, make_baseline
+
+    X, y, _ = toy()
+    Y = pd.DataFrame(y).astype(str)
+    probe = make_baseline("linear_probe").fit(X, Y)
+    assert isinstance(probe, LinearProbe)
+    Z = StandardScaler().fit_transform(X.astype(np.float64))
+    want = [LogisticRegression(max_iter=1000).fit(Z, Y[c]) for c in Y.columns]
+    emb = probe.transform(X)
+    widths = [len(m.classes_) for m in want]
+    assert emb.shape == (len(X), sum(widths)) and emb.dtype == np.float32
+    blocks = np.split(emb, np.cumsum(widths)[:-1], axis=1)
+    for block, m in zip(blocks, want):
+        np.testing.assert_allclose(block.sum(1), 1, atol=1e-5)
+        np.testing.assert_allclose(block, m.predict_proba(Z), atol=1e-5)
+    np.testing.assert_array_equal(probe.predict(X), np.stack([m.predict(Z) for m in want], axis=1))
+    np.testing.assert_array_equal(emb, make_baseline("linear_probe").fit(X, Y).transform(X))  # deterministic
+
+
+def test_linear_probe_rejects_what_it_cannot_fit():
+    from attrboost.study.baselines import LinearProbe
+
+    X, y, _ = toy()
+    with pytest.raises(ValueError, match="attribute labels"):
+        LinearProbe().fit(X)
+    with pytest.raises(ValueError, match="one value"):
+        LinearProbe().fit(X, np.zeros((len(X), 1)))
+    with pytest.raises(ValueError, match="rows"):
+        LinearProbe().fit(X, np.asarray(y)[:-1])
+    with pytest.raises(ValueError, match="C must be"):
+        LinearProbe(C=0).fit(X, y)

@@ -12,6 +12,10 @@ then ``transform(X)`` gives the new embedding, compared with cosine similarity l
   shrinkage covariance (Ledoit-Wolf) because the features are wide for a few thousand images.
 * :class:`GroupNCA` - scikit-learn's Neighbourhood Components Analysis on the group, after a PCA
   to ``pca_components`` dimensions (NCA's cost grows with the input width).
+* :class:`LinearProbe` - one multinomial logistic regression per attribute on the standardised features
+  (``C=1``, untuned, like LDA and NCA); the embedding is the concatenation of every attribute's predicted
+  class probabilities. The reference for "a linear classifier on raw features": a head that does not beat
+  it has learnt nothing a linear map of the features could not.
 * :class:`MetricHead` - the boosting head's architecture (one ReLU hidden layer, same width),
   trained with a metric-learning loss from pytorch-metric-learning on the group labels instead
   of per-attribute classifiers: ``loss="supcon"`` (supervised contrastive, Khosla et al. 2020) or
@@ -33,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.neighbors import NeighborhoodComponentsAnalysis
 from sklearn.utils.validation import check_is_fitted
@@ -42,11 +47,12 @@ from ..metrics import encode_attributes, group_codes, map_at_r_quiet
 from ..training import MAX_EPOCHS, PATIENCE
 from ..training import one_blas_thread
 
-__all__ = ["BASELINES", "group_labels", "make_baseline", "PCAWhitening", "GroupLDA", "GroupNCA", "MetricHead",
+__all__ = ["BASELINES", "group_labels", "make_baseline", "PCAWhitening", "GroupLDA", "GroupNCA", "LinearProbe",
+           "MetricHead",
            "METRIC_LOSSES"]
 
 #: The registry's names (:func:`make_baseline`), in the order the tables show them.
-BASELINES = ("pca_whiten", "lda", "nca", "supcon", "multisimilarity")
+BASELINES = ("pca_whiten", "lda", "nca", "linear_probe", "supcon", "multisimilarity")
 METRIC_LOSSES = ("supcon", "multisimilarity")
 METRIC_SELECTIONS = ("val_map@r", "val_loss", "last")
 MULTISIMILARITY = dict(alpha=2, beta=50, base=0.5)  # the loss's published defaults
@@ -124,6 +130,58 @@ class GroupLDA(BaseEstimator, TransformerMixin):
         X = check_features(X, n_features=self.n_features_in_)
         with one_blas_thread():
             return self.lda_.transform(X.astype(np.float64)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- linear probe
+class LinearProbe(BaseEstimator, TransformerMixin):
+    """Per-attribute logistic regression on standardised features; ``transform`` gives the concatenated class
+    probabilities (one block per attribute, its classes in sorted order). ``y``: the ``(n, n_attrs)`` attribute
+    labels (a DataFrame or 2-D array; 1-D labels are one attribute)."""
+
+    def __init__(self, C=1.0, *, max_iter=1000):
+        self.C = C
+        self.max_iter = max_iter
+
+    def fit(self, X, y=None):
+        X = check_features(X)
+        if y is None:
+            raise ValueError("y (the attribute labels) is required")
+        Y = np.asarray(y, dtype=object)
+        Y = Y.reshape(len(Y), -1)
+        if len(Y) != len(X):
+            raise ValueError(f"y has {len(Y)} rows, X has {len(X)}")
+        if not (isinstance(self.C, (int, float)) and self.C > 0):
+            raise ValueError(f"C must be a positive number, got {self.C!r}")
+        X64 = X.astype(np.float64)
+        self.mean_ = X64.mean(0)
+        self.scale_ = X64.std(0)
+        self.scale_[self.scale_ == 0] = 1.0
+        Z = (X64 - self.mean_) / self.scale_
+        self.models_ = []
+        with one_blas_thread():
+            for j in range(Y.shape[1]):
+                labels = Y[:, j].astype(str)
+                if len(np.unique(labels)) < 2:
+                    raise ValueError(f"attribute {j} has one value in the training rows; a probe needs two")
+                self.models_.append(LogisticRegression(C=float(self.C), max_iter=check_int(self.max_iter, "max_iter"))
+                                    .fit(Z, labels))
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "models_")
+        X = check_features(X, n_features=self.n_features_in_)
+        Z = (X.astype(np.float64) - self.mean_) / self.scale_
+        with one_blas_thread():
+            return np.hstack([m.predict_proba(Z) for m in self.models_]).astype(np.float32)
+
+    def predict(self, X) -> np.ndarray:
+        """``(n, n_attrs)`` predicted values (str), one column per attribute."""
+        check_is_fitted(self, "models_")
+        X = check_features(X, n_features=self.n_features_in_)
+        Z = (X.astype(np.float64) - self.mean_) / self.scale_
+        with one_blas_thread():
+            return np.stack([m.predict(Z) for m in self.models_], axis=1)
 
 
 # ----------------------------------------------------------------------------- NCA
@@ -298,7 +356,7 @@ def make_baseline(name: str, seed: int = 0, **params):
     """A fresh, unfitted baseline transformer by name (``params`` override its defaults)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; known: {list(BASELINES)}")
-    cls = {"pca_whiten": PCAWhitening, "lda": GroupLDA, "nca": GroupNCA}.get(name, MetricHead)
+    cls = {"pca_whiten": PCAWhitening, "lda": GroupLDA, "nca": GroupNCA, "linear_probe": LinearProbe}.get(name, MetricHead)
     known = set(cls().get_params()) - {"loss", "seed"}
     unknown = set(params) - known
     if unknown:

@@ -65,6 +65,7 @@ from ..metrics import map_at_r_quiet
 from .stats import mean_ci
 
 BASELINE_LABELS = {"pca_whiten": "PCA whitening", "lda": "LDA (group)", "nca": "NCA (group)",
+                   "linear_probe": "Linear probe (attributes)",
                    "supcon": "SupCon head (group)", "multisimilarity": "Multi-similarity head (group)"}
 PCA_GRID = (32, 64, 128, 256)
 #: The rules :func:`selection_sensitivity` compares: label -> (BoostHead settings, MetricHead settings,
