@@ -124,8 +124,10 @@ def test_info_and_catalogue(client, reference, encoder):
     names = reference[0]
     info = client.get("/api/info").json()
     assert info["backbone"] == "efficientnet_lite0" and info["attributes"] == ["colour", "shape"]
-    assert info["index"] == {"n": 40, "kind": "flat", "width": encoder.width}
-    assert info["raw_index"] == {"n": 40, "kind": "flat", "width": 1280}
+    assert info["index"] == {"n": 40, "kind": "flat", "width": encoder.width, "predicted": True}
+    assert info["raw_index"] == {"n": 40, "kind": "flat", "width": 1280, "predicted": True}
+    assert info["objective"] == "task1" and info["selection"] == "val_map@r"
+    assert info["filters"] == encoder.classes and info["filters_note"] is None
     assert info["validation"] == encoder.metrics["validation"] and info["k"] == K
     a = client.get("/api/catalogue", params={"limit": 12, "seed": 3}).json()
     b = client.get("/api/catalogue", params={"limit": 12, "seed": 3}).json()
@@ -134,6 +136,37 @@ def test_info_and_catalogue(client, reference, encoder):
     assert a == b and ids != [it["id"] for it in c["items"]] and a["n"] == 40
     assert len(set(ids)) == 12 and set(ids) <= set(names)
     assert len(client.get("/api/catalogue", params={"limit": 200}).json()["items"]) == 40
+
+
+def test_results_show_predictions_and_filters_keep_k_matching_items(client, encoder, reference):
+    names, _, F, V = reference
+    pred = encoder.head.predict_attributes(F)  # the head's own predictions of every indexed item
+    got = client.get("/api/search", params={"id": "s3", "k": K}).json()
+    for col in ("boosted", "raw"):
+        for h in got[col]:
+            assert {a: v["value"] for a, v in h["predicted"].items()} == pred.iloc[names.index(h["id"])].to_dict()
+    for attr in ("colour", "shape"):
+        value = pred[attr].value_counts().index[0]  # the most predicted value: at least K items have it
+        assert (pred[attr] == value).sum() >= K
+        out = client.get("/api/search", params=[("id", "s3"), ("k", K), ("filter", f"{attr}:{value}")]).json()
+        assert out["filter"] == [f"{attr}:{value}"]
+        ok = np.flatnonzero((pred[attr] == value).to_numpy())
+        for col, G in (("boosted", V), ("raw", F)):
+            top = ok[np.argsort(-((G[ok] / np.linalg.norm(G[ok], axis=1, keepdims=True)) @ (G[3] / np.linalg.norm(G[3]))),
+                                kind="stable")][:K]
+            assert [h["id"] for h in out[col]] == [names[t] for t in top]  # the best K matching, in order
+            assert all(h["predicted"][attr]["value"] == value for h in out[col])
+
+
+@pytest.mark.parametrize("spec, message", [("material:wood", "unknown attribute 'material'"),
+                                           ("colour:navy", "colour has no value 'navy'"),
+                                           ("colour", "expected ATTRIBUTE:VALUE")])
+def test_bad_filters_get_a_400_that_says_why(client, work, spec, message):
+    _, images = work
+    r = client.get("/api/search", params={"id": "s3", "k": K, "filter": spec})
+    assert r.status_code == 400 and message in r.json()["detail"]
+    r = _upload(client, images / "s1.jpg", params={"filter": spec})
+    assert r.status_code == 400 and message in r.json()["detail"]
 
 
 def test_thumbnails_only_for_indexed_ids(client, work):
@@ -394,6 +427,18 @@ def test_page_in_a_real_browser_shows_k_results_side_by_side(server, reference, 
             assert "415" in page.inner_text("#error") and "not an image file" in page.inner_text("#error")
             page.select_option("#k", "10")  # re-runs the last query with the new k
             page.wait_for_function(loaded, arg=["#boosted", 10])
+            # each result shows its predicted attributes; a filter dropdown re-runs the query with the filter
+            assert all("colour: " in t and "shape: " in t
+                       for t in page.eval_on_selector_all("#boosted .card .attrs", "as => as.map(a => a.textContent)"))
+            shapes = page.eval_on_selector_all("#filter-selects select[data-attribute=shape] option",
+                                               "os => os.map(o => o.value)")
+            assert shapes[0] == "" and sorted(shapes[1:]) == ["disc", "square"]
+            page.select_option("#filter-selects select[data-attribute=shape]", "square")
+            page.wait_for_function("document.querySelector('#boosted-note').textContent.includes('filter: shape:square')")
+            texts = page.eval_on_selector_all("#boosted .card .attrs, #raw .card .attrs",
+                                              "as => as.map(a => a.textContent)")
+            assert texts and all("shape: square" in t for t in texts)
+            assert page.is_hidden("#filters-note") and page.is_hidden("#error")
             assert not failed, failed
         finally:
             browser.close()

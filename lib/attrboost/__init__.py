@@ -58,6 +58,7 @@ _PUBLIC = {
     "load_csv": "data", "load_kaggle": "data", "load_dataset": "data", "sample_protocol": "data",
     "Catalogue": "data", "DataError": "data",
     "extract_features": "features", "BoostHead": "heads", "BundleError": "manifest",
+    "MetricHead": "metric_head", "JointHead": "objectives",
     # the search wing's public names, imported on first use (the core itself never imports a wing)
     "Encoder": "search.encoder", "Encoded": "search.encoder",
     "save_model": "search.bundle", "load_model": "search.bundle",

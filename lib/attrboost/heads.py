@@ -32,7 +32,7 @@ weight_decay=1e-5); batch 32 from an in-memory seeded permutation (no DataLoader
 ``max_epochs`` = 200 epochs. ``stop_loss`` (default None: off) stops training once the epoch's training
 loss (mean of the batch losses weighted by batch size) falls below it (the original's rule was 0.001;
 "train to the stop rule" in notebook 06's selection-sensitivity table uses 0.002). The epoch loop (shuffle, train, score, keep the best
-weights, stop) is :func:`attrboost.training.fit_epochs`, shared with :class:`~attrboost.study.baselines.MetricHead`.
+weights, stop) is :func:`attrboost.training.fit_epochs`, shared with :class:`~attrboost.metric_head.MetricHead`.
 
 Model selection (``selection``) uses the validation split only -- never pass the test set:
 

@@ -1,5 +1,5 @@
 """What the torch-trained estimators (:class:`~attrboost.heads.BoostHead`,
-:class:`~attrboost.study.baselines.MetricHead`) share: thread and seed control, and the epoch loop.
+:class:`~attrboost.metric_head.MetricHead`) share: thread and seed control, and the epoch loop.
 
 * :func:`torch_threads`: torch's intra-op thread count for a block, restored afterwards.
 * :func:`one_blas_thread`: BLAS/LAPACK (and OpenMP) on one thread for a block, so results do not

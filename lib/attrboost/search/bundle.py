@@ -1,4 +1,4 @@
-"""Saved models: a fitted :class:`~attrboost.heads.BoostHead`, alone or with its backbone, in a directory.
+"""Saved models: a fitted head (:mod:`attrboost.objectives`), alone or with its backbone, in a directory.
 
 A **head bundle** (``BoostHead.save`` / ``BoostHead.load``: the head serialises itself)::
 
@@ -6,11 +6,17 @@ A **head bundle** (``BoostHead.save`` / ``BoostHead.load``: the head serialises 
     head.json          its parameters, attribute classes, tag vocabulary, best epoch, stop reason
     manifest.json      format name and version, library versions, and a sha256 + size per file
 
-A **model bundle** (:func:`save_model` / :func:`load_model`) adds::
+A **model bundle** (:func:`save_model` / :func:`load_model`) holds the head of its objective (``task1``, ``task2``,
+``task3``: the files above; ``supcon``: ``metric_head.safetensors`` + ``metric_head.json``
+(:class:`~attrboost.metric_head.MetricHead`); ``task1+supcon``: both pairs) and adds::
 
     backbone.json      backbone name, timm architecture, width, weights kind / identity / sha256 of the
                        weights file, and the preprocessing (timm data config)
-    metrics.json       validation metrics and the training history
+    metrics.json       validation metrics, the objective, the selection rule and the training history
+
+Its ``manifest.json`` records ``objective`` and ``selection`` (the model-selection rule,
+:data:`attrboost.objectives.SELECTION`); a bundle saved before objectives existed has neither and holds a
+:class:`~attrboost.heads.BoostHead` (``task1`` unless it was fitted with another task).
 
 :func:`load_model` returns an :class:`~attrboost.search.encoder.Encoder` whose ``transform`` gives bit-identical
 vectors to the saved head (same thread count). Loading checks, with a :class:`BundleError` naming the file:
@@ -25,8 +31,8 @@ from pathlib import Path
 
 from .. import backbones
 from ..cache import write_json
-from ..heads import BoostHead
 from ..manifest import FORMAT, FORMAT_VERSION, BundleError, read_manifest, sha256_file, write_manifest
+from ..objectives import SELECTION, objective_of, read_head, weights_sha256, write_head
 from .encoder import Encoder
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "BundleError", "save_model", "load_model"]
@@ -53,9 +59,12 @@ def _backbone_config(resolved: backbones.ResolvedWeights) -> dict:
             "preprocessing": backbones.data_config(spec.name)}
 
 
-def save_model(directory: str | os.PathLike, head, backbone, *, metrics: dict | None = None) -> Path:
-    """Save a model bundle: ``head`` (fitted on ``backbone``'s features) + the backbone's identity and
-    preprocessing + ``metrics`` (JSON-serialisable: validation metrics, training history, data description).
+def save_model(directory: str | os.PathLike, head, backbone, *, metrics: dict | None = None,
+               selection: str | None = None) -> Path:
+    """Save a model bundle: ``head`` (fitted on ``backbone``'s features: a BoostHead, MetricHead or JointHead)
+    + the backbone's identity and preprocessing + ``metrics`` (JSON-serialisable: validation metrics, training
+    history, data description). The manifest records the head's objective and ``selection`` (default: the
+    ``selection`` in ``metrics``, else :data:`attrboost.objectives.SELECTION`).
 
     backbone: a torch registry name or a :class:`~attrboost.backbones.ResolvedWeights`.
     """
@@ -65,10 +74,12 @@ def save_model(directory: str | os.PathLike, head, backbone, *, metrics: dict | 
                          f"{resolved.name!r} gives {resolved.spec.width}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    files = head.write_files(directory)
+    files = write_head(directory, head)
     write_json(directory / "backbone.json", _backbone_config(resolved))
     write_json(directory / "metrics.json", metrics or {})
-    write_manifest(directory, files + ["backbone.json", "metrics.json"], contents="model")
+    selection = selection or (metrics or {}).get("selection") or SELECTION
+    write_manifest(directory, files + ["backbone.json", "metrics.json"], contents="model",
+                   objective=objective_of(head), selection=selection)
     return directory
 
 
@@ -98,8 +109,9 @@ def load_model(directory: str | os.PathLike, *, weights: str | os.PathLike | Non
     if now != cfg["preprocessing"]:
         raise BundleError(f"{directory / 'backbone.json'}: the preprocessing of {name!r} changed since the model "
                           f"was saved ({cfg['preprocessing']} then, {now} now; a different timm version?)")
-    head = BoostHead.read_files(directory, device=device)
+    head = read_head(directory, manifest.get("objective"), device=device)  # none recorded: a BoostHead
     metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
-    identity = {"weights_sha256": sha, "head_sha256": manifest["files"]["head.safetensors"]["sha256"]}
+    files = {name: info["sha256"] for name, info in manifest["files"].items()}
+    identity = {"weights_sha256": sha, "head_sha256": weights_sha256(head, files)}
     return Encoder(resolved, head, device=device, bundle=directory, metrics=metrics, identity=identity,
-                   **encoder_kw)
+                   selection=manifest.get("selection", metrics.get("selection", SELECTION)), **encoder_kw)

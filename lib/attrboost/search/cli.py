@@ -3,18 +3,21 @@
 ::
 
     attrboost fit    --csv FILE --images DIR --attributes a,b,c [--id-column id] [--text-column name]
-                     [--backbone efficientnet_lite0] [--task task1] --out MODEL_DIR
+                     [--backbone efficientnet_lite0] [--objective task1|supcon|task1+supcon|task2|task3]
+                     --out MODEL_DIR
     attrboost index  --model MODEL_DIR (--images DIR | --csv FILE) --out INDEX_DIR [--kind flat|hnsw|ivfpq] [--add]
                      [--raw] [--engine ray [--address ADDR] [--actors N] [--cpus-per-actor C] [--gpus-per-actor G]]
-    attrboost search --index INDEX_DIR IMAGE... [-k 10] [--json]
+    attrboost search --index INDEX_DIR IMAGE... [-k 10] [--filter ATTRIBUTE:VALUE]... [--json]
     attrboost export --model MODEL_DIR --onnx FILE
     attrboost serve  --model MODEL_DIR --index INDEX_DIR [--raw-index RAW_DIR] [--host 127.0.0.1] [--port 7860]
     attrboost demo-data OUT_DIR      (the embedded synthetic catalogue as styles.csv + images/, to try the above)
 
-``fit`` trains :class:`~attrboost.heads.BoostHead` with its defaults (the study's model selection) on the
-labelled rows (:func:`attrboost.search.fitting.fit_catalogue`) and writes a model bundle
-(:func:`attrboost.search.bundle.save_model`). ``index --raw`` indexes the frozen backbone features instead of the
-boosted vectors (the baseline ``serve --raw-index`` shows beside the boosted results).
+``fit`` trains the head of ``--objective`` (:mod:`attrboost.objectives`) with its defaults and the one
+model-selection rule on the labelled rows (:func:`attrboost.search.fitting.fit_catalogue`) and writes a model
+bundle (:func:`attrboost.search.bundle.save_model`). ``index`` stores each item's predicted attributes when the
+model has attribute classifiers; ``search --filter`` keeps the results whose predicted attributes match.
+``index --raw`` indexes the frozen backbone features instead of the boosted vectors (the baseline
+``serve --raw-index`` shows beside the boosted results).
 
 Nothing is lost (:mod:`attrboost.search.artefacts`): ``fit`` and ``index`` check ``--out`` before any work (a new
 or empty folder, or the same kind of artefact with ``--overwrite`` / ``--add``), hold a writer lock for the
@@ -60,15 +63,15 @@ def cmd_fit(args) -> int:
     if not backbones.get_spec(args.backbone).is_torch:
         raise CliError(f"--backbone {args.backbone}: a saved model needs a neural backbone; choose one of "
                        f"{', '.join(n for n in backbones.list_backbones() if backbones.get_spec(n).is_torch)}")
-    if args.task in ("task2", "task3") and not args.text_column:
-        raise CliError(f"--task {args.task} learns tags from product names: give --text-column")
+    if args.objective in ("task2", "task3") and not args.text_column:
+        raise CliError(f"--objective {args.objective} learns tags from product names: give --text-column")
     check_out(args.out, "model", overwrite=args.overwrite)  # before any work
     cat = load_csv(args.csv, args.images or default_images(args.csv), attributes=attributes, id_column=args.id_column,
                    path_column=args.path_column, text_column=args.text_column, image_ext=args.image_ext)
     _say(f"{cat}: {len(cat.items)} labelled rows")
     with writer_lock(args.out):
         check_out(args.out, "model", overwrite=args.overwrite)  # again, now that no one else writes it
-        result = fit_catalogue(cat, task=args.task, backbone=args.backbone, weights=args.weights,
+        result = fit_catalogue(cat, objective=args.objective, backbone=args.backbone, weights=args.weights,
                                device=args.device, batch_size=args.batch_size, val_fraction=args.val_fraction,
                                seed=args.seed, max_epochs=args.max_epochs, progress=not args.quiet, say=_say,
                                record={"csv": str(Path(args.csv).resolve()), "text_column": args.text_column})
@@ -194,13 +197,18 @@ def _index(args) -> int:
     if args.add:
         index = VectorIndex.load(out)
         index.check_model(own)
+        if index.predicted is None and encoder.predicts_attributes:
+            _say(f"{out} keeps no predicted attributes (built before they were stored, or with --engine ray); "
+                 f"the new images get none either: rebuild it with --overwrite to store them")
         known = np.flatnonzero(index.items.contains(ids))
         _check_same_files(index, [ids[k] for k in known], [paths[k] for k in known], out)
         keep = sorted(set(range(len(ids))) - set(known.tolist()))
         _say(f"{len(known)} of {len(ids)} images are already in {out} (same id, same file); adding {len(keep)}")
         ids, paths = [ids[k] for k in keep], [paths[k] for k in keep]
-    else:
-        index = VectorIndex(identity["width"], args.kind, model=identity)
+    else:  # predicted attributes are stored when the model predicts them (not by the Ray actors, yet)
+        keep_predicted = encoder.predicts_attributes and args.engine != "ray"
+        index = VectorIndex(identity["width"], args.kind, model=identity,
+                            classes=encoder.classes if keep_predicted else None)
     if not ids:
         _say("nothing to add")
         return 0
@@ -224,10 +232,11 @@ def _index(args) -> int:
         n_ok, failed = scale.add_shards(index, plan)
         index.report.setdefault("scale", []).append(job.report())
     else:
-        enc = encoder.encode(paths, ids, progress=not args.quiet, checkpoint=partial, return_features=args.raw)
+        enc = encoder.encode(paths, ids, progress=not args.quiet, checkpoint=partial, return_features=args.raw,
+                             return_predictions=index.predicted is not None)
         n_ok, failed = len(enc), enc.failed
         if n_ok:
-            index.add(enc.features if args.raw else enc.vectors, enc.ids, enc.paths)
+            index.add(enc.features if args.raw else enc.vectors, enc.ids, enc.paths, predicted=enc.predicted)
     if failed:
         _say(f"{len(failed)} image(s) could not be decoded and were skipped:")
         for f in failed[:20]:  # the error names the file
@@ -251,8 +260,18 @@ def cmd_search(args) -> int:
     from .bundle import load_model
     from ..data import DataError
     from .index import VectorIndex
+    from .predicted import FilterError
 
     index = VectorIndex.load(args.index)
+    keep = None
+    if args.filter:  # checked before the model is loaded or any image read
+        if index.predicted is None:
+            raise CliError(f"--filter: {args.index} keeps no predicted attributes (its model has no attribute "
+                           f"classifiers, or it was indexed before they were stored), so it cannot be filtered")
+        try:
+            keep = index.predicted.matcher(index.predicted.parse(args.filter))
+        except FilterError as exc:
+            raise CliError(f"--filter: {exc}") from None
     model_dir = args.model or index.model.get("bundle")
     if not model_dir:
         raise CliError(f"{args.index} does not name its model: pass --model MODEL_DIR")
@@ -263,22 +282,27 @@ def cmd_search(args) -> int:
     if bad:
         pos, err = bad[0]
         raise DataError(f"query image {args.images[pos]} cannot be used: {err}")
-    found, scores = index.search(X if raw else encoder.transform(X), args.k)
+    found, scores = index.search(X if raw else encoder.transform(X), args.k, keep=keep)
     predicted = encoder.predict_features(X)
     results = []
     for q, path in enumerate(args.images):
-        hits = [{"rank": r + 1, "id": str(i), "path": p, "score": float(s)}
-                for r, (i, p, s) in enumerate(zip(found[q], index.path_of(found[q]), scores[q])) if i]
+        ids = [str(i) for i in found[q] if i]
+        attrs = index.predicted.at(index.items.positions(ids)) if index.predicted is not None else [None] * len(ids)
+        hits = [{"rank": r + 1, "id": i, "path": p, "score": float(s), "predicted": a}
+                for r, (i, p, s, a) in enumerate(zip(ids, index.path_of(ids), scores[q], attrs))]
         results.append({"query": str(path), "predicted": {c: str(v) for c, v in predicted.iloc[q].items()},
-                        "results": hits})
+                        "filter": list(args.filter or []), "results": hits})
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
         pred = ", ".join(f"{k}={v}" for k, v in r["predicted"].items())
-        print(f"{r['query']}  (predicted: {pred})")
+        print(f"{r['query']}  (predicted: {pred or 'none: the model has no attribute classifiers'})"
+              + (f"  [filter: {'; '.join(r['filter'])}: {len(r['results'])} result(s)]" if r["filter"] else ""))
         for h in r["results"]:
-            print(f"  {h['rank']:>3}  {h['score']:.4f}  {h['id']}  {h['path']}")
+            attrs = "" if h["predicted"] is None else "  " + ", ".join(
+                f"{a}={v['value']} ({v['confidence']:.2f})" for a, v in h["predicted"].items())
+            print(f"  {h['rank']:>3}  {h['score']:.4f}  {h['id']}  {h['path']}{attrs}")
     return 0
 
 
@@ -345,7 +369,7 @@ def cmd_demo_data(args) -> int:
 
 # ------------------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    from ..heads import TASKS
+    from ..objectives import DEFAULT_OBJECTIVE, OBJECTIVES
     from .index import KINDS
 
     p = argparse.ArgumentParser(prog="attrboost", description="Fit a boosted encoder on your own labelled catalogue, "
@@ -369,7 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--text-column", help="product-name column: tags for task2/task3")
     f.add_argument("--backbone", default="efficientnet_lite0", help="frozen backbone (default efficientnet_lite0)")
     f.add_argument("--weights", help="the backbone's weights file (for a backbone whose weights need a network)")
-    f.add_argument("--task", default="task1", choices=TASKS, help="head objective (default task1)")
+    f.add_argument("--objective", "--task", dest="objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
+                   metavar="OBJECTIVE",
+                   help=f"what the head learns, one of {', '.join(OBJECTIVES)} (default {DEFAULT_OBJECTIVE}): "
+                        f"task1 attribute classifiers; supcon "
+                        f"a metric-learning head on the attribute group (no predicted attributes); task1+supcon both, "
+                        f"their embeddings normalised and concatenated; task2/task3 product-name tags (and "
+                        f"attributes). Every objective is selected by validation MAP@R. --task is an alias")
     f.add_argument("--out", required=True, help="model bundle directory to write (new or empty)")
     f.add_argument("--overwrite", action="store_true", help="replace the model bundle already in --out")
     f.add_argument("--val-fraction", type=float, default=0.1, help="validation part for model selection (0.1)")
@@ -413,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--index", required=True, help="index directory (attrboost index --out)")
     s.add_argument("images", nargs="+", metavar="IMAGE")
     s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    s.add_argument("--filter", action="append", metavar="ATTRIBUTE:VALUE",
+                   help="keep only results whose predicted ATTRIBUTE is VALUE, e.g. "
+                        "--filter \"baseColour:Navy Blue\"; repeatable: values of one attribute match any of "
+                        "them, different attributes must all match (needs an index with predicted attributes)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--model", help="model bundle (default: the one the index was built with)")
     s.add_argument("--device", default="cpu")

@@ -28,6 +28,7 @@ from ..cache import fingerprint, load_checked, save_checked
 from ..checks import check_int
 from ..features import CHUNK_SIZE
 from ..inference import auto_workers, forward_files, resolve_device, split_transform
+from ..objectives import JointHead, classifies, objective_of
 from ..training import torch_threads
 
 __all__ = ["Encoder", "Encoded"]
@@ -39,13 +40,15 @@ class Encoded:
 
     ids / paths / vectors: the decoded images' ids, paths and float32 vectors; features: their frozen backbone
     features (only with ``return_features=True``); failed: one dict ``{id, path, error}`` per image that
-    could not be decoded (skipped)."""
+    could not be decoded (skipped); predicted: ``(codes, confidence)`` of the predicted attributes
+    (:meth:`Encoder.predict_codes`; only with ``return_predictions=True`` and a model with classifiers)."""
 
     ids: np.ndarray
     paths: list[str]
     vectors: np.ndarray
     failed: list[dict] = field(default_factory=list)
     features: np.ndarray | None = None
+    predicted: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -53,24 +56,25 @@ class Encoded:
 
 class Encoder:
     """Images -> boosted vectors: a torch backbone (registry name or
-    :class:`~attrboost.backbones.ResolvedWeights`), its timm eval preprocessing and a fitted
-    :class:`~attrboost.heads.BoostHead`.
+    :class:`~attrboost.backbones.ResolvedWeights`), its timm eval preprocessing and a fitted head of any objective
+    (:class:`~attrboost.heads.BoostHead`, :class:`~attrboost.metric_head.MetricHead`,
+    :class:`~attrboost.objectives.JointHead`).
 
     device: ``"auto" | "cpu" | "cuda"``; batch_size: images per forward; num_workers: DataLoader decoding
     workers (``"auto"``: :func:`attrboost.inference.auto_workers`); num_threads: torch threads for the backbone
     forward (None: torch's setting). ``head=None`` gives a features-only encoder (:meth:`features`), e.g. to
     fit a head. ``bundle``: the bundle directory this encoder was loaded from, if any;
-    ``metrics``: its validation metrics.
+    ``metrics``: its validation metrics; ``selection``: the model-selection rule it was fitted with.
     """
 
     def __init__(self, backbone, head, *, device="cpu", batch_size: int = 32, num_workers="auto",
                  num_threads: int | None = None, bundle: str | os.PathLike | None = None,
-                 metrics: dict | None = None, identity: dict | None = None):
+                 metrics: dict | None = None, identity: dict | None = None, selection: str | None = None):
         from sklearn.utils.validation import check_is_fitted
 
         self.backbone = backbones.resolve_weights(backbone)
         spec = self.backbone.spec
-        if head is not None:
+        if head is not None and not isinstance(head, JointHead):  # a JointHead is made of fitted parts
             check_is_fitted(head, "model_")
         if head is not None and head.n_features_in_ != spec.width:
             raise ValueError(f"the head was fitted on {head.n_features_in_}-wide features, but backbone "
@@ -83,6 +87,7 @@ class Encoder:
         self.num_threads = num_threads
         self.bundle = None if bundle is None else Path(bundle)
         self.metrics = dict(metrics or {})
+        self.selection = selection or self.metrics.get("selection")
         self._identity = dict(identity or {})
         self._model = None
 
@@ -93,8 +98,24 @@ class Encoder:
         return int(self.head.hidden_dim_)
 
     @property
+    def objective(self) -> str:
+        """What the head was trained for (:data:`attrboost.objectives.OBJECTIVES`)."""
+        return objective_of(self.head)
+
+    @property
+    def predicts_attributes(self) -> bool:
+        """Whether the head has attribute classifiers (``task1``, ``task3``, ``task1+supcon``)."""
+        return classifies(self.head)
+
+    @property
     def attributes(self) -> list[str]:
-        return list(self.head.attributes_)
+        """The attributes the head predicts (none for a model without classifiers, e.g. ``supcon``)."""
+        return list(self.head.attributes_) if self.predicts_attributes else []
+
+    @property
+    def classes(self) -> dict[str, list[str]]:
+        """attribute -> its classes (the values the head predicts), in code order."""
+        return {a: [str(c) for c in self.head.classes_[a]] for a in self.attributes}
 
     @property
     def identity(self) -> dict:
@@ -110,7 +131,7 @@ class Encoder:
         return {"backbone": self.backbone.name, "width": int(self.backbone.spec.width), "space": "raw", **rest}
 
     def __repr__(self) -> str:
-        return (f"Encoder(backbone={self.backbone.name!r}, task={self.head.task!r}, width={self.width}, "
+        return (f"Encoder(backbone={self.backbone.name!r}, objective={self.objective!r}, width={self.width}, "
                 f"attributes={self.attributes})")
 
     # ------------------------------------------------------------------------------------------ parts
@@ -181,8 +202,9 @@ class Encoder:
 
     def encode(self, paths: Sequence[str | os.PathLike], ids: Sequence | None = None, *, progress: bool = True,
                checkpoint: str | os.PathLike | None = None, chunk_size: int = CHUNK_SIZE,
-               return_features: bool = False) -> Encoded:
+               return_features: bool = False, return_predictions: bool = False) -> Encoded:
         """Boosted vectors of image files (see :class:`Encoded`); ``ids`` default to the paths.
+        ``return_predictions``: also each image's predicted attributes (a model with classifiers only).
 
         checkpoint: a directory; each finished chunk of ``chunk_size`` images is saved there as its own
         checked file (``chunk-<start>.npz``: writing is linear in the catalogue, not quadratic), and the next
@@ -194,8 +216,11 @@ class Encoder:
         if len(ids) != len(paths):
             raise ValueError(f"ids has {len(ids)} entries but paths has {len(paths)}")
         check_int(chunk_size, "chunk_size")
-        key = fingerprint("encode", self.identity, self.head.task, ids.tolist(), paths, return_features, chunk_size)
-        ok, bad, err, V, F = [], [], [], [], []
+        predict = return_predictions and self.predicts_attributes
+        key = fingerprint("encode", self.identity, self.objective, ids.tolist(), paths, return_features, chunk_size,
+                          *(["predicted"] if predict else []))
+        ok, bad, err, V, F, PC, PP = [], [], [], [], [], [], []
+        n_attrs = len(self.attributes)
 
         def keep(got: dict) -> None:
             ok.extend(got["ok"].tolist())
@@ -203,6 +228,9 @@ class Encoder:
             err.extend(got["err"].tolist())
             V.append(got["V"])
             F.append(got["F"])
+            if predict:
+                PC.append(got["PC"])
+                PP.append(got["PP"])
 
         def chunk_file(s: int) -> tuple[Path, str]:  # a chunk's file in the checkpoint and its key
             return Path(checkpoint) / f"chunk-{s:012d}.npz", f"{key}:{s}"
@@ -228,6 +256,9 @@ class Encoder:
                        "err": np.asarray([msg for _, msg in failed], dtype=str),
                        "V": self.transform(X) if len(X) else np.zeros((0, self.width), np.float32),
                        "F": X if return_features else np.zeros((len(X), 0), np.float32)}
+                if predict:
+                    got["PC"], got["PP"] = self.predict_codes(X) if len(X) else (
+                        np.zeros((0, n_attrs), np.int32), np.zeros((0, n_attrs), np.float32))
                 if checkpoint is not None:
                     Path(checkpoint).mkdir(parents=True, exist_ok=True)
                     save_checked(*chunk_file(s), **got)
@@ -236,8 +267,9 @@ class Encoder:
         V = np.concatenate(V) if V else np.zeros((0, self.width), np.float32)
         F = np.concatenate(F) if F else None
         failed = [{"id": str(ids[p]), "path": paths[p], "error": msg} for p, msg in zip(bad, err)]
+        predicted = (np.concatenate(PC), np.concatenate(PP)) if predict and PC else None
         return Encoded(ids[ok_pos], [paths[p] for p in ok_pos], np.ascontiguousarray(V, dtype=np.float32), failed,
-                       F if return_features else None)
+                       F if return_features else None, predicted)
 
     def __call__(self, paths, **kw) -> np.ndarray:
         """Boosted vectors of ``paths``; an image that cannot be decoded is an error naming it."""
@@ -259,10 +291,21 @@ class Encoder:
         return self.predict_features(X)
 
     def predict_features(self, X) -> pd.DataFrame:
-        """Predicted attributes / tags from frozen features ``X``."""
+        """Predicted attributes / tags from frozen features ``X`` (no columns for a model that predicts neither)."""
         out = pd.DataFrame(index=range(len(X)))
-        if self.head.task in ("task1", "task3"):
+        if self.predicts_attributes:
             out = self.head.predict_attributes(X)
-        if self.head.task in ("task2", "task3"):
+        if self.objective in ("task2", "task3"):
             out["tags"] = [" ".join(t) for t in self.head.predict_tags(X)]
         return out
+
+    def predict_codes(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted attributes as ``(codes, confidence)``, both ``(n, len(attributes))``: int32 index into
+        :attr:`classes` of the most probable value, and its probability (float32). The same argmax as
+        :meth:`BoostHead.predict_attributes <attrboost.heads.BoostHead.predict_attributes>`."""
+        if not self.predicts_attributes:
+            raise ValueError(f"a {self.objective} model has no attribute classifiers")
+        proba = self.head.predict_attribute_proba(X)
+        codes = np.stack([proba[a].argmax(1) for a in self.attributes], axis=1).astype(np.int32)
+        conf = np.stack([proba[a].max(1) for a in self.attributes], axis=1).astype(np.float32)
+        return codes, conf

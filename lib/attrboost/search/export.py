@@ -3,8 +3,10 @@
 The graph's input ``images`` is a uint8 batch ``(N, H, W, 3)`` of images already resized and cropped by the
 backbone's PIL stage (:meth:`Encoder.preprocessing <attrboost.search.encoder.Encoder.preprocessing>`: for
 EfficientNet-Lite0, 224 x 224); the graph scales to [0, 1], normalises with the backbone's mean/std, runs
-the backbone (BatchNorm folded, as the encoder runs it) and the head's hidden layer + ReLU. Its output
-``vectors`` is ``(N, width)``. Needs ``onnx`` and ``onnxruntime`` (``pip install 'attrboost[onnx]'``).
+the backbone (BatchNorm folded, as the encoder runs it) and the head's embedding
+(:func:`attrboost.objectives.embedding_module`: the hidden layer + ReLU; for ``task1+supcon`` both parts, each
+L2-normalised, concatenated). Its output ``vectors`` is ``(N, width)``.
+Needs ``onnx`` and ``onnxruntime`` (``pip install 'attrboost[onnx]'``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from ..cache import atomic_write
+from ..objectives import embedding_module
 
 __all__ = ["export_onnx", "OnnxGraph", "PARITY_MIN_COSINE", "onnx_available"]
 
@@ -36,16 +39,16 @@ def onnx_available() -> bool:
 class OnnxGraph(nn.Module):
     """uint8 NHWC images (resized, cropped) -> boosted vectors: the encoder's eager path as one module."""
 
-    def __init__(self, backbone: nn.Module, hidden: nn.Linear, mean, std):
+    def __init__(self, backbone: nn.Module, embed: nn.Module, mean, std):
         super().__init__()
-        self.backbone, self.hidden = backbone, hidden
+        self.backbone, self.embed = backbone, embed
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float() / 255
         x = (x - self.mean) / self.std
-        return torch.relu(self.hidden(self.backbone(x)))
+        return self.embed(self.backbone(x))
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -82,8 +85,8 @@ def export_onnx(encoder, path: str | os.PathLike, *, images: Sequence[str | os.P
 
     model = encoder.model().cpu()
     _, normalise = encoder.preprocessing()
-    head = encoder.head.model_
-    graph = OnnxGraph(model, head.hidden, normalise.mean.flatten(), normalise.std.flatten()).eval().cpu()
+    embed = embedding_module(encoder.head)
+    graph = OnnxGraph(model, embed, normalise.mean.flatten(), normalise.std.flatten()).eval().cpu()
     x = _example_batch(encoder, images)
     with torch.inference_mode():
         eager = encoder.transform(model(normalise(x, torch.device("cpu"))).float().numpy())

@@ -17,6 +17,13 @@ Kinds (:data:`KINDS`):
 When an approximate index is built (its first :meth:`VectorIndex.add`), its recall@10 against exact search
 is measured on a sample of the added vectors used as queries and kept in :attr:`VectorIndex.report`.
 
+With a model that has attribute classifiers, the index also keeps each item's predicted attributes
+(:class:`~attrboost.search.predicted.Predictions`, :attr:`VectorIndex.predicted`), and :meth:`VectorIndex.search`
+takes a ``keep`` filter over item positions. **Filtered search over-fetches**: it asks the index for
+``c = max(64, 4 k)`` candidates per query, keeps the matching ones in score order, and while fewer than ``k`` match
+and ``c`` is below the index size, asks again with ``c`` x 8; so it returns the best ``k`` matching items (exactly
+the filtered top k on a ``flat`` index), fewer only when fewer than ``k`` items match at all.
+
 An index remembers the model that made its vectors (:attr:`VectorIndex.model`: backbone, width, weights and
 head hashes, bundle path, and ``space``: ``boosted`` vectors, or ``raw`` frozen backbone features for an
 ``attrboost index --raw``); :meth:`VectorIndex.check_model` refuses vectors from another one. :meth:`save`
@@ -37,6 +44,7 @@ from ..cache import atomic_write, load_arrays, write_json
 from ..checks import check_features, check_int
 from .artefacts import INDEX_FORMAT
 from .items import ItemTable
+from .predicted import Predictions
 
 __all__ = ["VectorIndex", "KINDS", "IndexMismatchError", "EmptyIndexError", "exact_search"]
 
@@ -47,6 +55,7 @@ READABLE_VERSIONS = (1, 2)
 RECALL_SAMPLE, RECALL_K = 500, 10
 PREFILTER_MAX_QUERIES = 20  # faiss switches to BLAS (fast for many queries) at 20
 PREFILTER_MIN_CANDIDATES, PREFILTER_GROWTH = 64, 8
+FILTER_MIN_CANDIDATES, FILTER_OVERFETCH, FILTER_GROWTH = 64, 4, 8  # filtered search (module docstring)
 HNSW_M, HNSW_EF_SEARCH = 32, 64
 IVF_NPROBE = 16
 
@@ -94,11 +103,12 @@ class VectorIndex:
     (:attr:`attrboost.search.encoder.Encoder.identity`, plus its bundle path), checked by :meth:`check_model`.
     num_threads: faiss (OpenMP) threads for :meth:`search`; None: faiss's setting. Default 1: a search is
     memory-bound, and on 2 shared cores exact search over 39k x 1280 took 7.6 ms per query on one thread
-    and 32 ms on two (benchmarks/bench_index.py).
+    and 32 ms on two (benchmarks/bench_index.py). classes: attribute -> the model's classes, for an index that
+    keeps each item's predicted attributes (:attr:`predicted`; every :meth:`add` then gives them).
     """
 
     def __init__(self, width: int, kind: str = "flat", *, model: dict | None = None, seed: int = 0,
-                 num_threads: int | None = 1):
+                 num_threads: int | None = 1, classes: dict | None = None):
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r}: expected one of {list(KINDS)}")
         self.width = check_int(width, "width")
@@ -107,6 +117,7 @@ class VectorIndex:
         self.seed = seed
         self.num_threads = check_int(num_threads, "num_threads", allow_none=True)
         self.items = ItemTable()  # ids and paths by position (attrboost.search.items: variable length, memory-mapped)
+        self.predicted = Predictions(classes) if classes else None  # predicted attributes by position, or None
         self.report: dict = {}
         self._faiss = None
         self._fp16 = None  # flat only: the float16 copy that pre-filters few-query searches (kept in step by add/load)
@@ -159,8 +170,9 @@ class VectorIndex:
         index.nprobe = min(nlist, IVF_NPROBE)
         return index, {"nlist": nlist, "pq_m": m, "pq_nbits": nbits, "nprobe": index.nprobe}
 
-    def add(self, vectors, ids, paths=None) -> "VectorIndex":
-        """Add vectors (normalised here) with their ids (unique, also across calls) and paths.
+    def add(self, vectors, ids, paths=None, predicted=None) -> "VectorIndex":
+        """Add vectors (normalised here) with their ids (unique, also across calls) and paths; ``predicted``:
+        ``(codes, confidence)`` of their predicted attributes, required iff the index keeps them.
 
         The first call builds the faiss index (``ivfpq`` is trained on these vectors) and, for approximate
         kinds, measures recall@10 against exact search (:attr:`report`)."""
@@ -172,6 +184,11 @@ class VectorIndex:
                            dtype=str)
         if not len(ids) == len(paths) == len(X):
             raise ValueError(f"vectors ({len(X)}), ids ({len(ids)}) and paths ({len(paths)}) differ in length")
+        if (predicted is None) != (self.predicted is None):
+            raise ValueError("this index keeps predicted attributes: pass predicted=(codes, confidence)"
+                             if predicted is None else "this index keeps no predicted attributes; pass predicted=None")
+        if predicted is not None and not len(predicted[0]) == len(X):
+            raise ValueError(f"predicted has {len(predicted[0])} rows, vectors {len(X)}")
         self.items.check_new(ids.tolist())  # before anything changes
         t0 = time.perf_counter()
         first = self._faiss is None
@@ -182,6 +199,8 @@ class VectorIndex:
         if self.kind == "flat":  # the float16 copy for few-query searches, kept in step
             self._add_fp16(X)
         self.items.append(ids.tolist(), paths.tolist())
+        if predicted is not None:
+            self.predicted.append(*predicted)
         if first:
             self.report["build_seconds"] = time.perf_counter() - t0
             if self.kind != "flat":
@@ -233,9 +252,11 @@ class VectorIndex:
         return {"recall": float(np.mean(hits) / k), "k": k, "queries": len(q)}
 
     # ---------------------------------------------------------------------------------------------- search
-    def search(self, queries, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries, k: int = 10, *, keep=None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest items of each query: ``(ids, scores)``, both ``(n_queries, min(k, len(self)))``,
-        scores = cosine similarity, best first."""
+        scores = cosine similarity, best first. ``keep(positions) -> bool array``: only items it keeps (e.g.
+        :meth:`Predictions.matcher <attrboost.search.predicted.Predictions.matcher>`), found by over-fetching
+        (module docstring); rows with fewer matches are padded with id ``""`` and score ``-inf``."""
         check_int(k, "k")
         if len(self) == 0:
             raise EmptyIndexError("the index is empty: add vectors before searching (attrboost index ... --add)")
@@ -249,16 +270,41 @@ class VectorIndex:
         before = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(self.num_threads or before)
         try:
-            if self.kind == "flat" and len(Q) < PREFILTER_MAX_QUERIES:
-                scores, pos = self._search_prefiltered(Q, k)
-            else:
-                scores, pos = self._faiss.search(Q, k)
+            scores, pos = self._search_positions(Q, k) if keep is None else self._search_kept(Q, k, keep)
         finally:
             faiss.omp_set_num_threads(before)
         found = pos >= 0
         got = np.asarray(self.items.ids_at(np.clip(pos, 0, None)), dtype=str).reshape(pos.shape)
         out_ids = np.where(found, got, "")
         return out_ids, np.where(found, scores, -np.inf).astype(np.float32)
+
+    def _search_positions(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, positions) of the top ``k`` (``k`` <= len(self)); position -1: none."""
+        if self.kind == "flat" and len(Q) < PREFILTER_MAX_QUERIES:
+            return self._search_prefiltered(Q, k)
+        return self._faiss.search(Q, k)
+
+    def _search_kept(self, Q: np.ndarray, k: int, keep) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` items that ``keep`` keeps: over-fetch ``c`` candidates, grow ``c`` until ``k`` match or
+        ``c`` covers the index (module docstring)."""
+        n = len(self)
+        scores = np.full((len(Q), k), -np.inf, np.float32)
+        pos = np.full((len(Q), k), -1, np.int64)
+        todo, c = np.arange(len(Q)), min(n, max(FILTER_MIN_CANDIDATES, FILTER_OVERFETCH * k))
+        while todo.size:
+            s, p = self._search_positions(Q[todo], c)
+            again = []
+            for r, q in enumerate(todo):
+                valid = p[r] >= 0
+                pr, sr = p[r][valid], s[r][valid]
+                mask = keep(pr)
+                pr, sr = pr[mask][:k], sr[mask][:k]
+                if len(pr) < k and c < n:
+                    again.append(q)
+                    continue
+                pos[q, :len(pr)], scores[q, :len(pr)] = pr, sr
+            todo, c = np.asarray(again, dtype=np.int64), min(n, c * FILTER_GROWTH)
+        return scores, pos
 
     def path_of(self, ids) -> list[str]:
         """The path of each id ("" for ids not in the index)."""
@@ -292,10 +338,14 @@ class VectorIndex:
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write(directory / "faiss.index", lambda tmp: faiss.write_index(self._faiss, str(tmp)))
         items = self.items.save(directory)
+        predicted = [] if self.predicted is None else self.predicted.save(directory)
         (directory / "items.npz").unlink(missing_ok=True)  # format version 1's, when an old index is re-saved
         write_json(directory / "index.json", {"kind": self.kind, "width": self.width, "n": len(self),
-                                              "seed": self.seed, "model": self.model, "report": self.report})
-        write_manifest(directory, ["faiss.index", *items, "index.json"], fmt=FORMAT, version=FORMAT_VERSION)
+                                              "seed": self.seed, "model": self.model, "report": self.report,
+                                              **({} if self.predicted is None else
+                                                 {"predicted": self.predicted.meta()})})
+        write_manifest(directory, ["faiss.index", *items, *predicted, "index.json"], fmt=FORMAT,
+                       version=FORMAT_VERSION)
         return directory
 
     @classmethod
@@ -318,6 +368,11 @@ class VectorIndex:
                 out.items = ItemTable.load(directory, out._faiss.ntotal)
             except ValueError as exc:
                 raise BundleError(str(exc)) from None
+        if "predicted" in meta and manifest["format_version"] > 1:
+            try:
+                out.predicted = Predictions.load(directory, meta["predicted"], out._faiss.ntotal)
+            except (ValueError, KeyError, OSError) as exc:
+                raise BundleError(f"{directory}: the predicted attributes cannot be read ({exc})") from None
         if out._faiss.ntotal != len(out.items) or out._faiss.d != out.width:
             raise BundleError(f"{directory}: faiss.index holds {out._faiss.ntotal} vectors of width {out._faiss.d}, "
                               f"the item table {len(out.items)} ids, index.json width {out.width}")

@@ -4,14 +4,23 @@
 same backbone's frozen features, ``attrboost index --raw``)::
 
     GET  /                          the page (attrboost/search/web/: one HTML file, its script and style; nothing external)
-    GET  /api/info                  the model (backbone, task, attributes, validation metrics) and the indexes
+    GET  /api/info                  the model (backbone, objective, selection rule, attributes, validation metrics),
+                                    the indexes and the filters they offer
     POST /api/search?k=10           multipart field ``image``: an uploaded query image
     GET  /api/search?id=ID&k=10     an indexed item as the query
+         ...&filter=ATTR:VALUE      (repeatable, both searches) only results whose predicted ATTR is VALUE
     GET  /api/catalogue?limit=24&seed=0   a seeded random sample of indexed ids, to pick a query from
     GET  /thumb/{id}                a JPEG thumbnail of an indexed item
 
-A search answers ``{"query", "k", "predicted": {attribute: value}, "boosted": [{"rank", "id", "score",
-"thumb"}], "raw": [...] or null}``; scores are cosine similarities, best first.
+A search answers ``{"query", "k", "filter", "predicted": {attribute: value}, "boosted": [{"rank", "id", "score",
+"thumb", "predicted"}], "raw": [...] or null}``; scores are cosine similarities, best first; a hit's
+``predicted`` is ``{attribute: {"value", "confidence"}}`` from the index, or null when the index keeps none.
+
+Filters (:mod:`attrboost.search.predicted`): values of one attribute match any of them, different attributes must
+all match; they apply to both columns, after over-fetching (:mod:`attrboost.search.index`: the best ``k`` matching
+items, fewer only when fewer match). An unknown attribute or value, or a filter on an index without predicted
+attributes, is a 400 that says why; ``/api/info``'s ``filters`` lists the attributes and values (null, with
+``filters_note`` saying why, when the index keeps no predictions).
 
 Safe by default: the CLI binds to 127.0.0.1; a request body over ``max_upload_bytes`` (10 MB) gets a 413
 before it is read further; an upload that is not an image (415), cannot be decoded or is truncated (400), or
@@ -41,6 +50,7 @@ from PIL import Image, UnidentifiedImageError
 from .bundle import load_model
 from ..data import DataError, load_image, to_rgb
 from .index import VectorIndex
+from .predicted import FilterError
 
 __all__ = ["create_app", "running", "decode_image", "QueryError", "is_loopback", "MAX_UPLOAD_BYTES",
            "MAX_IMAGE_PIXELS"]
@@ -161,25 +171,60 @@ class SearchService:
         enc = self.encoder
 
         def describe(ix):
-            return None if ix is None else {"n": len(ix), "kind": ix.kind, "width": ix.width}
+            return None if ix is None else {"n": len(ix), "kind": ix.kind, "width": ix.width,
+                                            "predicted": ix.predicted is not None}
 
-        return {"backbone": enc.backbone.name, "task": enc.head.task, "attributes": enc.attributes,
+        filters, note = self.filters()
+        return {"backbone": enc.backbone.name, "objective": enc.objective, "task": enc.objective,
+                "selection": enc.selection, "attributes": enc.attributes,
                 "width": enc.width, "validation": enc.metrics.get("validation", {}),
-                "index": describe(self.index), "raw_index": describe(self.raw_index)}
+                "index": describe(self.index), "raw_index": describe(self.raw_index),
+                "filters": filters, "filters_note": note}
 
-    def _hits(self, index: VectorIndex, vectors: np.ndarray, k: int) -> list[dict]:
-        ids, scores = index.search(vectors, k)
-        return [{"rank": r + 1, "id": str(i), "score": float(s), "thumb": f"/thumb/{quote(str(i), safe='')}"}
-                for r, (i, s) in enumerate(zip(ids[0], scores[0])) if i]
+    def filters(self) -> tuple[dict | None, str | None]:
+        """(attribute -> values the results can be filtered by, None) or (None, why there are none)."""
+        if not self.encoder.predicts_attributes:
+            return None, (f"the model ({self.encoder.objective}) has no attribute classifiers, so the items have "
+                          f"no predicted attributes to filter by")
+        missing = [name for name, ix in (("index", self.index), ("raw index", self.raw_index))
+                   if ix is not None and ix.predicted is None]
+        if missing:
+            return None, (f"the {' and the '.join(missing)} keep no predicted attributes (indexed before they were "
+                          f"stored); rebuild with attrboost index --overwrite to filter")
+        return dict(self.index.predicted.classes), None
 
-    def search(self, image: Image.Image, k: int, query: dict) -> dict:
+    def matchers(self, specs: list[str]) -> dict:
+        """index -> its ``keep`` function for ``specs`` (empty: no filter); a :class:`QueryError` (400) says
+        what is wrong."""
+        if not specs:
+            return {}
+        available, note = self.filters()
+        if available is None:
+            raise QueryError(400, f"cannot filter: {note}")
+        try:
+            return {id(ix): ix.predicted.matcher(ix.predicted.parse(specs))
+                    for ix in (self.index, self.raw_index) if ix is not None}
+        except FilterError as exc:
+            raise QueryError(400, str(exc)) from None
+
+    def _hits(self, index: VectorIndex, vectors: np.ndarray, k: int, keep=None) -> list[dict]:
+        ids, scores = index.search(vectors, k, keep=keep)
+        found = [(str(i), float(s)) for i, s in zip(ids[0], scores[0]) if i]
+        attrs = (index.predicted.at(index.items.positions([i for i, _ in found])) if index.predicted is not None
+                 else [None] * len(found))
+        return [{"rank": r + 1, "id": i, "score": s, "thumb": f"/thumb/{quote(i, safe='')}", "predicted": a}
+                for r, ((i, s), a) in enumerate(zip(found, attrs))]
+
+    def search(self, image: Image.Image, k: int, query: dict, specs: list[str] | None = None) -> dict:
+        keep = self.matchers(list(specs or []))  # a bad filter answers before the image is encoded
         with self.lock:
             X = self.encoder.image_features([image])
             predicted = self.encoder.predict_features(X)
-            return {"query": query, "k": k,
+            return {"query": query, "k": k, "filter": list(specs or []),
                     "predicted": {c: str(v) for c, v in predicted.iloc[0].items()},
-                    "boosted": self._hits(self.index, self.encoder.transform(X), k),
-                    "raw": None if self.raw_index is None else self._hits(self.raw_index, X, k)}
+                    "boosted": self._hits(self.index, self.encoder.transform(X), k, keep.get(id(self.index))),
+                    "raw": None if self.raw_index is None else self._hits(self.raw_index, X, k,
+                                                                          keep.get(id(self.raw_index)))}
 
     def path_of(self, item_id: str) -> str | None:
         """The path of an indexed item (the boosted index first, then the raw one); None: no such id."""
@@ -280,17 +325,23 @@ def create_app(model_dir: str | os.PathLike, index_dir: str | os.PathLike,
 
     @app.post("/api/search")
     async def search_upload(image: UploadFile = File(..., description="the query image"),
-                            k: int = Query(k, ge=1, le=MAX_K)):
+                            k: int = Query(k, ge=1, le=MAX_K),
+                            filter: list[str] = Query([], description="ATTRIBUTE:VALUE, repeatable")):  # noqa: A002
+        service.matchers(filter)  # a bad filter: 400 before the upload is decoded
         data = await image.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise QueryError(413, f"the upload is more than {max_upload_bytes:,} bytes; uploads are limited to "
                                   f"{max_upload_bytes:,} bytes")
         img = decode_image(data, max_pixels=max_image_pixels)
-        return await run_in_threadpool(service.search, img, k, {"upload": image.filename or "", "bytes": len(data)})
+        return await run_in_threadpool(service.search, img, k, {"upload": image.filename or "", "bytes": len(data)},
+                                       filter)
 
     @app.get("/api/search")
-    def search_id(id: str = Query(..., description="an indexed id"), k: int = Query(k, ge=1, le=MAX_K)):
-        return service.search(service.indexed_image(id), k, {"id": id, "thumb": f"/thumb/{quote(id, safe='')}"})
+    def search_id(id: str = Query(..., description="an indexed id"), k: int = Query(k, ge=1, le=MAX_K),  # noqa: A002
+                  filter: list[str] = Query([], description="ATTRIBUTE:VALUE, repeatable")):  # noqa: A002
+        service.matchers(filter)
+        return service.search(service.indexed_image(id), k, {"id": id, "thumb": f"/thumb/{quote(id, safe='')}"},
+                              filter)
 
     @app.get("/api/catalogue")
     def catalogue(limit: int = Query(24, ge=1, le=200), seed: int = Query(0, ge=0, le=2**32 - 1)):

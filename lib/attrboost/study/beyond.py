@@ -80,7 +80,7 @@ SELECTION_RULES = {
                                    dict(selection="val_map@r", patience=None), True),
 }
 #: the modules whose code computes 06's cached fits (part of their cache keys, :func:`attrboost.cache.code_hash`)
-BASELINE_CODE = (*P.HEAD_CODE, "attrboost.study.baselines", "attrboost.study.beyond")
+BASELINE_CODE = (*P.HEAD_CODE, "attrboost.metric_head", "attrboost.study.baselines", "attrboost.study.beyond")
 BUDGETS = (250, 500, 1000, 2000, 3000)
 
 __all__ = ["BASELINE_LABELS", "PCA_GRID", "SELECTION_RULES", "BUDGETS", "selection_sensitivity", "tag_weight_runs", "BaselineRun", "get_baseline", "budgets_for", "Baselines",

@@ -31,17 +31,48 @@ async function getJSON(response) {
   return body;
 }
 
+function attrs(hit) {
+  // the item's predicted attributes (from the index), if it keeps them
+  const rows = Object.entries(hit.predicted || {}).map(([a, p]) =>
+    el("div", { title: `${a}: ${p.value} (confidence ${p.confidence.toFixed(2)})` }, `${a}: ${p.value}`));
+  return el("div", { class: "attrs" }, ...rows);
+}
+
 function card(hit, other) {
   const only = other && !other.has(hit.id);
   return el("div", { class: only ? "card only" : "card", "data-id": hit.id,
                      title: only ? `${hit.id}: not in the other column's top k` : hit.id },
     el("img", { src: hit.thumb, alt: hit.id, loading: "lazy" }),
     el("div", { class: "meta" }, el("span", {}, `#${hit.rank}`), el("b", {}, hit.score.toFixed(3))),
-    el("div", { class: "id" }, hit.id));
+    el("div", { class: "id" }, hit.id), attrs(hit));
+}
+
+function filterParams() {
+  // one filter=ATTRIBUTE:VALUE per chosen value (the API's repeatable parameter)
+  const chosen = [...document.querySelectorAll("#filter-selects select")].filter((s) => s.value);
+  return chosen.map((s) => `&filter=${encodeURIComponent(`${s.dataset.attribute}:${s.value}`)}`).join("");
+}
+
+function showFilters(info) {
+  if (!info.filters) {
+    $("filters").hidden = true;
+    $("filters-note").hidden = false;
+    $("filters-note").textContent = `No filters: ${info.filters_note}`;
+    return;
+  }
+  const selects = Object.entries(info.filters).map(([a, values]) => {
+    const s = el("select", { "data-attribute": a, name: a },
+      el("option", { value: "" }, "any"), ...values.map((v) => el("option", { value: v }, v)));
+    s.addEventListener("change", () => state.last && state.last());
+    return el("label", {}, a, s);
+  });
+  $("filter-selects").replaceChildren(...selects);
+  $("filters").hidden = selects.length === 0;
 }
 
 function render(result) {
   $("hint").hidden = true;
+  const filtered = result.filter && result.filter.length ? ` (filter: ${result.filter.join("; ")})` : "";
   const boosted = new Set(result.boosted.map((h) => h.id));
   const raw = result.raw ? new Set(result.raw.map((h) => h.id)) : null;
   $("boosted").replaceChildren(...result.boosted.map((h) => card(h, raw)));
@@ -51,6 +82,10 @@ function render(result) {
     const note = `${common} of ${result.boosted.length} in both columns; outlined: only in this one`;
     $("boosted-note").textContent = note;
     $("raw-note").textContent = note;
+  }
+  if (filtered) {
+    const shown = `${result.boosted.length} of ${result.k}${filtered}. `;
+    $("boosted-note").textContent = shown + $("boosted-note").textContent;
   }
   const chips = Object.entries(result.predicted).map(([k, v]) =>
     el("span", { class: "chip" }, `${k}: `, el("b", {}, v)));
@@ -80,12 +115,12 @@ function searchFile(file) {
   if (!file) return;
   const form = new FormData();
   form.append("image", file);
-  run(() => fetch(`/api/search?k=${k()}`, { method: "POST", body: form }),
+  run(() => fetch(`/api/search?k=${k()}${filterParams()}`, { method: "POST", body: form }),
       URL.createObjectURL(file), `${file.name} (${Math.round(file.size / 1024)} KB)`, () => searchFile(file));
 }
 
 function searchId(id, thumb) {
-  run(() => fetch(`/api/search?id=${encodeURIComponent(id)}&k=${k()}`), thumb, `catalogue item ${id}`,
+  run(() => fetch(`/api/search?id=${encodeURIComponent(id)}&k=${k()}${filterParams()}`), thumb, `catalogue item ${id}`,
       () => searchId(id, thumb));
 }
 
@@ -120,9 +155,11 @@ async function init() {
     const info = state.info = await getJSON(await fetch("/api/info"));
     const val = info.validation || {};
     const map = val["val_map@r"] !== undefined ? `, validation MAP@R ${Number(val["val_map@r"]).toFixed(1)}` : "";
-    $("model").textContent = `${info.backbone} + ${info.task} head on ${info.attributes.join(", ")}${map}; ` +
+    const on = info.attributes.length ? ` on ${info.attributes.join(", ")}` : "";
+    $("model").textContent = `${info.backbone} + ${info.objective} head${on}${map}; ` +
       `${info.index.n} indexed items (${info.index.kind})` +
       (info.raw_index ? `; raw: ${info.raw_index.n} items` : "; no raw index (serve --raw-index)");
+    showFilters(info);
     if (!info.raw_index) {
       $("raw-col").hidden = true;
       $("results").classList.add("single");
