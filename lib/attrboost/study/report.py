@@ -378,7 +378,7 @@ def beyond_tables(root: str | os.PathLike, runset: str) -> str:
         t[c.replace("_", " ")] = v.apply(_fmt_range, collapse=True).reindex(order)
     t.index = [labels[m] for m in t.index]
     rule = (f"every method trained by epochs selected by validation MAP@R, patience {PATIENCE}, at most {MAX_EPOCHS} "
-            "epochs; PCA whitening's width chosen on validation; LDA and NCA not tuned; "
+            "epochs; PCA whitening's width chosen on validation; LDA, NCA and the linear probe not tuned; "
             if "selected_epoch" in extra else "")
     out.append(f"Test part, mean ± 95 % CI half-width ({rule}width and selected epoch: median (min-max) over seeds):"
                "\n\n" + _md(t.fillna("–")))
