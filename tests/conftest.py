@@ -50,7 +50,7 @@ class ShapesModel:
 @pytest.fixture(scope="session")
 def shapes_model(tmp_path_factory) -> ShapesModel:
     """40 generated shapes (``write_shapes(n=40)``) and a model fitted on them by ``attrboost fit`` with
-    :data:`helpers.SHAPES_FIT` (colour and shape, 3 epochs), in a cache of its own.
+    :data:`helpers.SHAPES_FIT` (Task 1 on colour and shape, 3 epochs), in a cache of its own.
 
     Shared by every test of the session: never write into these folders. A test that needs to change the
     model or the catalogue copies it first (``shutil.copytree(shapes_model.model, tmp_path / "model")``)."""

@@ -52,7 +52,7 @@ def make_kaggle(root: Path, n_groups=8, per_group=6, small_groups=2, nested=Fals
 
 
 # ``attrboost fit`` options of the shared 40-shapes model (conftest.shapes_model)
-SHAPES_FIT = ["--attributes", "colour,shape", "--text-column", "name", "--max-epochs", "3", "-q"]
+SHAPES_FIT = ["--objective", "task1", "--attributes", "colour,shape", "--text-column", "name", "--max-epochs", "3", "-q"]
 
 
 # ------------------------------------------------------------------------------ features in memory

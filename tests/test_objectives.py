@@ -110,7 +110,7 @@ def test_old_bundle_without_objective_loads_as_task1(models, tmp_path):
 
 
 def test_the_default_objective_is_one_constant():
-    assert DEFAULT_OBJECTIVE == "task1" and set(OBJECTIVES) >= {"task1", "supcon", "task1+supcon"}
+    assert DEFAULT_OBJECTIVE == "task1+supcon" and set(OBJECTIVES) >= {"task1", "supcon", "task1+supcon"}
     args = build_parser().parse_args(["fit", "--csv", "c", "--attributes", "a", "--out", "o"])
     assert args.objective == DEFAULT_OBJECTIVE
     assert build_parser().parse_args(["fit", "--csv", "c", "--attributes", "a", "--out", "o", "--task",
