@@ -104,8 +104,8 @@ class MetricHead(BaseEstimator, TransformerMixin):
     def _check_params(self):
         if self.loss not in METRIC_LOSSES:
             raise ValueError(f"loss must be one of {METRIC_LOSSES}, got {self.loss!r}")
-        if self.selection not in METRIC_SELECTIONS:
-            raise ValueError(f"selection must be one of {METRIC_SELECTIONS}, got {self.selection!r}")
+        if not (callable(self.selection) or self.selection in METRIC_SELECTIONS):
+            raise ValueError(f"selection must be one of {METRIC_SELECTIONS} or a callable scorer, got {self.selection!r}")
         for name in ("batch_size", "max_epochs"):
             check_int(getattr(self, name), name, min_val=2)
         for name in ("hidden_dim", "patience", "num_threads"):
@@ -130,7 +130,8 @@ class MetricHead(BaseEstimator, TransformerMixin):
         _need_groups(codes, "MetricHead")
         if X_val is not None:
             X_val = check_features(X_val, "X_val", X.shape[1])
-            val_codes = group_labels(y_val, len(X_val), "y_val")
+            if not callable(self.selection):
+                val_codes = group_labels(y_val, len(X_val), "y_val")
         n, d = X.shape
         self.hidden_dim_ = int(self.hidden_dim or d)
         loss_fn = self._make_loss()
@@ -161,6 +162,13 @@ class MetricHead(BaseEstimator, TransformerMixin):
                 if Xv is None:
                     return {}, None  # keep the last epoch
                 net.eval()
+                if callable(self.selection):  # scorer(embedding_val, y_val, tags_val), as BoostHead's
+                    with torch.no_grad():
+                        Zv = net(Xv)
+                    score = float(self.selection(Zv.cpu().numpy(), y_val, None))
+                    if not np.isfinite(score):
+                        raise ValueError(f"selection scorer returned a non-finite score {score!r} at epoch {epoch}")
+                    return {"val_score": score}, score
                 with torch.no_grad():
                     Zv = net(Xv)
                     row = {"val_map@r": map_at_r_quiet(Zv.cpu().numpy(), val_codes),

@@ -363,67 +363,14 @@ def fit_metric_head(head: MetricHead, X, y, X_sel, scorer: Callable) -> MetricHe
     select its epoch with ``scorer(embedding of X_sel) -> float`` (higher is better) like
     :class:`~attrboost.heads.BoostHead`'s callable ``selection``, so one rule applies to every method.
 
-    ``MetricHead`` accepts only named rules ("val_map@r": the validation part alone); this is its training
-    loop (same initialisation, batches, loss and :func:`attrboost.training.fit_epochs` with the head's
-    ``patience`` and ``max_epochs``) with the score replaced. ``history_`` gets ``val_score``."""
-    import torch
-    from torch import nn
-
-    from ..training import deterministic, fit_epochs, torch_threads
-
+    ``MetricHead.fit`` with ``selection=scorer`` and ``X_sel`` as its validation features (the same
+    initialisation, batches, loss, ``patience`` and ``max_epochs``); ``history_`` gets ``val_score``."""
     if not isinstance(head, MetricHead):
         raise TypeError(f"head must be a MetricHead; got {type(head).__name__}")
     if not callable(scorer):
         raise TypeError(f"scorer must be callable (embedding, y, tags) -> float; got {type(scorer).__name__}")
-    head._check_params()
-    head.__dict__.pop("model_", None)
-    X = check_features(X)
-    X_sel = check_features(X_sel, "X_sel", X.shape[1])
-    if len(y) != len(X):
-        raise ValueError(f"y has {len(y)} rows, X has {len(X)}")
-    codes = group_codes(encode_attributes(y, len(X), "y"))
-    if len(np.unique(codes)) < 2:
-        raise ValueError("MetricHead needs labels of at least 2 different groups")
-    n, d = X.shape
-    head.hidden_dim_ = int(head.hidden_dim or d)
-    loss_fn = head._make_loss()
-    dev = torch.device(head.device)
-    with torch_threads(head.num_threads), deterministic(int(head.seed)):
-        net = nn.Sequential(nn.Linear(d, head.hidden_dim_), nn.ReLU())
-        nn.init.kaiming_uniform_(net[0].weight)
-        nn.init.constant_(net[0].bias, 0.01)
-        net.to(dev)
-        opt = torch.optim.Adam(net.parameters(), lr=head.lr, weight_decay=head.weight_decay)
-        Xt, Yt = torch.as_tensor(X, device=dev), torch.as_tensor(codes, device=dev)
-        Xs = torch.as_tensor(X_sel, device=dev)
-
-        def train_epoch(perm):
-            total = 0.0
-            for s in range(0, n, head.batch_size):
-                idx = perm[s: s + head.batch_size].to(dev)
-                if len(idx) < 2:
-                    continue
-                loss = loss_fn(net(Xt[idx]), Yt[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            return {"train_loss": total / n}
-
-        def score_epoch(epoch):
-            net.eval()
-            with torch.no_grad():
-                Zs = net(Xs)
-            score = float(scorer(Zs.cpu().numpy(), None, None))
-            if not np.isfinite(score):
-                raise ValueError(f"selection scorer returned a non-finite score {score!r} at epoch {epoch}")
-            return {"val_score": score}, score
-
-        log = fit_epochs(net, train_epoch, score_epoch, n=n, seed=head.seed, max_epochs=head.max_epochs,
-                         patience=head.patience, name="MetricHead")
-    head.history_, head.best_epoch_, head.model_ = log.history, log.best_epoch, net
-    head.n_features_in_ = d
-    return head
+    head.set_params(selection=scorer)
+    return head.fit(X, y, X_sel)
 
 
 # ----------------------------------------------------------------------------- one method
