@@ -251,6 +251,35 @@ def test_selection_sensitivity_applies_each_rule_and_only_test_selected_looks_at
     assert row("supcon | train to the stop rule (last epoch)", "epochs_run") == head["max_epochs"]
 
 
+
+@pytest.mark.parametrize("method", ["task1", "supcon"])
+def test_one_run_gives_the_stop_rule_and_test_selected_arms_of_two_separate_fits(toy, method):
+    """_stop_run trains once and reads two arms; each must be bit for bit the fit that rule used to make alone."""
+    sample, X = toy[0]
+    head = dict(max_epochs=7, batch_size=32)
+    te = sample.mask("test")
+    one = B._stop_run(sample, X, method, 0, "cpu", head)
+    for rule, arm in ((B._STOP_RULE, "last"), (B._TEST_SELECTED, "best")):
+        est = B._rule_estimator(method, rule, 0, "cpu", head)
+        B._fit_on(est, sample, X, "test" if B.SELECTION_RULES[rule][2] else "val")
+        np.testing.assert_array_equal(one[f"{arm}_emb_test"], est.transform(X[te]), err_msg=rule)
+        assert int(one[f"{arm}_best_epoch"]) == est.best_epoch_ and int(one[f"{arm}_n_epochs"]) == len(est.history_)
+    assert int(one["last_best_epoch"]) == 7  # toy data never reaches the stop loss: trained to the cap
+    assert not np.array_equal(one["last_emb_test"], one["best_emb_test"]) or int(one["best_best_epoch"]) == 7
+
+
+def test_the_default_rules_sensitivity_arms_are_section_1s_fits(toy):
+    """Task 1 and SupCon under the default rule are the cached heads of section 1 (no refit), equal to a fit of
+    their own rule."""
+    sample, X = toy[0]
+    head = dict(max_epochs=5, batch_size=32)
+    for method in ("task1", "supcon"):
+        got = B._sensitivity_fit(sample, X, "toy", method, B._DEFAULT_RULE, 0, "cpu", head)
+        alone = B._rule_fit(sample, X, "toy", method, B._DEFAULT_RULE, 0, "cpu", head)
+        np.testing.assert_array_equal(got["emb_test"], alone["emb_test"], err_msg=method)
+        assert int(got["best_epoch"]) == int(alone["best_epoch"]) and int(got["n_epochs"]) == int(alone["n_epochs"])
+
+
 def test_tag_weight_runs_fit_task3_with_each_weight(toy):
     samples, feats = {s: v[0] for s, v in toy.items()}, {s: v[1] for s, v in toy.items()}
     res = B.tag_weight_runs(samples, feats, "toy", progress=False, n_jobs=1, max_epochs=2, gru_hidden=8)
@@ -262,3 +291,38 @@ def test_tag_weight_runs_fit_task3_with_each_weight(toy):
         got = res[(res["method"] == f"task3 | tag_weight={w:g}") & (res["seed"] == 1)]
         assert dict(zip(got["metric"], got["value"])) == scores_of(embs[-1], sample, "test")
     assert not np.array_equal(*embs)  # the weight reaches the fit
+
+
+
+def test_sweep_config_quick_runs_fewer_fits_and_full_runs_every_one():
+    quick = B.sweep_config(True, [3, 1, 2], [250, 500, 2000])
+    assert quick.seeds == (3,) and quick.budgets == tuple(B.QUICK["budgets"]) and quick.n_attributes == 2
+    full = B.sweep_config(False, [3, 1, 2], [250, 500, 2000])
+    assert full.seeds == (3, 1, 2) and full.budgets == (250, 500, 2000) and full.n_attributes is None
+    assert B.sweep_config(True, [0], ablation=False).n_attributes == 0
+    assert B.sweep_config(False, [0, 1], ablation=False).n_attributes == 0
+    per_seed = {1: "a", 2: "b", 3: "c"}
+    assert list(quick.subset(per_seed)) == [3] and list(full.subset(per_seed)) == [3, 1, 2]
+    assert "quick" in quick.describe() and "every attribute" in full.describe()
+    with pytest.raises(ValueError, match="seeds is empty"):
+        B.sweep_config(True, [])
+    sample, _ = toy_sample(seed=0)
+    attrs = list(sample.attributes)
+    one = B.Sweep(True, (0,), (250,), 1)
+    assert one.attributes(sample) == attrs[:1] and len(attrs) > 1  # a proper subset, the first ones
+    assert quick.attributes(sample) == attrs[:B.QUICK["attributes"]]
+    assert full.attributes(sample) == attrs
+    assert B.sweep_config(False, [0], ablation=False).attributes(sample) == []
+
+
+def test_the_study_runner_runs_06_in_its_full_configuration():
+    """The committed notebook's parameter cell holds the quick configuration (what nbval runs); the run sets
+    that feed README and docs/ must be the full one, so the runner passes quick=False explicitly."""
+    from pathlib import Path
+    from attrboost.study import params
+    from attrboost.study import runner as S
+    REPO = Path(__file__).resolve().parents[1]
+    assert params.PARAMS["quick"].default is True
+    step = S.plan(S.parse_args(["--dataset", "synthetic"], root=REPO)).beyond
+    assert step.parameters["quick"] is False
+    assert "budgets" not in step.parameters and params.PARAMS["budgets"].default == list(B.BUDGETS)

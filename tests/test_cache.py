@@ -459,3 +459,70 @@ def test_a_changed_function_body_misses_the_head_cache(tmp_path):
     mutated = probe(copy)  # fitted by the changed code into the shared cache
     assert mutated["code"] != original["code"] and mutated["test"] == pytest.approx(2 * original["test"])
     assert probe(real)["test"] == original["test"]  # the real code does not get the changed code's head
+
+
+# ------------------------------------------------------------------------------ concurrent misses compute once
+def _slow_cached(path: str, log: str, start: str) -> None:
+    import time as _t
+
+    while not os.path.exists(start):  # both processes miss the entry at about the same moment
+        _t.sleep(0.01)
+
+    def compute():
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        _t.sleep(1.0)
+        return {"x": np.arange(5, dtype=np.float32)}
+
+    got = C.cached(path, "key-1", compute, expect={"x": (np.float32, (5,))})
+    np.testing.assert_array_equal(got["x"], np.arange(5, dtype=np.float32))
+
+
+def test_two_processes_that_miss_one_entry_compute_it_once(tmp_path, monkeypatch):
+    import multiprocessing as mp
+
+    monkeypatch.setenv(C.ENV_CACHE, str(tmp_path / "cache"))  # inherited by the spawned processes: one lock folder
+    path, log, start = tmp_path / "c" / "entry.npz", tmp_path / "log", tmp_path / "start"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_slow_cached, args=(str(path), str(log), str(start))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    start.touch()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(log.read_text().split()) == 1  # the second waited for the first and loaded its entry
+    assert C.load_checked(path, "key-1")["x"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_head_missed_by_two_processes_is_fitted_once(cache, monkeypatch):
+    """get_boosted's miss path runs under the entry's compute lock: a fit that finds the entry saved while it
+    waited returns it instead of fitting again."""
+    from helpers import toy_sample
+
+    sample, X = toy_sample(0)
+    fits = []
+    real_fit = P.fit_head
+
+    def fit_and_count(*a, **k):
+        fits.append(1)
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(P, "fit_head", fit_and_count)
+    first = P.get_boosted(sample, X, "toy", "task1", 0, max_epochs=2)
+    # a second process that missed before the first saved: its re-check under the lock now finds the entry
+    entry = P._head_entry(sample, X, "toy", "task1", 0, P.head_params(max_epochs=2))
+    monkeypatch.setattr(P, "_cached_head", _miss_once(P._cached_head))
+    again = P.get_boosted(sample, X, "toy", "task1", 0, max_epochs=2)
+    assert len(fits) == 1 and again.best_epoch == first.best_epoch
+    np.testing.assert_array_equal(again.emb["test"], first.emb["test"])
+    assert entry[0].exists() and sorted(p.name for p in entry[0].parent.iterdir()) == [entry[0].name]
+
+
+def _miss_once(real):
+    calls = []
+
+    def cached_head(*a, **k):
+        calls.append(1)
+        return None if len(calls) == 1 else real(*a, **k)
+    return cached_head

@@ -438,7 +438,7 @@ def test_refresh_notebooks_in_place_in_order_and_restores_on_failure(repo):
 # ------------------------------------------------------------------------------ papermill
 NB_PARAMS = ("dataset = 'synthetic'\ndata_dir = None\nn_groups = 100\nper_group = 40\nsplit = 'random'\n"
              "seed = 0\nseeds = [0]\nbackbone = 'pca'\nweights = None\ndevice = 'auto'\nbatch_size = 32\n"
-             "tasks = ['task1']\nresults_dir = None\nruns_dir = 'papermill_runs'\nfigures_dir = 'figures'\n")
+             "tasks = ['task1']\nresults_dir = None\nruns_dir = 'papermill_runs'\nfigures_dir = 'figures'\nquick = True\n")
 NB_BODY = {
     "02_embeddings": "if backbone == 'efficientnet_lite0':\n    raise ValueError('no weights for ' + backbone)\n",
     "04_evaluate": ("import csv, os\nwith open(os.path.join(results_dir, 'results.csv'), 'w', newline='') as f:\n"

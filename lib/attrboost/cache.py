@@ -9,9 +9,14 @@ Every cache entry is written by :func:`save_checked` (its key and a sha256 of it
 and read by :func:`load_checked`, which validates it (readable, key, checksum, expected arrays, dtypes,
 shapes, row ids); a damaged entry is moved to ``<cache>/quarantine/`` with a warning naming it, and
 recomputed. :func:`cached` is the compute-or-load helper on top of both.
+
+Two processes that miss the same entry at once (two notebooks of a test run, two study runs) compute it once:
+the miss is computed under :func:`computing`, an exclusive lock per entry, and the second process waits
+for it and then loads what the first saved.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -260,17 +265,36 @@ def load_checked(path: str | os.PathLike, key: str, expect: Expect | None = None
     return arrays
 
 
+@contextlib.contextmanager
+def computing(path: str | os.PathLike):
+    """Hold the exclusive compute lock of the cache entry ``path`` for the block: a second process that misses
+    the same entry waits here, then finds it saved. The lock is the operating system's (:mod:`filelock`), so a
+    process that dies releases it; its file is ``<cache>/.locks/<sha256 of the absolute path>.lock``, so the
+    entries' folders hold entries only. Use it around "load again, else compute and save" (as :func:`cached`)."""
+    from filelock import FileLock
+
+    name = hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:32]
+    locks = cache_dir() / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"{name}.lock")):
+        yield
+
+
 def cached(path: str | os.PathLike, key: str, compute: Callable[[], dict], *, expect: Expect | None = None,
            ids=None, check: Callable[[dict], str | None] | None = None, enabled: bool = True) -> dict:
     """Compute-or-load: the validated entry at ``path`` (:func:`load_checked`), else ``compute()`` (a dict
-    of arrays), saved with :func:`save_checked` and returned as computed. ``enabled=False``: always compute,
-    never read or write."""
-    if enabled:
-        got = load_checked(path, key, expect, ids=ids, check=check)
+    of arrays), saved with :func:`save_checked` and returned as computed; concurrent misses of one entry
+    compute it once (:func:`computing`). ``enabled=False``: always compute, never read or write."""
+    if not enabled:
+        return compute()
+    got = load_checked(path, key, expect, ids=ids, check=check)
+    if got is not None:
+        return got
+    with computing(path):
+        got = load_checked(path, key, expect, ids=ids, check=check)  # computed by another process meanwhile?
         if got is not None:
             return got
-    arrays = compute()
-    if enabled:
+        arrays = compute()
         save_checked(path, key, **arrays)
     return arrays
 

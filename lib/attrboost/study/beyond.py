@@ -55,7 +55,8 @@ import pandas as pd
 from .. import __version__
 from . import pipeline as P
 from .baselines import BASELINES, METRIC_LOSSES, MULTISIMILARITY, MetricHead, group_labels, make_baseline
-from ..cache import (atomic_write, cache_dir, cached, check_embeddings, code_hash, embeddings_expect, fingerprint,
+from ..cache import (atomic_write, cache_dir, cached, check_embeddings, code_hash, computing, embeddings_expect,
+                     fingerprint,
                     load_checked, save_checked)
 from ..heads import BoostHead
 from ..training import numerics
@@ -82,8 +83,13 @@ SELECTION_RULES = {
 #: the modules whose code computes 06's cached fits (part of their cache keys, :func:`attrboost.cache.code_hash`)
 BASELINE_CODE = (*P.HEAD_CODE, "attrboost.metric_head", "attrboost.study.baselines", "attrboost.study.beyond")
 BUDGETS = (250, 500, 1000, 2000, 3000)
+#: 06's quick configuration (``quick=True``, what ``pytest --nbval`` runs on the committed notebook): sections 2-5
+#: (label budget, ablation, selection rules, tag weight) on the first seed only, these budgets (the full training
+#: part is always added) and the first two attributes ablated. Section 1 keeps every seed: its checks need CIs.
+#: Fewer epochs are never part of it: every fit keeps the study's selection rule.
+QUICK = {"seeds": 1, "budgets": (250, 1000), "attributes": 2}
 
-__all__ = ["BASELINE_LABELS", "PCA_GRID", "SELECTION_RULES", "BUDGETS", "selection_sensitivity", "tag_weight_runs", "BaselineRun", "get_baseline", "budgets_for", "Baselines",
+__all__ = ["BASELINE_LABELS", "PCA_GRID", "SELECTION_RULES", "BUDGETS", "QUICK", "Sweep", "sweep_config", "selection_sensitivity", "tag_weight_runs", "BaselineRun", "get_baseline", "budgets_for", "Baselines",
            "score_rows", "prefetch", "run_baselines", "label_budget", "ablation", "paired_deltas", "ablation_deltas",
            "labels_needed", "write_results"]
 
@@ -147,6 +153,12 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
     run = _cached_baseline(entry, name, seed)
     if run is not None:
         return run
+    with computing(entry[0]):  # a process that misses the same fit meanwhile waits and loads it
+        return _cached_baseline(entry, name, seed) or _fit_baseline(entry, sample, X, name, seed, device, params)
+
+
+def _fit_baseline(entry: tuple, sample: Sample, X: np.ndarray, name: str, seed: int, device: str,
+                  params: dict) -> BaselineRun:
     path, key, _, part = entry
     attrs = list(sample.attributes)
     y_tr, y_va = sample.part("train")[attrs], sample.part("val")[attrs]
@@ -173,7 +185,7 @@ def get_baseline(sample: Sample, X: np.ndarray, backbone: str, name: str, seed: 
         est = make_baseline(name, seed, **params, **({"device": device} if name in METRIC_LOSSES else {}))
         if isinstance(est, MetricHead):
             est.fit(X[part["train"]], y_tr, X[part["val"]], y_va)
-            chosen["best_epoch"] = est.best_epoch_
+            chosen["best_epoch"], chosen["n_epochs"] = est.best_epoch_, len(est.history_)
         else:
             est.fit(X[part["train"]], y_tr)
         fit_s = time.perf_counter() - t0
@@ -219,6 +231,42 @@ def prefetch(fits, backbone: str, *, n_jobs="auto", device: str = "auto", progre
 
 
 # ----------------------------------------------------------------------------- the experiments of notebook 06
+@dataclass(frozen=True)
+class Sweep:
+    """What sections 2-5 of notebook 06 run: their seeds, the label budgets and how many attributes are
+    ablated (None: every one; 0: no ablation)."""
+
+    quick: bool
+    seeds: tuple[int, ...]
+    budgets: tuple[int, ...]
+    n_attributes: int | None
+
+    def attributes(self, sample: Sample) -> list[str]:
+        """The attributes the ablation removes, one at a time."""
+        return list(sample.attributes)[:self.n_attributes]
+
+    def subset(self, per_seed: dict) -> dict:
+        """``per_seed`` (seed -> sample or features) restricted to this sweep's seeds."""
+        return {s: per_seed[s] for s in self.seeds}
+
+    def describe(self) -> str:
+        what = "every attribute" if self.n_attributes is None else f"{self.n_attributes} attribute(s)"
+        return (f"{'quick' if self.quick else 'full'} configuration: sections 2-5 on seed(s) "
+                f"{', '.join(map(str, self.seeds))}, budgets {list(self.budgets)} (+ the whole training part), "
+                f"ablation of {what}")
+
+
+def sweep_config(quick: bool, seeds, budgets=BUDGETS, ablation: bool = True) -> Sweep:
+    """Sections 2-5 of notebook 06: :data:`QUICK` when ``quick``, else every seed, ``budgets`` and (when
+    ``ablation``) every attribute. The study's run sets use ``quick=False``."""
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("seeds is empty: 06 needs at least one seed")
+    if quick:
+        return Sweep(True, seeds[:QUICK["seeds"]], tuple(QUICK["budgets"]), QUICK["attributes"] if ablation else 0)
+    return Sweep(False, seeds, tuple(int(b) for b in budgets), None if ablation else 0)
+
+
 def budgets_for(sample: Sample, budgets=BUDGETS) -> list[int]:
     """The budgets that fit the sample's training part; the full training part is always last."""
     n = int((sample.items["part"] == "train").sum())
@@ -318,43 +366,103 @@ def ablation(samples: dict[int, Sample], features: dict[int, np.ndarray], backbo
     return pd.DataFrame(rows)
 
 
+_DEFAULT_RULE, _STOP_RULE, _TEST_SELECTED = ("val_map@r (default)", "train to the stop rule (last epoch)",
+                                            "test-selected (optimistic)")
+_ONE_RUN = (_STOP_RULE, _TEST_SELECTED)  # the arms :func:`_stop_run` reads from one training run
+
+
+class _TestScorer:
+    """A selection scorer (BoostHead's and MetricHead's callable ``selection``) that scores each epoch's embedding
+    of the test part by MAP@R over the group, as the built-in ``"val_map@r"`` scores the validation part (the same
+    codes, so the same floats and the same selected epoch), and keeps the embedding of the last epoch it saw."""
+
+    def __init__(self, boost: bool):
+        self.boost, self.codes, self.last = boost, None, None
+
+    def __call__(self, emb: np.ndarray, y, tags=None) -> float:
+        if self.codes is None:
+            from ..metrics import encode_attributes, group_codes
+            self.codes = (group_codes(encode_attributes(y, len(y), "y_val")) if self.boost
+                          else group_labels(y, len(y), "y_val"))
+        self.last = np.array(emb, dtype=np.float32, copy=True)
+        return map_at_r_quiet(emb, self.codes)
+
+
+def _rule_estimator(method: str, rule: str, seed: int, device: str, head_params: dict):
+    head_kw, metric_kw, _ = SELECTION_RULES[rule]
+    if method == "task1":
+        return BoostHead("task1", **{**P.head_params(**dict(head_params, device=device)), **head_kw}, seed=seed)
+    return make_baseline(method, seed, **{**_rule(method, head_params), **metric_kw}, device=device)
+
+
+def _rule_key(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: str, seed: int, device: str,
+              head_params: dict) -> str:
+    settings = _rule_estimator(method, rule, seed, device, head_params).get_params()
+    extra = {"multisimilarity": MULTISIMILARITY} if method == "multisimilarity" else {}
+    return fingerprint("rule-fit", __version__, code_hash(*BASELINE_CODE), numerics(), sample.fingerprint,
+                       fingerprint(X), backbone, method, rule, seed,
+                       {k: v for k, v in settings.items() if k not in ("progress", "device")}, device,
+                       "test" if SELECTION_RULES[rule][2] else "val", extra)
+
+
+def _fit_on(est, sample: Sample, X: np.ndarray, select_on: str) -> None:
+    if isinstance(est, BoostHead):
+        P.fit_head(est, sample, X, select_on=select_on)
+    else:
+        attrs = list(sample.attributes)
+        est.fit(X[sample.mask("train")], sample.part("train")[attrs], X[sample.mask(select_on)],
+                sample.part(select_on)[attrs])
+
+
 def _rule_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: str, seed: int, device: str,
               head_params: dict) -> dict:
     """One fit of :func:`selection_sensitivity` (cached): the test embedding and the selected epoch."""
-    head_kw, metric_kw, on_test = SELECTION_RULES[rule]
-    if method == "task1":
-        est = BoostHead("task1", **{**P.head_params(**dict(head_params, device=device)), **head_kw}, seed=seed)
-    else:
-        est = make_baseline(method, seed, **{**_rule(method, head_params), **metric_kw}, device=device)
-    settings = est.get_params()
-    extra = {"multisimilarity": MULTISIMILARITY} if method == "multisimilarity" else {}
-    key = fingerprint("rule-fit", __version__, code_hash(*BASELINE_CODE), numerics(), sample.fingerprint,
-                      fingerprint(X), backbone, method, rule, seed,
-                      {k: v for k, v in settings.items() if k not in ("progress", "device")}, device,
-                      "test" if on_test else "val", extra)
+    key = _rule_key(sample, X, backbone, method, rule, seed, device, head_params)
     path = cache_dir() / "selection" / backbone / f"{method}-{key}.npz"
     n_test = int(sample.mask("test").sum())
+    expect = {"emb_test": (np.float32, (n_test, None)), "best_epoch": ("i", ()), "n_epochs": ("i", ())}
+    if rule in _ONE_RUN:  # both arms are cached at once, under the test-selected settings
+        both = cached(cache_dir() / "selection" / backbone / f"{method}-{key}-stop-run.npz",
+                      _rule_key(sample, X, backbone, method, _TEST_SELECTED, seed, device, head_params),
+                      lambda: _stop_run(sample, X, method, seed, device, head_params),
+                      expect={f"{a}_{k}": v for a in ("last", "best") for k, v in expect.items()})
+        arm = "last" if rule == _STOP_RULE else "best"
+        return {k: both[f"{arm}_{k}"] for k in expect}
 
     def compute():
-        sel = "test" if on_test else "val"
-        if method == "task1":
-            P.fit_head(est, sample, X, select_on=sel)
-        else:
-            attrs = list(sample.attributes)
-            est.fit(X[sample.mask("train")], sample.part("train")[attrs], X[sample.mask(sel)], sample.part(sel)[attrs])
+        est = _rule_estimator(method, rule, seed, device, head_params)
+        _fit_on(est, sample, X, "test" if SELECTION_RULES[rule][2] else "val")
         return {"emb_test": est.transform(X[sample.mask("test")]), "best_epoch": np.array(est.best_epoch_),
                 "n_epochs": np.array(len(est.history_))}
 
-    return cached(path, key, compute, expect={"emb_test": (np.float32, (n_test, None)), "best_epoch": ("i", ()),
-                                               "n_epochs": ("i", ())})
+    return cached(path, key, compute, expect=expect)
+
+
+def _stop_run(sample: Sample, X: np.ndarray, method: str, seed: int, device: str, head_params: dict) -> dict:
+    """The "train to the stop rule" (``last_*``) and "test-selected" (``best_*``) arms from **one** training run. Both train with the
+    same settings and seed to the same stop (the training-loss stop rule, no patience) and differ only in which
+    epoch's weights they keep, which never changes training: the run that keeps the epoch with the best test
+    MAP@R is the test-selected arm, and the embedding its scorer saw at the last epoch is the stop-rule arm
+    (the same bits as two separate fits: tests/test_beyond.py)."""
+    est = _rule_estimator(method, _TEST_SELECTED, seed, device, head_params)
+    scorer = _TestScorer(boost=method == "task1")
+    est.set_params(selection=scorer)
+    _fit_on(est, sample, X, "test")
+    n = np.array(len(est.history_))
+    return {"best_emb_test": est.transform(X[sample.mask("test")]), "best_best_epoch": np.array(est.best_epoch_),
+            "best_n_epochs": n, "last_emb_test": scorer.last, "last_best_epoch": n, "last_n_epochs": n}
 
 
 def _sensitivity_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: str, seed: int, device: str,
                      head_params: dict) -> dict:
-    if method == "task1" and rule == next(iter(SELECTION_RULES)) and \
-            P.head_params(**head_params)["selection"] == "val_map@r":  # the study's own Task 1 head (cached)
-        run = P.get_boosted(sample, X, backbone, "task1", seed, **dict(head_params, device=device))
-        return {"emb_test": run.emb["test"], "best_epoch": run.best_epoch, "n_epochs": len(run.history)}
+    if rule == _DEFAULT_RULE and P.head_params(**head_params)["selection"] == "val_map@r":
+        if method == "task1":  # the study's own Task 1 head (cached)
+            run = P.get_boosted(sample, X, backbone, "task1", seed, **dict(head_params, device=device))
+            return {"emb_test": run.emb["test"], "best_epoch": run.best_epoch, "n_epochs": len(run.history)}
+        if method in METRIC_LOSSES:  # section 1's baseline (cached): the same estimator and rule
+            run = get_baseline(sample, X, backbone, method, seed, device=device, **_rule(method, head_params))
+            return {"emb_test": run.emb["test"], "best_epoch": run.params["best_epoch"],
+                    "n_epochs": run.params["n_epochs"]}
     return _rule_fit(sample, X, backbone, method, rule, seed, device, head_params)
 
 
@@ -367,8 +475,10 @@ def selection_sensitivity(samples: dict[int, Sample], features: dict[int, np.nda
     device = P.device_name(device)
     rules = list(SELECTION_RULES) if rules is None else list(rules)
     jobs = [(seed, m, r) for seed in samples for m in methods for r in rules]
+    # one call per training run: the stop-rule and test-selected arms share one (:func:`_stop_run`)
+    units = {(s, m, _TEST_SELECTED if r in _ONE_RUN else r): None for s, m, r in jobs}
     calls = [(_sensitivity_fit, (samples[s], features[s], backbone, m, r, s, device, head_params), {})
-             for s, m, r in jobs]
+             for s, m, r in units]
     P.run_fits(calls, P.resolve_n_jobs(n_jobs, len(calls), device), progress=progress, desc="selection rules")
     rows = []
     for seed, m, r in jobs:

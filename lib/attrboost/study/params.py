@@ -306,6 +306,8 @@ PARAMS: dict[str, Param] = {
     "baselines": Param(choices(BASELINES), list(BASELINES), "06's label-aware baselines"),
     "budgets": Param(integers(2), list(BUDGETS), "06's label budgets (>= 2 images each)"),
     "ablation": Param(boolean(), True, "06's attribute ablation"),
+    "quick": Param(boolean(), True, "06's quick configuration (beyond.QUICK: sections 2-5 on the first seed, two budgets, "
+                                    "two attributes ablated); the study runner passes False"),
     # 07: search a whole catalogue
     "task": Param(choice(TASKS), "task1", "07's head task"),
     "kinds": Param(choices(INDEX_KINDS), list(INDEX_KINDS), "07's faiss index kinds"),
@@ -330,8 +332,8 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "03_train": (*_DATA, "backbone", "weights", "tasks", "seed", *_HEAD, *_FITS),
     "04_evaluate": (*_DATA, "backbone", "weights", "tasks", "seeds", "results_dir", *_HEAD, *_FITS),
     "05_figures": ("dataset", "runs_dir", "figures_dir", "data_dir", *CSV, "example_backbone", "show_images"),
-    "06_beyond": (*_DATA, "backbone", "weights", "seeds", "baselines", "budgets", "ablation", "results_dir",
-                  "figures_dir", *_HEAD, *_FITS),
+    "06_beyond": (*_DATA, "backbone", "weights", "seeds", "baselines", "budgets", "ablation", "quick",
+                  "results_dir", "figures_dir", *_HEAD, *_FITS),
     "07_search": (*_DATA, "seed", "seeds", "show_images", "backbone", "weights", "device", "task", *_HEAD, "kinds",
                   "k", "n_queries", "n_latency", "n_image_queries", "out_dir"),
 }

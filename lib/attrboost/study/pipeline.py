@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..cache import (cache_dir, check_embeddings, code_hash, embeddings_expect, fingerprint, load_checked,
-                     save_checked)
+from ..cache import (cache_dir, check_embeddings, code_hash, computing, embeddings_expect, fingerprint,
+                     load_checked, save_checked)
 from ..checks import check_int
 from ..inference import device_name
 from ..data import Catalogue, Sample, load_dataset, sample_protocol
@@ -136,9 +136,12 @@ def get_features(sample: Sample, backbone: str, *, weights=None, device: str = "
         return embed("pca", items, train_ids=sample.part("train")["id"].tolist(),
                      dataset_fp=sample.dataset_fingerprint, progress=progress)
     resolved = resolve_weights(backbone, weights)  # once: the store's key and the model both use it
-    return extract_features(resolved, items["image_path"].tolist(), items["id"].tolist(), device=device,
-                            batch_size=batch_size, num_workers=num_workers, dataset_fp=sample.dataset_fingerprint,
-                            progress=progress, preprocessing=preprocessing)[1]
+    # one extraction per sample and backbone at a time: a process that needs the same features meanwhile (two
+    # notebooks of a test run) waits, then finds them in the store instead of extracting them again
+    with computing(cache_dir() / "features" / "locks" / f"{backbone}-{sample.fingerprint}"):
+        return extract_features(resolved, items["image_path"].tolist(), items["id"].tolist(), device=device,
+                                batch_size=batch_size, num_workers=num_workers, dataset_fp=sample.dataset_fingerprint,
+                                progress=progress, preprocessing=preprocessing)[1]
 
 
 def get_catalogue_features(cfg: DataConfig, backbone: str, *, weights=None, device: str = "auto",
@@ -233,14 +236,19 @@ def get_boosted(sample: Sample, X: np.ndarray, backbone: str, task: str, seed: i
     if run is not None:
         return run
     path, key, _, part = entry
-    head = BoostHead(task=task, **params, seed=seed, progress=progress)
-    t0 = time.perf_counter()
-    fit_head(head, sample, X)
-    fit_s = time.perf_counter() - t0
-    emb = {p: head.transform(X[m]) for p, m in part.items()}
-    hist = head.history_.reset_index(drop=True)
-    save_checked(path, key, **{f"emb_{p}": e for p, e in emb.items()}, history=np.array(hist.to_json(orient="split")),
-                 best_epoch=np.array(head.best_epoch_), fit_seconds=np.array(fit_s))
+    with computing(path):  # a process that misses the same head meanwhile waits and loads it
+        run = _cached_head(entry, task, seed, params)
+        if run is not None:
+            return run
+        head = BoostHead(task=task, **params, seed=seed, progress=progress)
+        t0 = time.perf_counter()
+        fit_head(head, sample, X)
+        fit_s = time.perf_counter() - t0
+        emb = {p: head.transform(X[m]) for p, m in part.items()}
+        hist = head.history_.reset_index(drop=True)
+        save_checked(path, key, **{f"emb_{p}": e for p, e in emb.items()},
+                     history=np.array(hist.to_json(orient="split")), best_epoch=np.array(head.best_epoch_),
+                     fit_seconds=np.array(fit_s))
     return HeadRun(task, seed, emb, hist, int(head.best_epoch_), fit_s, params)
 
 

@@ -199,10 +199,13 @@ def plan_figures(cfg: StudyConfig) -> Step:
 
 def plan_beyond(cfg: StudyConfig) -> Step:
     """The 06 step of the run set (baselines, label budget, ablation) for ``cfg.beyond_backbone``:
-    it writes ``<out>/<runset>/beyond.csv`` and ``beyond_*.png`` under ``<figures>/<runset>``."""
+    it writes ``<out>/<runset>/beyond.csv`` and ``beyond_*.png`` under ``<figures>/<runset>``. Always the
+    full configuration (``quick=False``, :func:`attrboost.study.beyond.sweep_config`): the committed notebook's
+    parameter cell holds the quick one that nbval runs."""
     bb = cfg.beyond_backbone
     return _step(BEYOND_NOTEBOOK, cfg.runset_dir, dict(
-        **cfg.data_parameters(), backbone=bb, weights=cfg.weights.get(bb), seeds=list(cfg.seeds), results_dir=cfg.runset_dir,
+        **cfg.data_parameters(), backbone=bb, weights=cfg.weights.get(bb), seeds=list(cfg.seeds), quick=False,
+        results_dir=cfg.runset_dir,
         figures_dir=cfg.runset_figures, device=cfg.device))
 
 
