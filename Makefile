@@ -30,7 +30,7 @@ reproduce: $(STAMP)  ## re-execute the committed synthetic run set into runs/rep
 	$(PY) -m attrboost.study --reproduce $(STUDY_ARGS)
 
 test: $(STAMP)  ## the whole test suite on both cores: unit tests + nbval over the committed notebooks
-	$(PY) -m pytest --nbval -n 2 --dist loadfile
+	$(PY) -m pytest --nbval -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)  ## the tests without the slow ones (notebooks, Ray clusters, the browser), on both cores
 	$(PY) -m pytest tests -m "not slow" -n 2
