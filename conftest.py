@@ -2,7 +2,8 @@
 
 nbval compares the text of notebook outputs, not their HTML/widget renderings. Every notebook is marked
 ``slow`` (as are the Ray-cluster and browser tests), so ``make test-fast`` (``-m "not slow"``) leaves them out.
-``make test`` runs on both cores (``-n 2 --dist loadfile``: a notebook's cells stay on one worker, in order).
+``make test`` runs on both cores (``-n 2 --dist loadfile``: a notebook's cells stay on one worker, in order),
+taking whole files in the order of :data:`LONGEST_FIRST`.
 """
 import os
 
@@ -23,7 +24,19 @@ def pytest_collectstart(collector):
         collector.skip_compare += ("text/html", "application/javascript")
 
 
+#: The files collected first, in this order (each file's tests keep theirs; the other files follow in collection
+#: order). ``make test`` runs ``--dist loadfile --no-loadscope-reorder``, so its two workers take whole files in
+#: this order: the longest first, so that both cores stay busy to the end (longest-processing-time-first)
+#: instead of one running a long notebook alone after the short files are done. The notebooks share cached
+#: features and heads, computed once whichever asks first (``attrboost.cache.computing``). Timings:
+#: docs/performance.md.
+LONGEST_FIRST = ("notebooks/06_beyond.ipynb", "notebooks/04_evaluate.ipynb", "notebooks/07_search.ipynb",
+                 "notebooks/03_train.ipynb", "tests/test_scale.py", "tests/test_csv_study.py")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.slow)
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable sort

@@ -5,8 +5,6 @@
 - ``tiny`` / ``sample``: a tiny Kaggle-layout catalogue (6 groups of 8) and its protocol sample.
 - ``shapes_model``: the 40 generated shapes and a model ``attrboost fit`` fitted on them, built once per
   session (per xdist worker) and shared by the CLI, serve and scale tests: read it, never write into it.
-
-It also orders the collected files longest first (:data:`LONGEST_FIRST`), for ``make test``'s two workers.
 """
 from __future__ import annotations
 
@@ -18,20 +16,6 @@ from _shapes import write_shapes
 from helpers import SHAPES_FIT, make_kaggle
 
 from attrboost.data import load_kaggle, sample_protocol
-
-#: The files collected first, in this order (each file's tests keep theirs; the other files follow in collection
-#: order). ``make test`` runs ``--dist loadfile --no-loadscope-reorder``, so its two workers take whole files in
-#: this order: the longest first, so that both cores stay busy to the end (longest-processing-time-first)
-#: instead of one running a long notebook alone after the short files are done. The notebooks share cached
-#: features and heads, computed once whichever asks first (``attrboost.cache.computing``). Timings:
-#: docs/performance.md.
-LONGEST_FIRST = ("notebooks/06_beyond.ipynb", "notebooks/04_evaluate.ipynb", "notebooks/07_search.ipynb",
-                 "notebooks/03_train.ipynb", "tests/test_scale.py", "tests/test_csv_study.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable sort
 
 
 @pytest.fixture

@@ -55,3 +55,18 @@ def test_overclaims_do_not_come_back():
              for pattern, why in OVERCLAIMS.items()
              for m in re.finditer(pattern, " ".join(p.read_text(encoding="utf-8").split()), re.IGNORECASE)]
     assert not found, "\n".join(found)
+
+
+def test_the_longest_first_order_names_files_that_exist_and_make_test_keeps_it():
+    """conftest.LONGEST_FIRST orders make test's files; a renamed file would silently drop out of it, and
+    without --no-loadscope-reorder xdist would re-sort the files by their number of tests."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.LONGEST_FIRST and all((ROOT / p).is_file() for p in mod.LONGEST_FIRST), mod.LONGEST_FIRST
+    assert mod.LONGEST_FIRST[0] == "notebooks/06_beyond.ipynb"
+    make = (ROOT / "Makefile").read_text()
+    test_recipe = make.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "--dist loadfile" in test_recipe and "--no-loadscope-reorder" in test_recipe
