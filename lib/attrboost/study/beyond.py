@@ -37,12 +37,9 @@ Protocol choices (stated again in notebook 06; see docs/protocol.md):
 * Selection sensitivity (:func:`selection_sensitivity`): Task 1 and the SupCon head under each rule of
   :data:`SELECTION_RULES`; "test-selected" is the original's procedure (the checkpoint with the best
   *test* score, up to the stop rule): optimistic by construction, computed only to measure how much it
-  inflates a score, never used for a claim. The stop-rule and test-selected arms are read from one training
-  run, and the default rule's arms are section 1's fits: fewer fits, the same bits.
+  inflates a score, never used for a claim.
 * Task 3's tag weight (:func:`tag_weight_runs`): the default 0.5 against 1/8 (the original's averaging
   of the loss over its 8 outputs).
-* Sections 2-5 of notebook 06 run on the seeds, budgets and attributes of :func:`sweep_config`: the full
-  configuration in the study's run sets, :data:`QUICK` in the committed notebook that nbval executes.
 """
 from __future__ import annotations
 
