@@ -268,6 +268,18 @@ def test_one_run_gives_the_stop_rule_and_test_selected_arms_of_two_separate_fits
     assert not np.array_equal(one["last_emb_test"], one["best_emb_test"]) or int(one["best_best_epoch"]) == 7
 
 
+
+def test_the_stop_rule_and_test_selected_arms_train_once(toy, monkeypatch):
+    """Both arms read one cached training run: asking for the second after the first trains nothing."""
+    sample, X = toy[0]
+    runs = []
+    real = B._stop_run
+    monkeypatch.setattr(B, "_stop_run", lambda *a, **k: runs.append(1) or real(*a, **k))
+    head = dict(max_epochs=4, batch_size=32)
+    for rule in (B._STOP_RULE, B._TEST_SELECTED):
+        B._rule_fit(sample, X, "toy", "task1", rule, 0, "cpu", head)
+    assert len(runs) == 1
+
 def test_the_default_rules_sensitivity_arms_are_section_1s_fits(toy):
     """Task 1 and SupCon under the default rule are the cached heads of section 1 (no refit), equal to a fit of
     their own rule."""

@@ -56,8 +56,7 @@ from .. import __version__
 from . import pipeline as P
 from .baselines import BASELINES, METRIC_LOSSES, MULTISIMILARITY, MetricHead, group_labels, make_baseline
 from ..cache import (atomic_write, cache_dir, cached, check_embeddings, code_hash, computing, embeddings_expect,
-                     fingerprint,
-                    load_checked, save_checked)
+                     fingerprint, load_checked, save_checked)
 from ..heads import BoostHead
 from ..training import numerics
 from ..data import Sample
@@ -376,14 +375,12 @@ class _TestScorer:
     of the test part by MAP@R over the group, as the built-in ``"val_map@r"`` scores the validation part (the same
     codes, so the same floats and the same selected epoch), and keeps the embedding of the last epoch it saw."""
 
-    def __init__(self, boost: bool):
-        self.boost, self.codes, self.last = boost, None, None
+    def __init__(self):
+        self.codes, self.last = None, None
 
     def __call__(self, emb: np.ndarray, y, tags=None) -> float:
         if self.codes is None:
-            from ..metrics import encode_attributes, group_codes
-            self.codes = (group_codes(encode_attributes(y, len(y), "y_val")) if self.boost
-                          else group_labels(y, len(y), "y_val"))
+            self.codes = group_labels(y, len(y), "y_val")  # the codes both heads' built-in "val_map@r" uses
         self.last = np.array(emb, dtype=np.float32, copy=True)
         return map_at_r_quiet(emb, self.codes)
 
@@ -417,17 +414,17 @@ def _fit_on(est, sample: Sample, X: np.ndarray, select_on: str) -> None:
 def _rule_fit(sample: Sample, X: np.ndarray, backbone: str, method: str, rule: str, seed: int, device: str,
               head_params: dict) -> dict:
     """One fit of :func:`selection_sensitivity` (cached): the test embedding and the selected epoch."""
-    key = _rule_key(sample, X, backbone, method, rule, seed, device, head_params)
-    path = cache_dir() / "selection" / backbone / f"{method}-{key}.npz"
     n_test = int(sample.mask("test").sum())
     expect = {"emb_test": (np.float32, (n_test, None)), "best_epoch": ("i", ()), "n_epochs": ("i", ())}
-    if rule in _ONE_RUN:  # both arms are cached at once, under the test-selected settings
-        both = cached(cache_dir() / "selection" / backbone / f"{method}-{key}-stop-run.npz",
-                      _rule_key(sample, X, backbone, method, _TEST_SELECTED, seed, device, head_params),
+    if rule in _ONE_RUN:  # both arms in one entry, keyed and named by the test-selected settings
+        key = _rule_key(sample, X, backbone, method, _TEST_SELECTED, seed, device, head_params)
+        both = cached(cache_dir() / "selection" / backbone / f"{method}-{key}-stop-run.npz", key,
                       lambda: _stop_run(sample, X, method, seed, device, head_params),
                       expect={f"{a}_{k}": v for a in ("last", "best") for k, v in expect.items()})
         arm = "last" if rule == _STOP_RULE else "best"
         return {k: both[f"{arm}_{k}"] for k in expect}
+    key = _rule_key(sample, X, backbone, method, rule, seed, device, head_params)
+    path = cache_dir() / "selection" / backbone / f"{method}-{key}.npz"
 
     def compute():
         est = _rule_estimator(method, rule, seed, device, head_params)
@@ -445,7 +442,7 @@ def _stop_run(sample: Sample, X: np.ndarray, method: str, seed: int, device: str
     MAP@R is the test-selected arm, and the embedding its scorer saw at the last epoch is the stop-rule arm
     (the same bits as two separate fits: tests/test_beyond.py)."""
     est = _rule_estimator(method, _TEST_SELECTED, seed, device, head_params)
-    scorer = _TestScorer(boost=method == "task1")
+    scorer = _TestScorer()
     est.set_params(selection=scorer)
     _fit_on(est, sample, X, "test")
     n = np.array(len(est.history_))
