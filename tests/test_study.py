@@ -920,3 +920,24 @@ def test_backbones_side_by_side_give_the_same_run_set(tmp_path, monkeypatch, cap
     assert summary == [S.FIGURES_NOTEBOOK, S.BEYOND_NOTEBOOK] == [
         line.split()[0] for line in out_text[1].splitlines()
         if line.split()[:1] in ([S.FIGURES_NOTEBOOK], [S.BEYOND_NOTEBOOK])]
+
+
+def test_conclusions_that_do_not_hold_unenforced_are_named_in_the_summary(repo, capsys):
+    """On data where the fixed conclusions are findings (report.claims_enforced), a notebook that printed a NO
+    still succeeds, and the run's summary names each such claim."""
+    class Printing(FakeExecute):
+        def __call__(self, input_path, output_path, **kw):
+            super().__call__(input_path, output_path, **kw)
+            if Path(input_path).stem == "04_evaluate":
+                stream = {"output_type": "stream", "name": "stdout",
+                          "text": ["yes  every head beats raw\n", "NO   Task 1 has the highest mean\n"]}
+                Path(output_path).write_text(json.dumps(make_notebook("x = 1\n", [stream])))
+
+    ex = Printing(repo)
+    code = S.main(["--seeds", "0,1", "--backbones", "pca", "--beyond-backbone", "pca"], execute=ex, root=repo)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "pca: 1 checked conclusion(s) do not hold on this data (findings, not enforced): " \
+           "04_evaluate: Task 1 has the highest mean" in out
+    assert "1 finding(s)" in out and "every head beats raw" not in out
+    assert S.findings([repo / "nowhere.ipynb"]) == []

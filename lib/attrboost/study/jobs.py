@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -129,13 +130,37 @@ def run_job(job: Job, execute: Execute, root: Path, progress: Progress, force: b
                      **job.record(wall, total, failure)})
         write_json(job.run_json, info)
         if not failure:
+            found = findings(s.output_path for s in job.steps)
+            if found:
+                progress.say(f"{job.label}: {len(found)} checked conclusion(s) do not hold on this data (findings, "
+                             "not enforced): " + "; ".join(found))
             swap.commit()
-            return Outcome(status, (job.name, status, fmt_seconds(total), ""))
+            note = f"{len(found)} finding(s): conclusions that do not hold here, not enforced" if found else ""
+            return Outcome(status, (job.name, status, fmt_seconds(total), note))
         kept = swap.rollback()
     where = ", ".join(f"{p}/" if p.is_dir() else str(p) for p in kept)
     note = f"; see {where}" + (f"; previous {job.previous[1]} kept" if job.previous[0].exists() else "")
     progress.say(f"{job.label}: failed{note}")
     return Outcome(status, (job.name, status, fmt_seconds(total), _failure_note(failure) + note), failure)
+
+
+NOT_HOLDING = re.compile(r"^NO {3}(.+)$", re.MULTILINE)  # report.check_claims' line for a claim that does not hold
+
+
+def findings(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """The checked conclusions the executed notebooks at ``paths`` printed as not holding, as
+    ``"<notebook>: <claim>"``. On the synthetic catalogue such a claim stops the notebook; on other data it is a
+    finding (``report.claims_enforced``), which the summary names so that it is not published unseen."""
+    found = []
+    for path in paths:
+        nb = read_json(path)
+        for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                    text = out.get("text", "")
+                    text = "".join(text) if isinstance(text, list) else text
+                    found += [f"{Path(path).stem}: {claim}" for claim in NOT_HOLDING.findall(text)]
+    return found
 
 
 def _failure_note(failure: dict) -> str:

@@ -84,7 +84,7 @@ from .execution import (  # noqa: F401
 )
 from .jobs import (  # noqa: F401
     Job, Outcome, run_job, backbone_job, figures_job, beyond_job, run_study, kernel_threads, side_by_side,
-    reproduce,
+    reproduce, findings,
 )
 from .summary import (  # noqa: F401
     headline, summary_table, report, compare_results, format_comparison,
@@ -102,7 +102,7 @@ __all__ = [
     'RUNSET_KEYS', 'RUNSET_NAME', 'RUN_JSON', 'Run', 'SEARCH_NOTEBOOK', 'SORT_COLUMNS', 'Step', 'StudyConfig',
     'Swap', 'THREAD_ENV', 'aggregate', 'backbone_job', 'beyond_job', 'build_parser', 'cache_id',
     'check_runset', 'compare_results', 'computed_here', 'execute_step', 'failure_info', 'figures_job',
-    'file_sha256', 'finished_runs', 'fmt_seconds', 'format_comparison', 'headline', 'input_hashes',
+    'file_sha256', 'findings', 'finished_runs', 'fmt_seconds', 'format_comparison', 'headline', 'input_hashes',
     'kernel_threads', 'known_backbones', 'lib_hash', 'main', 'missing_notebooks', 'notebook_hash', 'now_utc',
     'papermill_execute', 'parameter_changes', 'parse_args', 'plan', 'plan_beyond', 'plan_figures',
     'plan_runs', 'quiet_kernel', 'read_json', 'recover', 'refresh_notebooks', 'rel_to_root', 'report',
