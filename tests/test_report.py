@@ -234,9 +234,9 @@ def test_a_conclusion_that_does_not_hold_stops_the_run_only_where_it_is_enforced
     assert not R.claims_enforced("fashion") and not R.claims_enforced("csv")
 
 
-@pytest.mark.parametrize("name", ["03_train", "04_evaluate", "06_beyond"])
+@pytest.mark.parametrize("name", ["03_train", "04_evaluate", "06_beyond", "07_search"])
 def test_the_notebooks_enforce_fixed_conclusions_on_the_synthetic_catalogue_and_bands_everywhere(name):
-    """The fixed conclusions of 03, 04 and 06 stop the run on the synthetic catalogue only (a finding elsewhere);
+    """The fixed conclusions of 03, 04, 06 and 07 stop the run on the synthetic catalogue only (a finding elsewhere);
     04's regression bands, derived from the committed run set of the same parameters, stop it on any data."""
     import json
     from pathlib import Path
