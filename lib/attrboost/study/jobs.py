@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -144,13 +143,12 @@ def run_job(job: Job, execute: Execute, root: Path, progress: Progress, force: b
     return Outcome(status, (job.name, status, fmt_seconds(total), _failure_note(failure) + note), failure)
 
 
-NOT_HOLDING = re.compile(r"^NO {3}(.+)$", re.MULTILINE)  # report.check_claims' line for a claim that does not hold
-
-
 def findings(paths: Iterable[str | os.PathLike]) -> list[str]:
     """The checked conclusions the executed notebooks at ``paths`` printed as not holding, as
     ``"<notebook>: <claim>"``. On the synthetic catalogue such a claim stops the notebook; on other data it is a
     finding (``report.claims_enforced``), which the summary names so that it is not published unseen."""
+    from .report import claims_not_holding  # here, not at the top: it imports torch, which the runner never needs
+
     found = []
     for path in paths:
         nb = read_json(path)
@@ -159,7 +157,7 @@ def findings(paths: Iterable[str | os.PathLike]) -> list[str]:
                 if out.get("output_type") == "stream" and out.get("name") == "stdout":
                     text = out.get("text", "")
                     text = "".join(text) if isinstance(text, list) else text
-                    found += [f"{Path(path).stem}: {claim}" for claim in NOT_HOLDING.findall(text)]
+                    found += [f"{Path(path).stem}: {claim}" for claim in claims_not_holding(text)]
     return found
 
 
