@@ -61,3 +61,45 @@ def test_no_shared_seed_or_backbone_gives_no_claim():
     ref = _results()
     assert reference_claims(_results(seeds=(7,)), ref, "b", ["task1"]) == {}
     assert reference_claims(_results(backbone="c"), ref, "c", ["task1"]) == {}
+
+
+# ----------------------------------------------------------------------------- the quick configuration
+def test_the_quick_configuration_s_two_seeds_keep_the_checked_conclusions_of_the_committed_run_set():
+    """The committed 04 and 06 run on ``params.QUICK_SEEDS`` (what nbval executes); the conclusions their check
+    cells enforce on the synthetic default must hold on the committed synthetic run set's rows of those seeds
+    (a CI over two seeds is wide: this is where it would show)."""
+    import numpy as np
+
+    from attrboost.cache import repo_root
+    from attrboost.study import beyond as B
+    from attrboost.study import params
+    from attrboost.study.stats import ratio_ci
+
+    seeds = params.QUICK_SEEDS.default
+    assert len(seeds) >= 2 and all(params.spec(n)["seeds"].default == seeds
+                                   for n in ("02_embeddings", "04_evaluate", "06_beyond"))
+    runset = repo_root() / "papermill_runs" / "synthetic"
+    backbone, tasks = params.PARAMS["backbone"].default, params.PARAMS["tasks"].default
+    res = pd.read_csv(runset / "results.csv")
+    res = res[(res["backbone"] == backbone) & res["seed"].isin(seeds)]
+    assert sorted(res["seed"].unique()) == sorted(seeds)
+    # 04: every head's boost ratio CI above 1 on both metrics; Task 1 the best head on MAP@R
+    wide = res.pivot_table(index=["seed", "metric"], columns="embedding", values="value").reset_index()
+    for task in tasks:
+        for metric in ("map@r", "paper_map@10"):
+            w = wide[wide["metric"] == metric]
+            assert ratio_ci(w[task].to_numpy(), w["raw"].to_numpy())[1] > 1, (task, metric)
+    mr = res[res["metric"] == "map@r"].groupby("embedding")["value"].mean()
+    assert mr[list(tasks)].idxmax() == "task1"
+    # 06, section 1: the three checked conclusions
+    b = pd.read_csv(runset / "beyond.csv")
+    b = b[(b["experiment"] == "baselines") & b["seed"].isin(seeds)]
+    test = b[b["part"] == "test"]
+    baselines = params.PARAMS["baselines"].default
+    val = b[(b["part"] == "val") & (b["metric"] == "paper_map@10")].groupby("method")["value"].mean()
+    best = val.reindex(baselines).idxmax()
+    d = B.paired_deltas(test, reference="task1", methods=["raw", *baselines], metrics=["map@r"]).set_index("method")
+    test_map = test[test["metric"] == "map@r"].groupby("method")["value"].mean()
+    assert all(test_map[m] > test_map["raw"] + 5 for m in ["task1", *baselines] if m != "pca_whiten")
+    assert d.loc["raw", "ci_high"] < 0
+    assert d.loc[best, "ci_low"] > 0 and np.isfinite(d.loc[best, "ci_low"])

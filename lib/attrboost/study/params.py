@@ -338,8 +338,17 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
                   "k", "n_queries", "n_latency", "n_image_queries", "out_dir"),
 }
 
-#: Where a notebook's parameter differs from :data:`PARAMS` (05 reads a run set, not a data set; 07 fits five heads).
+#: The committed 02, 04 and 06 run the quick configuration ``pytest --nbval`` executes: two seeds, the fewest
+#: that give a confidence interval (the study runner passes the run set's seeds, 0-2 on the synthetic default).
+QUICK_SEEDS = Param(integers(0), [0, 1], "the samples (as committed, the quick configuration: two seeds, the fewest "
+                                         "with a CI; the study runner passes the run set's seeds)")
+
+#: Where a notebook's parameter differs from :data:`PARAMS` (05 reads a run set, not a data set; 07 fits five heads;
+#: 02, 04 and 06 default to the quick configuration's seeds).
 OVERRIDES: dict[str, dict[str, Param]] = {
+    "02_embeddings": {"seeds": QUICK_SEEDS},
+    "04_evaluate": {"seeds": QUICK_SEEDS},
+    "06_beyond": {"seeds": QUICK_SEEDS},
     "05_figures": {"dataset": Param(runset, "synthetic", "run set: <dataset> or <dataset>-by_group")},
     "07_search": {"seeds": Param(integers(0), [0, 1, 2, 3, 4],
                                  "07's training seeds: one head each on the sample of `seed`, on the same queries")},
