@@ -57,6 +57,7 @@ bench: $(STAMP)  ## every benchmark that runs in minutes on this machine (prints
 	$(PY) benchmarks/bench_scale.py
 	$(PY) benchmarks/bench_device.py
 	@echo "skipped: benchmarks/bench_study.py (a whole cold study, tens of minutes: make bench-study)"
+	@echo "skipped: benchmarks/bench_gru.py (Tasks 2/3 with a narrower tag decoder: tens of head fits; the command is in its docstring)"
 	@echo "skipped: benchmarks/preprocessing.py (a crop-vs-pad experiment on the validation part, not a benchmark)"
 	@echo "skipped: benchmarks/screenshot_serve.py (re-draws figures/serve_synthetic.png, not a benchmark)"
 

@@ -1,0 +1,86 @@
+"""Tasks 2 and 3 with a narrower tag decoder: what a smaller ``gru_hidden`` saves and what it costs.
+
+The GRU decoder is about three quarters of a Task 2/3 training step (docs/performance.md, *Head fits*). This
+benchmark fits Task 2 and Task 3 heads with each ``--widths`` value of ``gru_hidden`` (the study's is 512) on
+the study's samples, one head per seed, with every other setting the study's (the validation-MAP@R rule
+included), and prints per task and width: seconds per epoch, epochs run, the fit, test MAP@R and
+paper_map@10, and the paired difference to width 512 over the seeds (mean and Student-t 95 % CI).
+
+The fits are cached steps like the study's (``$ATTRBOOST_CACHE``): width 512 with the study's settings is a
+cache hit where a run set made it (its fit seconds are then that run's). Protocol option only: the study keeps
+512 unless a paired CI over the run set's seeds shows no change.
+
+    python benchmarks/bench_gru.py --dataset fashion --backbone efficientnet_lite0 --seeds 0,1,2,3,4 \
+        --widths 512,256,128
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+
+from attrboost.study import params
+from attrboost.study import pipeline as P
+from attrboost.study.stats import mean_ci
+
+METRICS = ("map@r", "paper_map@10")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="synthetic", choices=["synthetic", "fashion"])
+    ap.add_argument("--split", default="random", choices=["random", "by_group"])
+    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--tasks", default="task2,task3")
+    ap.add_argument("--widths", default="512,256")
+    ap.add_argument("--n-jobs", default="auto", help="worker processes for the fits (default: one per core)")
+    a = ap.parse_args(argv)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    tasks = a.tasks.split(",")
+    widths = [int(w) for w in a.widths.split(",")]
+    if 512 not in widths:
+        widths = [512, *widths]
+    cfg = P.DataConfig(dataset=a.dataset, split=a.split)
+    head_kw = params.head_settings(params.defaults("04_evaluate"))  # the study's head settings, as 04 passes them
+    rows = []
+    for width in widths:
+        kw = dict(head_kw) if width == 512 else dict(head_kw, gru_hidden=width)  # 512: the study's own cache key
+        t0 = time.perf_counter()
+        runs = P.fit_heads([(cfg, s, a.backbone, t, kw) for s in seeds for t in tasks], n_jobs=a.n_jobs,
+                           progress=True)
+        wall = time.perf_counter() - t0
+        print(f"gru_hidden {width}: {len(runs)} heads in {wall:.0f} s wall (cached ones in no time)", flush=True)
+        for run in runs:
+            sample = P.get_sample(cfg, run.seed)
+            scores = P.evaluate(run.emb["test"], sample, "test")
+            rows.append(dict(width=width, task=run.task, seed=run.seed, epochs=len(run.history),
+                             selected=run.best_epoch, fit_s=run.fit_seconds,
+                             s_per_epoch=run.fit_seconds / max(len(run.history), 1),
+                             **{m: scores[m] for m in METRICS}))
+    df = pd.DataFrame(rows)
+    print(f"\n{a.dataset} ({a.split} split), {a.backbone}, seeds {seeds}: means over seeds")
+    print(df.groupby(["task", "width"])[["s_per_epoch", "epochs", "selected", "fit_s", *METRICS]].mean()
+          .round(2).to_string())
+    print("\npaired by seed, width minus 512 [95% CI] (a cached head's seconds are those of the run that fitted "
+          "it: compare speed only between widths fitted in this run, e.g. with an empty $ATTRBOOST_CACHE):")
+    for task in tasks:
+        ref = df[(df["task"] == task) & (df["width"] == 512)].set_index("seed")
+        for width in widths:
+            if width == 512:
+                continue
+            cur = df[(df["task"] == task) & (df["width"] == width)].set_index("seed").loc[ref.index]
+            parts = []
+            for m in METRICS:
+                mu, lo, hi = mean_ci((cur[m] - ref[m]).to_numpy())
+                parts.append(f"{m} {mu:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+            speed = ref["s_per_epoch"].mean() / cur["s_per_epoch"].mean()
+            fit = ref["fit_s"].sum() / cur["fit_s"].sum()
+            print(f"  {task} {width}: " + "; ".join(parts) + f"; s/epoch x{speed:.2f} faster, all fits x{fit:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
