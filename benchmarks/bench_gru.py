@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import pandas as pd
 
+from attrboost.study import beyond as B
 from attrboost.study import params
 from attrboost.study import pipeline as P
-from attrboost.study.stats import mean_ci
 
 METRICS = ("map@r", "paper_map@10")
 
@@ -44,38 +43,41 @@ def main(argv=None) -> int:
     if 512 not in widths:
         widths = [512, *widths]
     cfg = P.DataConfig(dataset=a.dataset, split=a.split)
+    samples = {seed: P.get_sample(cfg, seed) for seed in seeds}  # each seed's sample and features, made once
+    data = {seed: (samples[seed], P.get_features(samples[seed], a.backbone, progress=False)) for seed in seeds}
     head_kw = params.head_settings(params.defaults("04_evaluate"))  # the study's head settings, as 04 passes them
-    rows = []
+    fits, scores = [], []
     for width in widths:
         kw = dict(head_kw) if width == 512 else dict(head_kw, gru_hidden=width)  # 512: the study's own cache key
         t0 = time.perf_counter()
-        runs = P.fit_heads([(cfg, s, a.backbone, t, kw) for s in seeds for t in tasks], n_jobs=a.n_jobs,
+        runs = P.fit_heads([(data[s], s, a.backbone, t, kw) for s in seeds for t in tasks], n_jobs=a.n_jobs,
                            progress=True)
         wall = time.perf_counter() - t0
         print(f"gru_hidden {width}: {len(runs)} heads in {wall:.0f} s wall (cached ones in no time)", flush=True)
         for run in runs:
-            sample = P.get_sample(cfg, run.seed)
-            scores = P.evaluate(run.emb["test"], sample, "test")
-            rows.append(dict(width=width, task=run.task, seed=run.seed, epochs=len(run.history),
+            fits.append(dict(width=width, task=run.task, seed=run.seed, epochs=len(run.history),
                              selected=run.best_epoch, fit_s=run.fit_seconds,
-                             s_per_epoch=run.fit_seconds / max(len(run.history), 1),
-                             **{m: scores[m] for m in METRICS}))
-    df = pd.DataFrame(rows)
+                             s_per_epoch=run.fit_seconds / max(len(run.history), 1)))
+            scores += B.score_rows(run.emb["test"], samples[run.seed], "test", method=f"{run.task} | {width}",
+                                   task=run.task, width=width, seed=run.seed)
+    fits = pd.DataFrame(fits)
+    scores = pd.DataFrame(scores)
+    table = fits.merge(scores[scores["metric"].isin(METRICS)]
+                       .pivot_table(index=["task", "width", "seed"], columns="metric", values="value").reset_index())
     print(f"\n{a.dataset} ({a.split} split), {a.backbone}, seeds {seeds}: means over seeds")
-    print(df.groupby(["task", "width"])[["s_per_epoch", "epochs", "selected", "fit_s", *METRICS]].mean()
+    print(table.groupby(["task", "width"])[["s_per_epoch", "epochs", "selected", "fit_s", *METRICS]].mean()
           .round(2).to_string())
     print("\npaired by seed, width minus 512 [95% CI] (a cached head's seconds are those of the run that fitted "
           "it: compare speed only between widths fitted in this run, e.g. with an empty $ATTRBOOST_CACHE):")
     for task in tasks:
-        ref = df[(df["task"] == task) & (df["width"] == 512)].set_index("seed")
-        for width in widths:
-            if width == 512:
-                continue
-            cur = df[(df["task"] == task) & (df["width"] == width)].set_index("seed").loc[ref.index]
-            parts = []
-            for m in METRICS:
-                mu, lo, hi = mean_ci((cur[m] - ref[m]).to_numpy())
-                parts.append(f"{m} {mu:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+        others = [w for w in widths if w != 512]
+        d = B.paired_deltas(scores, reference=f"{task} | 512", methods=[f"{task} | {w}" for w in others],
+                            metrics=list(METRICS))
+        ref = fits[(fits["task"] == task) & (fits["width"] == 512)]
+        for width in others:
+            cur = fits[(fits["task"] == task) & (fits["width"] == width)]
+            parts = [f"{r.metric} {r.delta:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+                     for r in d[d["method"] == f"{task} | {width}"].itertuples()]
             speed = ref["s_per_epoch"].mean() / cur["s_per_epoch"].mean()
             fit = ref["fit_s"].sum() / cur["fit_s"].sum()
             print(f"  {task} {width}: " + "; ".join(parts) + f"; s/epoch x{speed:.2f} faster, all fits x{fit:.2f}")
