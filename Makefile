@@ -14,8 +14,9 @@ help:  ## list the targets
 	@printf '\t(all options: $(PY) -m attrboost.study --help)\n'
 	@printf 'ATTRBOOST_CACHE\tcache directory (default .cache); clean-cache deletes it\n'
 
-# INSTALLER=uv (default): uv installs the same packages as pip in about a fifth of the time (docs/performance.md).
-# uv does not read pip's configuration, so pip's constraint file and find-links, where set, are passed on;
+# INSTALLER=uv (default): uv installs the same packages as pip in less than half the time (docs/performance.md).
+# uv does not read pip's configuration, so pip's constraint file and find-links, where set, are passed on; it
+# compiles the bytecode at install, as pip does (with PYTHONDONTWRITEBYTECODE set, every process would recompile);
 # INSTALLER=pip installs with pip alone (its whole configuration, private indexes included). If uv fails, pip runs.
 INSTALLER ?= uv
 
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 ifeq ($(INSTALLER),uv)
 	$(PY) -m pip install -q uv
 	c=$$($(PY) -m pip config get global.constraint 2>/dev/null); f=$${PIP_FIND_LINKS:-$$($(PY) -m pip config get global.find-links 2>/dev/null)}; \
-	  $(VENV)/bin/uv pip install -q --python $(PY) $${c:+--constraints "$$c"} $${f:+--find-links "$$f"} -e ".[dev]" \
+	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) $${c:+--constraints "$$c"} $${f:+--find-links "$$f"} -e ".[dev]" \
 	  || $(PY) -m pip install -q -e ".[dev]"
 else
 	$(PY) -m pip install -q -e ".[dev]"

@@ -29,10 +29,11 @@ def pytest_collectstart(collector):
 #: order). ``make test`` runs ``--dist loadfile --no-loadscope-reorder``, so its two workers take whole files in
 #: this order: the longest first, so that both cores stay busy to the end (longest-processing-time-first)
 #: instead of one running a long notebook alone after the short files are done. The notebooks share cached
-#: features and heads, computed once whichever asks first (``attrboost.cache.computing``). Timings:
-#: docs/performance.md.
-LONGEST_FIRST = ("notebooks/06_beyond.ipynb", "notebooks/04_evaluate.ipynb", "notebooks/07_search.ipynb",
-                 "notebooks/03_train.ipynb", "tests/test_scale.py", "tests/test_csv_study.py")
+#: features and heads, computed once whichever asks first (``attrboost.cache.computing``); so the second
+#: worker starts with the Ray tests, which need none of them, instead of waiting for the first worker to draw
+#: the synthetic images and extract their features (a core idle for ~85 s). Timings: docs/performance.md.
+LONGEST_FIRST = ("notebooks/06_beyond.ipynb", "tests/test_scale.py", "notebooks/04_evaluate.ipynb",
+                 "notebooks/07_search.ipynb", "notebooks/03_train.ipynb", "tests/test_csv_study.py")
 
 
 #: The last state of a tqdm progress bar as nbval sees it (carriage returns folded), e.g.
