@@ -40,7 +40,8 @@ def ray_local(tmp_path_factory):
     marker = tmp_path_factory.mktemp("fault") / "crash-once"
     old = os.environ.get(scale.FAIL_ONCE_ENV)
     os.environ[scale.FAIL_ONCE_ENV] = str(marker)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # a new local Ray, never one already running here (or the stale address file of a crashed one)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield marker
     ray.shutdown()
     if old is None:

@@ -246,8 +246,9 @@ class Embedder:
 # ---------------------------------------------------------------------------------------------- the job
 def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = False) -> bool:
     """Connect this process to Ray unless it already is; True if this call did (then ``ray.shutdown()`` is
-    the caller's). address: a cluster (``auto``, ``HOST:6379``, ``ray://HOST:10001``); None: start a local
-    Ray (``num_cpus``: its CPUs, default all). The job ships this attrboost package to the workers
+    the caller's). address: a cluster (``auto``, ``HOST:6379``, ``ray://HOST:10001``); None: start a new local
+    Ray (``num_cpus``: its CPUs, default all), even where one runs already or a crashed one left its address
+    file behind (Ray's own ``address=None`` would attach to it; ``auto`` does that on purpose). The job ships this attrboost package to the workers
     (``runtime_env={"py_modules": [...]}``), so every node runs the driver's code and needs only the
     dependencies installed."""
     ray = require_ray()
@@ -255,7 +256,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
         return False
     from .. import __file__ as package_init
 
-    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=not quiet,
+    ray.init(address=address or "local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=not quiet,
              logging_level="WARNING" if quiet else "INFO",
              runtime_env={"py_modules": [str(Path(package_init).parent)]})
     return True
