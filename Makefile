@@ -13,6 +13,7 @@ help:  ## list the targets
 	@printf 'STUDY_ARGS\textra options for study, reproduce and figures, e.g. make study STUDY_ARGS=--force\n'
 	@printf '\t(all options: $(PY) -m attrboost.study --help)\n'
 	@printf 'ATTRBOOST_CACHE\tcache directory (default .cache); clean-cache deletes it\n'
+	@printf 'INSTALLER\tuv (default) or pip: what installs .venv, e.g. make test INSTALLER=pip\n'
 
 # INSTALLER=uv (default): uv installs the same packages as pip in less than half the time (docs/performance.md).
 # uv does not read pip's configuration, so pip's constraint file and find-links, where set, are passed on; it
