@@ -177,14 +177,16 @@ def claims_not_holding(text: str) -> list[str]:
     return NOT_HOLDING.findall(text)
 
 
-def check_claims(claims: dict[str, bool], *, enforce: bool = True) -> None:
+def check_claims(claims: dict[str, bool | None], *, enforce: bool = True) -> None:
     """Print every claim with ``yes`` / ``NO``, then raise :class:`ClaimFailed` naming each one that does not
     hold, so a run that breaks a conclusion fails instead of publishing it (the study runner's summary and
     ``failures.json`` carry the message). ``enforce=False`` (a user's own catalogue, where the study's
-    conclusions are a question, not a claim): print only."""
-    failed = [claim for claim, holds in claims.items() if not holds]
+    conclusions are a question, not a claim): print only. A claim whose value is None cannot be checked on
+    this run (a 95% CI with one seed) and is printed ``n/a``, neither held nor failed."""
+    failed = [claim for claim, holds in claims.items() if holds is not None and not holds]
     for claim, holds in claims.items():
-        print(f"{'yes' if holds else 'NO '}  {claim}")  # the line format :data:`NOT_HOLDING` reads
+        mark = "n/a" if holds is None else "yes" if holds else "NO "
+        print(f"{mark}  {claim}")  # the line format :data:`NOT_HOLDING` reads
     if failed and not enforce:
         print(f"(not enforced on this data: {len(failed)} of these conclusions do not hold here; a finding, not a failure)")
     elif failed:
