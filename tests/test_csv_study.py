@@ -203,6 +203,7 @@ def test_05_reads_the_run_parameters(tmp_path):
 
 
 # ------------------------------------------------------------------------------ end to end
+@pytest.mark.slow  # the study runner executes the real notebooks (about 70 s on 2 cores)
 def test_study_runs_end_to_end_on_a_csv_catalogue(tmp_path, monkeypatch):
     """01..05 with papermill on 192 shapes (colour, shape, size): 6 groups of 16 (so the 7-item validation part
     holds two items of a group: model selection's MAP@R needs pairs), two seeds, pca (capped by the training
