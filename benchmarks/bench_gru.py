@@ -24,17 +24,19 @@ import time
 
 import pandas as pd
 
+from attrboost.heads import BoostHead
 from attrboost.study import beyond as B
 from attrboost.study import params
 from attrboost.study import pipeline as P
 
 METRICS = ("map@r", "paper_map@10")
-STUDY = (512, "float32")  # the study's decoder: gru_hidden, decoder_dtype
+DECODER = ("gru_hidden", "decoder_dtype")
+STUDY = tuple(BoostHead().get_params()[k] for k in DECODER)  # the study's decoder: BoostHead's defaults
 
 
 def label(width: int, dtype: str) -> str:
     """A decoder variant's name in the tables, e.g. ``512`` (the study's) or ``512 bfloat16``."""
-    return str(width) if dtype == "float32" else f"{width} {dtype}"
+    return str(width) if dtype == STUDY[1] else f"{width} {dtype}"
 
 
 def main(argv=None) -> int:
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
     tasks = a.tasks.split(",")
     widths = [int(w) for w in a.widths.split(",")]
     dtypes = a.dtypes.split(",")
-    # every width x dtype; the study's decoder (512, float32) first: the reference of every paired difference
+    # every width x dtype; the study's decoder first: the reference of every paired difference
     variants = list(dict.fromkeys([STUDY, *((w, d) for w in widths for d in dtypes)]))
     cfg = P.DataConfig(dataset=a.dataset, split=a.split)
     samples = {seed: P.get_sample(cfg, seed) for seed in seeds}  # each seed's sample and features, made once
@@ -60,9 +62,8 @@ def main(argv=None) -> int:
     head_kw = params.head_settings(params.defaults("04_evaluate"))  # the study's head settings, as 04 passes them
     fits, scores = [], []
     for width, dtype in variants:
-        # the study's decoder with the study's own settings (its cache key); others override what differs
-        kw = dict(head_kw, **({} if width == 512 else {"gru_hidden": width}),
-                  **({} if dtype == "float32" else {"decoder_dtype": dtype}))
+        # only what differs from the study's decoder is passed: the study's decoder keeps the run sets' cache key
+        kw = dict(head_kw, **{k: v for k, v, std in zip(DECODER, (width, dtype), STUDY) if v != std})
         name = label(width, dtype)
         t0 = time.perf_counter()
         runs = P.fit_heads([(data[s], s, a.backbone, t, kw) for s in seeds for t in tasks], n_jobs=a.n_jobs,
@@ -83,10 +84,10 @@ def main(argv=None) -> int:
     print(table.groupby(["task", "decoder"], sort=False)[["s_per_epoch", "epochs", "selected", "fit_s", *METRICS]]
           .mean().round(2).to_string())
     ref_name = label(*STUDY)
+    others = [label(*v) for v in variants if v != STUDY]
     print(f"\npaired by seed, decoder minus {ref_name} [95% CI] (a cached head's seconds are those of the run that "
           "fitted it: compare speed only between decoders fitted in this run, e.g. with an empty $ATTRBOOST_CACHE):")
     for task in tasks:
-        others = [label(*v) for v in variants if v != STUDY]
         d = B.paired_deltas(scores, reference=f"{task} | {ref_name}", methods=[f"{task} | {o}" for o in others],
                             metrics=list(METRICS))
         ref = fits[(fits["task"] == task) & (fits["decoder"] == ref_name)]
